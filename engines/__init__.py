@@ -1,0 +1,26 @@
+"""In-process inference: model specs, shared pre/post-processing, one module per runtime."""
+
+from engines.base import Engine, EngineConfig
+from engines.errors import (
+    BillionbenchError,
+    ConfigError,
+    EngineError,
+    HardwareMismatch,
+    MissingDependency,
+    NotImplementedYet,
+)
+from engines.registry import ENGINES, create_engine, engine_class
+
+__all__ = [
+    "ENGINES",
+    "BillionbenchError",
+    "ConfigError",
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "HardwareMismatch",
+    "MissingDependency",
+    "NotImplementedYet",
+    "create_engine",
+    "engine_class",
+]

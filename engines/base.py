@@ -1,0 +1,109 @@
+"""The Engine ABC: load / infer (the timed forward) / close, with shared pre/post-processing."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engines.errors import ConfigError, EngineError
+from engines.models import WEIGHTS, get_spec, load_tokenizer
+from engines.pipeline import Batch, Pipeline, Prediction
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
+DEVICES = ("cpu", "cuda", "neuron")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything an engine needs to load; a pure value (the CLI reads the environment)."""
+
+    engine: str
+    model: str
+    precision: str = "fp32"
+    attn: str = "sdpa"
+    device: str = "cpu"
+    weights: str = "auto"
+    model_path: str | None = None
+    max_seq_len: int | None = None
+    seed: int = 0
+    fake_latency_ms: float = 2.0  # fake engine only
+    fake_per_input_ms: float = 0.2  # fake engine only
+
+    def __post_init__(self) -> None:
+        get_spec(self.model)  # raises a ConfigError listing the known models
+        for name, value, allowed in (
+            ("precision", self.precision, PRECISIONS),
+            ("attn", self.attn, ATTENTIONS),
+            ("device", self.device, DEVICES),
+            ("weights", self.weights, WEIGHTS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.max_seq_len is not None and self.max_seq_len < 4:
+            raise ConfigError(f"--max-seq-len must be >= 4; got {self.max_seq_len}")
+        if self.fake_latency_ms < 0 or self.fake_per_input_ms < 0:
+            raise ConfigError("fake engine latencies must be >= 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Engine(ABC):
+    """One runtime. `infer` is the timed region: model forward only, synchronised."""
+
+    #: devices this runtime can execute on; the CLI refuses any other hardware
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: False only for engines that run no model (fake): no FLOPs or roofline are claimed
+    computes_model: ClassVar[bool] = True
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.spec = get_spec(config.model)
+        self.pipeline: Pipeline | None = None
+        #: provenance recorded in every result row (weights, tokenizer, model source, ...)
+        self.info: dict[str, Any] = {}
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights/artifacts and set `self.pipeline` and `self.info`."""
+
+    @abstractmethod
+    def infer(self, inputs: dict[str, np.ndarray]) -> Any:
+        """Model forward on tokenized inputs; returns logits or hidden states."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the model and any device memory."""
+
+    # -- shared, not overridden ------------------------------------------------------------
+    def _load_pipeline(self) -> None:
+        tok = load_tokenizer(self.spec, self.config.model_path)
+        self.pipeline = Pipeline(self.spec, tok.tokenizer, self.config.max_seq_len)
+        self.info["tokenizer"] = tok.source
+
+    def _ready(self) -> Pipeline:
+        if self.pipeline is None:
+            raise EngineError(f"engine {self.config.engine!r} used before load()")
+        return self.pipeline
+
+    def preprocess(self, texts: list[str]) -> Batch:
+        return self._ready().preprocess(texts)
+
+    def postprocess(self, outputs: Any, batch: Batch) -> Prediction:
+        return self._ready().postprocess(outputs, batch)
+
+    def predict(self, texts: list[str]) -> Prediction:
+        """End to end: tokenize -> forward -> post-process."""
+        batch = self.preprocess(texts)
+        return self.postprocess(self.infer(batch.inputs), batch)
+
+    def __enter__(self) -> Engine:
+        self.load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,69 @@
+"""Eager PyTorch engine: fp32 / fp16 / bf16, with a selectable attention implementation."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import numpy as np
+
+from engines.base import Engine
+from engines.errors import EngineError, HardwareMismatch, MissingDependency
+from engines.models import load_model
+
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+class EagerEngine(Engine):
+    devices = ("cpu", "cuda")
+
+    def load(self) -> None:
+        import torch
+
+        cfg = self.config
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise HardwareMismatch("--engine eager on cuda needs an NVIDIA GPU; none is visible")
+        if cfg.attn == "flash_attention_2":
+            if cfg.device != "cuda":
+                raise HardwareMismatch("flash_attention_2 needs a CUDA GPU; use --attn sdpa")
+            if importlib.util.find_spec("flash_attn") is None:
+                raise MissingDependency("flash-attn", "flash")
+            if cfg.precision == "fp32":
+                raise EngineError("flash_attention_2 runs in fp16/bf16 only; add --precision bf16")
+        self._load_pipeline()
+        try:
+            loaded = load_model(
+                self.spec,
+                weights=cfg.weights,
+                model_path=cfg.model_path,
+                attn=cfg.attn,
+                seed=cfg.seed,
+            )
+        except (ValueError, ImportError) as e:
+            raise EngineError(f"could not build {self.spec.name} with attn={cfg.attn}: {e}") from e
+        self._torch = torch
+        self._device = torch.device(cfg.device)
+        model = loaded.model.to(device=self._device, dtype=getattr(torch, _DTYPES[cfg.precision]))
+        self.model = model.eval()
+        self.info.update(
+            weights=loaded.weights,
+            model_source=loaded.source,
+            attn=getattr(model.config, "_attn_implementation", cfg.attn),
+            torch=torch.__version__,
+        )
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> Any:
+        torch = self._torch
+        dev = self._device
+        with torch.inference_mode():
+            feeds = {k: torch.from_numpy(v).to(dev, non_blocking=True) for k, v in inputs.items()}
+            out = self.model(**feeds)
+            result = out.logits if self.spec.task == "classification" else out.last_hidden_state
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+        return result
+
+    def close(self) -> None:
+        self.model = None
+        if getattr(self, "_device", None) is not None and self._device.type == "cuda":
+            self._torch.cuda.empty_cache()

@@ -1,0 +1,1 @@
+"""Workloads, measurement, cost model, results and the command-line entry points."""

@@ -1,0 +1,287 @@
+"""Hardware profiles (prices are data), detection of this machine, and the hardware gate."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import time
+from dataclasses import dataclass, field, replace
+
+from engines.errors import ConfigError, HardwareMismatch
+
+HF_PRICING = "Hugging Face Inference Endpoints pricing page"
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """One hardware type. Peaks are dense (no structured sparsity), per accelerator."""
+
+    name: str
+    device: str  # cpu | cuda | neuron
+    price_per_hour: float | None
+    price_source: str
+    price_date: str
+    peak_fp16_flops: float | None  # dense fp16/bf16 tensor-core (or equivalent) peak
+    peak_fp32_flops: float | None
+    mem_bandwidth_gbs: float | None
+    compute_capability: tuple[int, int] | None = None
+    capabilities: frozenset[str] = field(default_factory=frozenset)  # fp16, bf16
+    match: tuple[str, ...] = ()  # substrings of the device name that identify it
+    peak_source: str = "vendor datasheet (dense)"
+
+    def __post_init__(self) -> None:
+        if self.price_per_hour is not None and self.price_per_hour <= 0:
+            raise ConfigError(f"price for {self.name} must be > 0, got {self.price_per_hour}")
+
+    @property
+    def flash_attention_2(self) -> bool:
+        cc = self.compute_capability
+        return self.device == "cuda" and cc is not None and cc >= (8, 0)
+
+    def peak_flops(self, precision: str) -> float | None:
+        return self.peak_fp32_flops if precision == "fp32" else self.peak_fp16_flops
+
+
+T = 1e12
+PROFILES: dict[str, HardwareProfile] = {
+    p.name: p
+    for p in (
+        # CPU peak is measured on the machine at run time (see measured_cpu_peak)
+        HardwareProfile(
+            "cpu",
+            "cpu",
+            0.067,
+            HF_PRICING + " (intel-spr, 2 vCPU)",
+            "2025-06",
+            None,
+            None,
+            None,
+            capabilities=frozenset({"bf16"}),
+            peak_source="measured matmul",
+        ),
+        HardwareProfile(
+            "t4",
+            "cuda",
+            0.50,
+            HF_PRICING,
+            "2025-06",
+            65 * T,
+            8.1 * T,
+            320,
+            (7, 5),
+            frozenset({"fp16"}),
+            ("T4",),
+        ),
+        HardwareProfile(
+            "l4",
+            "cuda",
+            0.80,
+            HF_PRICING,
+            "2025-06",
+            121 * T,
+            30.3 * T,
+            300,
+            (8, 9),
+            frozenset({"fp16", "bf16"}),
+            ("L4",),
+        ),
+        HardwareProfile(
+            "a10g",
+            "cuda",
+            1.00,
+            HF_PRICING,
+            "2025-06",
+            70 * T,
+            31.2 * T,
+            600,
+            (8, 6),
+            frozenset({"fp16", "bf16"}),
+            ("A10G",),
+        ),
+        HardwareProfile(
+            "a100",
+            "cuda",
+            2.50,
+            HF_PRICING,
+            "2025-06",
+            312 * T,
+            19.5 * T,
+            1935,
+            (8, 0),
+            frozenset({"fp16", "bf16"}),
+            ("A100",),
+        ),
+        HardwareProfile(
+            "h100",
+            "cuda",
+            4.50,
+            HF_PRICING,
+            "2025-06",
+            989 * T,
+            67 * T,
+            3350,
+            (9, 0),
+            frozenset({"fp16", "bf16"}),
+            ("H100",),
+        ),
+        HardwareProfile(
+            "inf2",
+            "neuron",
+            0.75,
+            HF_PRICING,
+            "2025-06",
+            190 * T,
+            47.5 * T,
+            820,
+            None,
+            frozenset({"fp16", "bf16"}),
+            ("inferentia2", "inf2"),
+        ),
+    )
+}
+# AWS on-demand list price (us-east-1) used by seed 002's neuronperf tables
+AWS_INF2_XLARGE = 0.7582
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What this machine is, read once by the CLI and recorded with every result."""
+
+    profile: str | None  # a PROFILES key, or None for an unknown accelerator
+    device: str
+    device_name: str
+    cpu_name: str
+    cores: int
+
+    def describe(self) -> str:
+        return f"{self.profile or 'unknown'} ({self.device_name})"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def sm_at_least(major: int, minor: int) -> bool:
+    if not has_cuda():
+        return False
+    import torch
+
+    return torch.cuda.get_device_capability() >= (major, minor)
+
+
+def has_neuron() -> bool:
+    return os.path.exists("/dev/neuron0")
+
+
+def has_tensorrt() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None and has_cuda()
+
+
+def detect() -> Detected:
+    cores = os.cpu_count() or 1
+    cpu = cpu_name()
+    if has_cuda():
+        import torch
+
+        name = torch.cuda.get_device_name(0)
+        for p in PROFILES.values():
+            if p.device == "cuda" and any(m.lower() in name.lower() for m in p.match):
+                return Detected(p.name, "cuda", name, cpu, cores)
+        return Detected(None, "cuda", name, cpu, cores)
+    if has_neuron():
+        return Detected("inf2", "neuron", "AWS Inferentia2", cpu, cores)
+    return Detected("cpu", "cpu", f"{cpu} ({cores} cores)", cpu, cores)
+
+
+def resolve(hw: str, detected: Detected, price_per_hour: float | None = None) -> HardwareProfile:
+    """The profile a run is labelled with. Refuses to label a run as hardware it is not on."""
+    if hw != "auto" and hw not in PROFILES:
+        raise ConfigError(f"unknown --hw {hw!r}; choose one of: auto, {', '.join(PROFILES)}")
+    if hw == "auto":
+        if detected.profile is None:
+            if price_per_hour is None:
+                raise ConfigError(
+                    f"detected {detected.device_name}, which has no hardware profile or price; "
+                    "pass --price-per-hour (cost is never reported as $0)"
+                )
+            return HardwareProfile(
+                detected.device_name.lower().replace(" ", "-"),
+                detected.device,
+                price_per_hour,
+                "--price-per-hour",
+                time.strftime("%Y-%m-%d"),
+                None,
+                None,
+                None,
+            )
+        hw = detected.profile
+    if hw != detected.profile:
+        raise HardwareMismatch(
+            f"--hw {hw} does not match this machine: detected {detected.describe()}; "
+            f"run on {hw} hardware or pass --hw auto"
+        )
+    profile = PROFILES[hw]
+    if price_per_hour is not None:
+        if price_per_hour <= 0:
+            raise ConfigError(f"--price-per-hour must be > 0, got {price_per_hour}")
+        profile = replace(
+            profile,
+            price_per_hour=price_per_hour,
+            price_source="--price-per-hour",
+            price_date=time.strftime("%Y-%m-%d"),
+        )
+    return profile
+
+
+def check_options(profile: HardwareProfile, precision: str, attn: str) -> None:
+    """Refuse precisions and attention kernels the hardware cannot run, saying why."""
+    if precision != "fp32" and precision not in profile.capabilities:
+        alt = "bf16" if "bf16" in profile.capabilities else "fp32"
+        raise HardwareMismatch(
+            f"--hw {profile.name} does not support --precision {precision}; use --precision {alt}"
+        )
+    if attn == "flash_attention_2" and not profile.flash_attention_2:
+        raise HardwareMismatch(
+            f"--hw {profile.name} cannot run flash-attention-2 (needs compute capability ≥ 8.0); "
+            "use --attn sdpa"
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def measured_cpu_peak(precision: str = "fp32", seconds: float = 2.0) -> float:
+    """This machine's sustained matmul FLOP/s (torch, all threads), the CPU roofline peak."""
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    n = 1024
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        dt = time.perf_counter() - t0
+        best = max(best, 4 * 2 * n**3 / dt)
+    return best

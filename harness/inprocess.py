@@ -1,0 +1,386 @@
+"""neuronperf-style in-process benchmark: model copies x worker threads x batch sizes.
+
+Every call records perf_counter_ns stamps around tokenize, forward and post-process, so the
+forward-only latency (`latency_ms_*`, neuronperf's columns) and the end-to-end latency
+(`*_latency_ms`, the seeds' columns) come from the same calls. Throughput counts inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue as queue_mod
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engines.base import Engine, EngineConfig
+from engines.errors import ConfigError, EngineError
+from engines.registry import create_engine
+from harness.data import Workload
+from harness.measure import Latency, Throughput
+
+log = logging.getLogger(__name__)
+
+# start, tokenized, forward done, end (ns); inputs; useful tokens; padded tokens; invalid; correct
+_FIELDS = ("t0", "t1", "t2", "t3", "inputs", "tokens", "padded", "invalid", "correct", "labelled")
+
+
+@dataclass(frozen=True)
+class InprocessConfig:
+    batch_size: int
+    n_models: int = 1
+    workers_per_model: int = 1
+    duration_s: float = 5.0
+    min_calls: int = 10
+    warmup_calls: int = 2
+    max_duration_s: float | None = None  # default: 10 x duration + 120 s
+    processes: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "n_models", "workers_per_model"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.duration_s <= 0:
+            raise ConfigError(f"--duration must be > 0 seconds; got {self.duration_s}")
+        if self.min_calls < 1 or self.warmup_calls < 0:
+            raise ConfigError("--min-calls must be >= 1 and --warmup >= 0")
+
+    @property
+    def deadline_s(self) -> float:
+        return self.max_duration_s or self.duration_s * 10 + 120
+
+
+@dataclass
+class InprocessResult:
+    config: InprocessConfig
+    e2e: Latency
+    forward: Latency
+    throughput: Throughput
+    calls: int
+    inputs: int
+    useful_tokens: int
+    padded_tokens: int
+    invalid: int
+    accuracy: float | None
+    duration_s: float
+    cpu_percent: float
+    peak_rss_mb: float
+    peak_gpu_mem_mb: float | None
+    hit_deadline: bool
+    engine_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_sec(self) -> float:
+        return self.throughput.avg * (self.useful_tokens / max(self.inputs, 1))
+
+    @property
+    def padding_ratio(self) -> float:
+        """Fraction of computed token slots that were padding."""
+        return 1.0 - self.useful_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+def _one_call(engine: Engine, texts: list[str], labels: list | None) -> tuple:
+    t0 = time.perf_counter_ns()
+    batch = engine.preprocess(texts)
+    t1 = time.perf_counter_ns()
+    out = engine.infer(batch.inputs)
+    t2 = time.perf_counter_ns()
+    pred = engine.postprocess(out, batch)
+    t3 = time.perf_counter_ns()
+    v = pred.values.reshape(pred.values.shape[0], -1)
+    invalid = int((~np.isfinite(v)).any(axis=1).sum())
+    correct = labelled = 0
+    if labels is not None and pred.labels is not None:
+        for lab, got in zip(labels, pred.labels, strict=True):
+            if lab is None:
+                continue
+            labelled += 1
+            want = (
+                engine.spec.labels[lab]
+                if isinstance(lab, (int, np.integer)) and 0 <= lab < len(engine.spec.labels)
+                else str(lab)
+            )
+            correct += int(want == got)
+    return (
+        t0,
+        t1,
+        t2,
+        t3,
+        batch.size,
+        int(batch.n_tokens.sum()),
+        batch.padded_tokens,
+        invalid,
+        correct,
+        labelled,
+    )
+
+
+def _drive(
+    engine: Engine,
+    workload: Workload,
+    cfg: InprocessConfig,
+    model_idx: int,
+    go,
+    stop,
+    counter,
+    errors: list,
+) -> tuple[list[threading.Thread], list[list]]:
+    """Start `workers_per_model` threads feeding one engine; each waits for `go`."""
+    sinks: list[list] = []
+    threads = []
+    stride = cfg.n_models * cfg.workers_per_model
+    for w in range(cfg.workers_per_model):
+        sink: list = []
+        sinks.append(sink)
+        first = model_idx * cfg.workers_per_model + w
+
+        def loop(sink=sink, index=first):
+            go.wait()
+            try:
+                while not stop.is_set():
+                    texts, labels = workload.batch(index, cfg.batch_size)
+                    sink.append(_one_call(engine, texts, labels))
+                    index += stride
+                    with counter.get_lock():
+                        counter.value += 1
+            except BaseException as e:  # surfaced by the controller, with its cause
+                errors.append(e)
+                stop.set()
+
+        t = threading.Thread(target=loop, daemon=True, name=f"model{model_idx}-w{w}")
+        t.start()
+        threads.append(t)
+    return threads, sinks
+
+
+def _warm(engine: Engine, workload: Workload, cfg: InprocessConfig) -> None:
+    for i in range(cfg.warmup_calls):
+        _one_call(engine, *workload.batch(i, cfg.batch_size))
+
+
+def _gpu_peak_mb() -> float | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def _child(
+    engine_cfg: EngineConfig,
+    workload: Workload,
+    cfg: InprocessConfig,
+    model_idx: int,
+    ready,
+    go,
+    stop,
+    counter,
+    out_q,
+) -> None:
+    """Process mode: one model copy per process, its worker threads inside it."""
+    errors: list = []
+    try:
+        engine = create_engine(engine_cfg)
+        engine.load()
+        _warm(engine, workload, cfg)
+    except BaseException as e:
+        out_q.put((model_idx, None, f"{type(e).__name__}: {e}", {}, None))
+        ready.wait()
+        return
+    ready.wait()
+    threads, sinks = _drive(engine, workload, cfg, model_idx, go, stop, counter, errors)
+    for t in threads:
+        t.join()
+    err = f"{type(errors[0]).__name__}: {errors[0]}" if errors else None
+    out_q.put((model_idx, [r for s in sinks for r in s], err, engine.info, _gpu_peak_mb()))
+    engine.close()
+
+
+class _Sampler:
+    """CPU% and peak RSS of this process and its children while the timed window runs."""
+
+    def __init__(self, period_s: float = 0.1):
+        import psutil
+
+        self._proc = psutil.Process()
+        self._period = period_s
+        self._stop = threading.Event()
+        self.peak_rss = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _procs(self):
+        try:
+            return [self._proc, *self._proc.children(recursive=True)]
+        except Exception:
+            return [self._proc]
+
+    def _cpu(self) -> float:
+        total = 0.0
+        for p in self._procs():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except Exception:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = 0
+            for p in self._procs():
+                try:
+                    rss += p.memory_info().rss
+                except Exception:
+                    pass
+            self.peak_rss = max(self.peak_rss, rss)
+            self._stop.wait(self._period)
+
+    def start(self) -> None:
+        self._cpu0, self._t0 = self._cpu(), time.perf_counter()
+        self._thread.start()
+
+    def stop(self) -> float:
+        cpu = (self._cpu() - self._cpu0) / max(time.perf_counter() - self._t0, 1e-9) * 100
+        self._stop.set()
+        self._thread.join()
+        return cpu
+
+
+def run_inprocess(
+    engine_cfg: EngineConfig,
+    workload: Workload,
+    cfg: InprocessConfig,
+    *,
+    engines: list[Engine] | None = None,
+    progress: Callable[[float, int], None] | None = None,
+) -> InprocessResult:
+    """Measure one (batch size, n_models, workers_per_model) point.
+
+    `engines` lets a sweep reuse loaded copies across batch sizes (thread mode only).
+    """
+    counter = mp.get_context("spawn").Value("q", 0)
+    errors: list = []
+    infos: dict[str, Any] = {}
+    gpu_mb: float | None = None
+    procs: list = []
+    if cfg.processes:
+        ctx = mp.get_context("spawn")
+        ready, go, stop = ctx.Barrier(cfg.n_models + 1), ctx.Event(), ctx.Event()
+        out_q = ctx.Queue()
+        for m in range(cfg.n_models):
+            p = ctx.Process(
+                target=_child,
+                daemon=True,
+                args=(engine_cfg, workload, cfg, m, ready, go, stop, counter, out_q),
+            )
+            p.start()
+            procs.append(p)
+        ready.wait(timeout=cfg.deadline_s)
+        threads = []
+        sinks: list[list] = []
+    else:
+        go, stop = threading.Event(), threading.Event()
+        if engines is None:
+            engines = []
+        while len(engines) < cfg.n_models:
+            e = create_engine(engine_cfg)
+            e.load()
+            engines.append(e)
+        for e in engines[: cfg.n_models]:
+            _warm(e, workload, cfg)
+        threads, sinks = [], []
+        for m, e in enumerate(engines[: cfg.n_models]):
+            t, s = _drive(e, workload, cfg, m, go, stop, counter, errors)
+            threads += t
+            sinks += s
+        infos = dict(engines[0].info)
+        if _gpu_peak_mb() is not None:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    sampler = _Sampler()
+    sampler.start()
+    t_start = time.perf_counter()
+    go.set()
+    hit_deadline = False
+    while True:
+        time.sleep(0.05)
+        elapsed = time.perf_counter() - t_start
+        done = counter.value
+        if progress:
+            progress(elapsed, done)
+        if errors or stop.is_set():
+            break
+        if elapsed >= cfg.duration_s and done >= cfg.min_calls:
+            break
+        if elapsed >= cfg.deadline_s:
+            hit_deadline = True
+            log.warning(
+                "stopped at the %.0f s deadline after %d calls (< --min-calls %d)",
+                cfg.deadline_s,
+                done,
+                cfg.min_calls,
+            )
+            break
+        if procs and not any(p.is_alive() for p in procs):
+            break
+    stop.set()
+    records: list[tuple] = []
+    if cfg.processes:
+        child_errors = []
+        for _ in procs:
+            try:
+                _, recs, err, info, gmb = out_q.get(timeout=cfg.deadline_s)
+            except queue_mod.Empty:
+                child_errors.append("a model process did not report back")
+                continue
+            if err:
+                child_errors.append(err)
+            records += recs or []
+            infos = infos or info
+            if gmb is not None:
+                gpu_mb = (gpu_mb or 0.0) + gmb
+        cpu = sampler.stop()
+        for p in procs:
+            p.join(timeout=30)
+        if child_errors:
+            raise EngineError(f"model process failed: {child_errors[0]}")
+    else:
+        for t in threads:
+            t.join()
+        cpu = sampler.stop()
+        if errors:
+            raise EngineError(f"inference failed: {errors[0]}") from errors[0]
+        records = [r for s in sinks for r in s]
+        gpu_mb = _gpu_peak_mb()
+    duration = time.perf_counter() - t_start
+    if not records:
+        raise EngineError("no call completed; raise --duration or check the engine")
+    a = {k: np.asarray(v) for k, v in zip(_FIELDS, zip(*records, strict=True), strict=True)}
+    labelled = int(a["labelled"].sum())
+    return InprocessResult(
+        config=cfg,
+        e2e=Latency.from_ns(a["t3"] - a["t0"]),
+        forward=Latency.from_ns(a["t2"] - a["t1"]),
+        throughput=Throughput.from_completions(a["t0"], a["t3"], a["inputs"]),
+        calls=len(records),
+        inputs=int(a["inputs"].sum()),
+        useful_tokens=int(a["tokens"].sum()),
+        padded_tokens=int(a["padded"].sum()),
+        invalid=int(a["invalid"].sum()),
+        accuracy=(int(a["correct"].sum()) / labelled) if labelled else None,
+        duration_s=duration,
+        cpu_percent=cpu,
+        peak_rss_mb=sampler.peak_rss / 2**20,
+        peak_gpu_mem_mb=gpu_mb,
+        hit_deadline=hit_deadline,
+        engine_info=infos,
+    )

@@ -1,0 +1,170 @@
+"""Result rows: one per measured configuration, appended to CSV and Parquet as soon as measured."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# The seeds' columns first (so their analyses run unchanged), then neuronperf's, then ours.
+SEED_COLUMNS = [
+    "total_requests",
+    "successful_requests",
+    "failed_requests",
+    "test_duration_sec",
+    "avg_latency_ms",
+    "p50_latency_ms",
+    "p90_latency_ms",
+    "p95_latency_ms",
+    "p99_latency_ms",
+    "throughput_req_per_sec",
+    "throughput_peak",
+    "hw_type",
+    "batch_size",
+    "vus",
+    "engine",
+    "image",
+    "vendor",
+    "n_models",
+    "workers_per_model",
+    "avg_num_vectors",
+    "min_num_vectors",
+    "max_num_vectors",
+    "invalid_embeddings",
+    "seconds_per_billion",
+    "cost_per_sec",
+    "cost_per_1m_inf",
+    "1B_cost",
+    "cost_per_1m_tokens",
+    "inputs_per_request",
+]
+NEURONPERF_COLUMNS = [
+    "latency_ms_p0",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p95",
+    "latency_ms_p99",
+    "latency_ms_p100",
+    "throughput_avg",
+]
+EXTRA_COLUMNS = [
+    "task",
+    "model_name",
+    "model_id",
+    "weights",
+    "tokenizer",
+    "precision",
+    "attn",
+    "mode",
+    "protocol",
+    "dataset",
+    "avg_tokens",
+    "p50_tokens",
+    "min_tokens",
+    "max_tokens",
+    "padding_ratio",
+    "truncated_inputs",
+    "accuracy",
+    "parity_metric",
+    "flops_per_input",
+    "achieved_tflops",
+    "peak_tflops",
+    "peak_source",
+    "floor_1B_cost",
+    "efficiency",
+    "price_per_hour",
+    "price_source",
+    "throughput_method",
+    "cpu_percent",
+    "peak_rss_mb",
+    "peak_gpu_mem_mb",
+    "host_name",
+    "device_name",
+    "cpu_name",
+    "tool_versions",
+    "git_sha",
+    "timestamp",
+    "config_key",
+    "config_json",
+]
+COLUMNS = SEED_COLUMNS + NEURONPERF_COLUMNS + EXTRA_COLUMNS
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """Stable id of what was measured; a rerun skips rows whose key is already stored."""
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True, default=str)
+    return v
+
+
+class ResultsStore:
+    """`<dir>/results.csv` (append-only log) and `<dir>/results.parquet` (rewritten atomically)."""
+
+    def __init__(self, directory: str | os.PathLike, *, fresh: bool = False):
+        self.dir = Path(directory)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"cannot create --output-dir {self.dir}: {e.strerror}") from e
+        self.csv = self.dir / "results.csv"
+        self.parquet = self.dir / "results.parquet"
+        if fresh:
+            self._archive()
+
+    def _archive(self) -> None:
+        """--fresh never deletes data: old files are renamed with a timestamp."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for p in (self.csv, self.parquet):
+            if p.exists():
+                p.rename(p.with_name(f"{p.stem}.{stamp}{p.suffix}"))
+                log.warning("--fresh: previous %s kept as %s.%s%s", p.name, p.stem, stamp, p.suffix)
+
+    def read(self):
+        """All stored rows as a DataFrame (CSV is the source of truth if Parquet lags)."""
+        import pandas as pd
+
+        if self.csv.exists():
+            return pd.read_csv(self.csv)
+        if self.parquet.exists():
+            return pd.read_parquet(self.parquet)
+        return pd.DataFrame(columns=COLUMNS)
+
+    def done_keys(self) -> set[str]:
+        df = self.read()
+        return set(df["config_key"].dropna().astype(str)) if "config_key" in df else set()
+
+    def append(self, row: dict[str, Any]) -> None:
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise KeyError(f"result row has columns outside the contract: {sorted(unknown)}")
+        values = {c: _cell(row.get(c)) for c in COLUMNS}
+        new = not self.csv.exists()
+        with open(self.csv, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            if new:
+                w.writeheader()
+            w.writerow(values)
+            f.flush()
+            os.fsync(f.fileno())
+        self._write_parquet()
+
+    def _write_parquet(self) -> None:
+        df = self.read()
+        tmp = self.parquet.with_suffix(".parquet.tmp")
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, self.parquet)

@@ -1,0 +1,564 @@
+"""`python -m harness.run`: benchmark one model x engine x hardware in process (neuronperf-style).
+
+Sweeps batch sizes x n_models x workers_per_model, appends one result row per configuration to
+`<output-dir>/results.{csv,parquet}` as soon as it is measured, and prints seed 002's table with
+$/1M, $/1B and the roofline floor. Re-running the same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from engines.base import ATTENTIONS, PRECISIONS, EngineConfig
+from engines.errors import BillionbenchError, ConfigError
+from engines.models import DEFAULT_MODEL, MODELS, TASKS, WEIGHTS, get_spec
+from engines.registry import ENGINES, engine_class
+
+log = logging.getLogger("billionbench")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        self.exit(2, f"error: {message} (see: python -m {self.prog} --help)\n")
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness.hardware import PROFILES
+
+    p = _Parser(
+        prog="harness.run",
+        description="Benchmark an encoder in process (model copies x worker threads x batch "
+        "sizes) and report p50/p99 latency, throughput and $ per 1M / 1B inputs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--task", choices=TASKS, default="classification", help="what the model does")
+    g.add_argument(
+        "--model",
+        default=None,
+        help=f"registry name; default: the task's model {DEFAULT_MODEL}. "
+        f"Known: {', '.join(sorted(MODELS))}",
+    )
+    g.add_argument("--model-path", default=None, help="load weights/tokenizer from this directory")
+    g.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default="auto",
+        help="auto: local dir > HF cache > Hub > random (labelled); random: never fetch",
+    )
+    g.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=None,
+        help="truncate inputs to this many tokens (default: the model's limit)",
+    )
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", default="eager", help=f"one of: {', '.join(ENGINES)}")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    g.add_argument("--attn", choices=ATTENTIONS, default="sdpa", help="attention implementation")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice, usually all cores)",
+    )
+    g.add_argument(
+        "--fake-latency-ms",
+        type=float,
+        default=2.0,
+        help="fake engine only: fixed latency per call",
+    )
+    g.add_argument(
+        "--fake-per-input-ms",
+        type=float,
+        default=0.2,
+        help="fake engine only: extra latency per input in the batch",
+    )
+    g = p.add_argument_group("hardware and cost")
+    g.add_argument(
+        "--hw",
+        default="auto",
+        help=f"hardware profile; must match this machine. auto or one of: {', '.join(PROFILES)}",
+    )
+    g.add_argument(
+        "--price-per-hour",
+        type=positive_float,
+        default=None,
+        help="override the profile's $/hr (recorded as the price source)",
+    )
+    g = p.add_argument_group("workload")
+    g.add_argument(
+        "--dataset",
+        default="auto",
+        help="auto (seed dataset when the Hub is reachable, else synthetic), "
+        "synthetic, a .jsonl/.csv/.parquet file, or a Hub dataset id",
+    )
+    g.add_argument("--text-column", default=None)
+    g.add_argument("--label-column", default=None)
+    g.add_argument("--num-samples", type=int, default=512, help="distinct inputs in the workload")
+    g.add_argument(
+        "--tokens-mean",
+        type=float,
+        default=None,
+        help="synthetic: mean tokens per input (default 100 classification, 144 embedding)",
+    )
+    g.add_argument(
+        "--tokens-sd",
+        type=float,
+        default=None,
+        help="synthetic: sd of tokens (default: min+gamma tail / 14 for embedding)",
+    )
+    g.add_argument("--tokens-min", type=int, default=None, help="synthetic: minimum tokens")
+    g.add_argument("--seed", type=int, default=0, help="workload and random-weight seed")
+    g = p.add_argument_group("sweep (neuronperf-style)")
+    g.add_argument("--batch-sizes", type=int_list, default=[1, 8, 32], help="comma-separated")
+    g.add_argument("--n-models", type=int_list, default=[1], help="model copies, comma-separated")
+    g.add_argument(
+        "--workers-per-model",
+        type=int_list,
+        default=[1],
+        help="threads feeding each copy, comma-separated",
+    )
+    g.add_argument(
+        "--processes", action="store_true", help="run model copies as processes instead of threads"
+    )
+    g.add_argument(
+        "--duration",
+        type=positive_float,
+        default=5.0,
+        help="minimum timed seconds per configuration",
+    )
+    g.add_argument(
+        "--min-calls",
+        type=int,
+        default=10,
+        help="minimum timed calls per configuration (both minima must be met)",
+    )
+    g.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls per model copy")
+    g.add_argument(
+        "--max-duration",
+        type=positive_float,
+        default=None,
+        help="hard stop per configuration (default 10 x duration + 120 s)",
+    )
+    g = p.add_argument_group("output")
+    g.add_argument("--output-dir", default="results", help="where results.csv/.parquet go")
+    r = g.add_mutually_exclusive_group()
+    r.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_true",
+        default=True,
+        help="skip configurations already in the results file",
+    )
+    r.add_argument(
+        "--fresh",
+        dest="resume",
+        action="store_false",
+        help="start over (old results are kept, renamed with a timestamp)",
+    )
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _setup_logging(console, verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[handler],
+        force=True,
+    )
+    for noisy in ("transformers", "urllib3", "filelock", "huggingface_hub", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _fmt(v: Any, nd: int = 2) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{nd}f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def print_table(console, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    t = Table(
+        title="in-process results (latency_ms_* = forward only; e2e = tokenize+forward+post)",
+        title_justify="left",
+    )
+    cols = [
+        ("batch_size", "batch", 0),
+        ("n_models", "n_models", 0),
+        ("workers_per_model", "workers/model", 0),
+        ("latency_ms_p50", "fwd p50 ms", 2),
+        ("latency_ms_p99", "fwd p99 ms", 2),
+        ("p99_latency_ms", "e2e p99 ms", 2),
+        ("throughput_avg", "inputs/s", 1),
+        ("cost_per_1m_inf", "$/1M", 3),
+        ("1B_cost", "$/1B", 2),
+        ("floor_1B_cost", "floor $/1B", 2),
+        ("efficiency", "efficiency", 3),
+    ]
+    for _, head, _ in cols:
+        t.add_column(head, justify="right")
+    for r in rows:
+        t.add_row(*(_fmt(r.get(k), nd) for k, _, nd in cols))
+    console.print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
+        console = Console(stderr=False, width=160)
+    err_console = Console(stderr=True, width=None if console.is_terminal else 160)
+    _setup_logging(err_console, args.verbose)
+    try:
+        return _run(args, console)
+    except BillionbenchError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except OSError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[yellow]interrupted[/]: finished rows are in {args.output_dir}/results.csv; "
+            "run the same command again to resume"
+        )
+        return 130
+
+
+def _run(args: argparse.Namespace, console) -> int:
+    from harness import hardware
+    from harness.data import WorkloadSpec, load_workload
+    from harness.inprocess import InprocessConfig, run_inprocess
+    from harness.results import ResultsStore, config_key
+
+    model = args.model or DEFAULT_MODEL[args.task]
+    spec = get_spec(model)
+    if spec.task != args.task:
+        raise ConfigError(
+            f"--model {model} is a {spec.task} model but --task is {args.task}; "
+            f"pass --task {spec.task} or pick a {args.task} model"
+        )
+    if not spec.is_text:
+        raise ConfigError(
+            f"--task {args.task}: the vision pipeline is not implemented yet (issue #7)"
+        )
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1; got {args.num_samples}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1; got {args.threads}")
+    engine_cls = engine_class(args.engine)  # unknown / not-yet-built engines fail here
+
+    detected = hardware.detect()
+    profile = hardware.resolve(args.hw, detected, args.price_per_hour)
+    if profile.device not in engine_cls.devices:
+        raise ConfigError(
+            f"--engine {args.engine} cannot run on {profile.name} ({profile.device}); "
+            f"it runs on: {', '.join(engine_cls.devices)}"
+        )
+    hardware.check_options(profile, args.precision, args.attn)
+    engine_cfg = EngineConfig(
+        engine=args.engine,
+        model=model,
+        precision=args.precision,
+        attn=args.attn,
+        device=profile.device,
+        weights=args.weights,
+        model_path=args.model_path,
+        max_seq_len=args.max_seq_len,
+        seed=args.seed,
+        fake_latency_ms=args.fake_latency_ms,
+        fake_per_input_ms=args.fake_per_input_ms,
+    )
+    wl_spec = WorkloadSpec(
+        task=args.task,
+        source=args.dataset,
+        n=args.num_samples,
+        tokens_mean=args.tokens_mean,
+        tokens_sd=args.tokens_sd,
+        tokens_min=args.tokens_min,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        seed=args.seed,
+    )
+    store = ResultsStore(args.output_dir, fresh=not args.resume)
+    done = store.done_keys()
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    from engines.models import load_tokenizer
+
+    tok = load_tokenizer(spec, args.model_path)
+    max_len = args.max_seq_len or spec.max_seq_len
+    workload = load_workload(wl_spec, tok.tokenizer, max_len)
+    stats = workload.stats
+    if workload.truncated:
+        log.warning(
+            "%d inputs are longer than %d tokens and will be truncated", workload.truncated, max_len
+        )
+
+    peak = profile.peak_flops(args.precision)
+    peak_source = profile.peak_source
+    if profile.device == "cpu":
+        peak = hardware.measured_cpu_peak(args.precision)
+    # the fake engine computes nothing, so no FLOPs, floor or efficiency is claimed for it
+    flops = spec.flops_per_input(stats.avg, stats.mean_sq) if engine_cls.computes_model else None
+
+    console.print(
+        f"[bold]billionbench[/] · model [cyan]{model}[/] ({spec.hub_id or 'config only'}) · "
+        f"engine [cyan]{args.engine}[/] {args.precision}/{args.attn} · hw [cyan]{profile.name}[/] "
+        f"= {detected.device_name} at ${profile.price_per_hour}/hr ({profile.price_source}, "
+        f"{profile.price_date})",
+        highlight=False,
+    )
+    console.print(
+        f"workload: {workload.source}, tokenizer {tok.source}; tokens/input avg {stats.avg:.1f} "
+        f"p50 {stats.p50:.0f} min {stats.min} max {stats.max} · "
+        f"{(flops or 0) / 1e9:.2f} GFLOP/input · peak {peak / 1e12:.2f} TFLOP/s ({peak_source})",
+        highlight=False,
+    )
+    if args.engine == "fake":
+        console.print(
+            "[yellow]engine=fake: synthetic latencies for tests/demos, not a model measurement[/]"
+        )
+
+    points = [
+        (b, n, w) for n in args.n_models for w in args.workers_per_model for b in args.batch_sizes
+    ]
+    rows: list[dict] = []
+    engines: list = []
+    existing = None
+    try:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            overall = bar.add_task(f"{len(points)} configurations", total=len(points), info="")
+            for b, n, w in points:
+                icfg = InprocessConfig(
+                    batch_size=b,
+                    n_models=n,
+                    workers_per_model=w,
+                    duration_s=args.duration,
+                    min_calls=args.min_calls,
+                    warmup_calls=args.warmup,
+                    max_duration_s=args.max_duration,
+                    processes=args.processes,
+                )
+                key_cfg = {
+                    "mode": "inprocess",
+                    "engine": engine_cfg.as_dict(),
+                    "hw": profile.name,
+                    "price_per_hour": profile.price_per_hour,
+                    "workload": asdict(wl_spec),
+                    "inprocess": asdict(icfg),
+                    "threads": args.threads,
+                }
+                key = config_key(key_cfg)
+                if key in done:
+                    if existing is None:
+                        existing = store.read()
+                    prev = existing[existing["config_key"] == key].tail(1).to_dict("records")
+                    rows += prev
+                    log.info(
+                        "batch %d, n_models %d, workers %d: already measured (resume); "
+                        "--fresh to redo",
+                        b,
+                        n,
+                        w,
+                    )
+                    bar.advance(overall)
+                    continue
+                bar.update(
+                    overall,
+                    description=f"batch {b} · n_models {n} · workers {w}",
+                    info="loading" if not engines else "measuring",
+                )
+
+                def progress(elapsed: float, calls: int, _b=b) -> None:
+                    bar.update(overall, info=f"{elapsed:5.1f}s/{args.duration:g}s · {calls} calls")
+
+                res = run_inprocess(
+                    engine_cfg,
+                    workload,
+                    icfg,
+                    engines=None if args.processes else engines,
+                    progress=progress,
+                )
+                row = _row(
+                    res,
+                    spec,
+                    engine_cfg,
+                    profile,
+                    detected,
+                    workload,
+                    stats,
+                    flops,
+                    peak,
+                    peak_source,
+                    key,
+                    key_cfg,
+                )
+                store.append(row)
+                rows.append(row)
+                bar.advance(overall)
+    finally:
+        for e in engines:
+            e.close()
+    print_table(console, rows)
+    weights = rows[0].get("weights") if rows else "?"
+    console.print(
+        f"weights={weights} · results: {store.csv} and {store.parquet} · cost = "
+        f"${profile.price_per_hour}/hr x 1e9 / (3600 x inputs/s); floor = FLOPs/input at peak",
+        highlight=False,
+    )
+    if weights == "random":
+        console.print(
+            "[yellow]weights=random: latency/throughput are valid for the "
+            "architecture; predictions are meaningless[/]"
+        )
+    return 0
+
+
+def _row(
+    res,
+    spec,
+    engine_cfg,
+    profile,
+    detected,
+    workload,
+    stats,
+    flops,
+    peak,
+    peak_source,
+    key,
+    key_cfg,
+) -> dict:
+    from harness.costs import cost_columns
+    from harness.sysinfo import git_sha, host_name, tool_versions
+
+    thr = res.throughput.avg
+    info = res.engine_info
+    row = {
+        "total_requests": res.calls,
+        "successful_requests": res.calls,
+        "failed_requests": 0,
+        "test_duration_sec": res.duration_s,
+        "avg_latency_ms": res.e2e.avg,
+        "p50_latency_ms": res.e2e.p50,
+        "p90_latency_ms": res.e2e.p90,
+        "p95_latency_ms": res.e2e.p95,
+        "p99_latency_ms": res.e2e.p99,
+        "throughput_req_per_sec": thr,
+        "throughput_peak": res.throughput.peak,
+        "hw_type": profile.name,
+        "batch_size": res.config.batch_size,
+        "vus": res.config.n_models * res.config.workers_per_model,
+        "engine": engine_cfg.engine,
+        "image": f"{engine_cfg.engine}/{engine_cfg.precision}/{info.get('attn', engine_cfg.attn)}",
+        "vendor": "local",
+        "n_models": res.config.n_models,
+        "workers_per_model": res.config.workers_per_model,
+        "avg_num_vectors": 1 if spec.task != "classification" else None,
+        "min_num_vectors": 1 if spec.task != "classification" else None,
+        "max_num_vectors": 1 if spec.task != "classification" else None,
+        "invalid_embeddings": res.invalid,
+        "inputs_per_request": res.config.batch_size,
+        "latency_ms_p0": res.forward.p0,
+        "latency_ms_p50": res.forward.p50,
+        "latency_ms_p90": res.forward.p90,
+        "latency_ms_p95": res.forward.p95,
+        "latency_ms_p99": res.forward.p99,
+        "latency_ms_p100": res.forward.p100,
+        "throughput_avg": thr,
+        "task": spec.task,
+        "model_name": spec.name,
+        "model_id": info.get("model_source", spec.hub_id),
+        "weights": info.get("weights"),
+        "tokenizer": info.get("tokenizer"),
+        "precision": engine_cfg.precision,
+        "attn": info.get("attn", engine_cfg.attn),
+        "mode": "inprocess",
+        "protocol": "python" + ("-processes" if res.config.processes else "-threads"),
+        "dataset": workload.source,
+        "avg_tokens": stats.avg,
+        "p50_tokens": stats.p50,
+        "min_tokens": stats.min,
+        "max_tokens": stats.max,
+        "padding_ratio": res.padding_ratio,
+        "truncated_inputs": workload.truncated,
+        "accuracy": res.accuracy,
+        "parity_metric": None,  # eager fp32 is the parity reference itself
+        "flops_per_input": flops,
+        "peak_source": peak_source,
+        "price_per_hour": profile.price_per_hour,
+        "price_source": f"{profile.price_source} ({profile.price_date})",
+        "throughput_method": res.throughput.method,
+        "cpu_percent": res.cpu_percent,
+        "peak_rss_mb": res.peak_rss_mb,
+        "peak_gpu_mem_mb": res.peak_gpu_mem_mb,
+        "host_name": host_name(),
+        "device_name": detected.device_name,
+        "cpu_name": detected.cpu_name,
+        "tool_versions": {**tool_versions(), **{k: v for k, v in info.items() if k == "torch"}},
+        "git_sha": git_sha(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config_key": key,
+        "config_json": json.dumps(
+            {**key_cfg, "hit_deadline": res.hit_deadline}, sort_keys=True, default=str
+        ),
+    }
+    row.update(cost_columns(profile.price_per_hour, thr, res.tokens_per_sec, flops, peak))
+    return row
+
+
+if __name__ == "__main__":
+    sys.exit(main())

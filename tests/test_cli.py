@@ -1,0 +1,208 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from engines.errors import MissingDependency
+from harness.run import main
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE = ["--engine", "fake", "--model", "distilbert-sentiment-tiny", "--num-samples", "32"]
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--model", "bert-huge"], "unknown model 'bert-huge'"),
+        (["--engine", "tensorflow"], "unknown engine 'tensorflow'"),
+        (["--engine", "onnx"], "engine 'onnx' is not implemented yet"),
+        (["--engine", "trt", "--hw", "l4"], "engine 'trt' is not implemented yet"),
+        (["--hw", "l4"], "--hw l4 does not match this machine: detected cpu"),
+        (["--hw", "tpu"], "unknown --hw 'tpu'"),
+        (
+            ["--task", "embedding", "--model", "distilbert-sentiment"],
+            "is a classification model but --task is embedding",
+        ),
+        (["--attn", "flash_attention_2"], "cpu cannot run flash-attention-2"),
+        (["--precision", "fp16"], "does not support --precision fp16; use --precision bf16"),
+        (["--task", "vision-embedding"], "vision pipeline is not implemented yet"),
+        (["--dataset", "missing.csv", *FAKE], "no such file"),
+        (["--dataset", "org/unknown-dataset", *FAKE], "Hub is unreachable"),
+        (["--batch-sizes", "0,8"], "expected integers >= 1"),
+        (["--batch-sizes", "a,b"], "expected comma-separated integers"),
+        (["--price-per-hour", "-1"], "expected a number > 0"),
+        (["--precision", "int3"], "invalid choice: 'int3'"),
+        ([*FAKE, "--num-samples", "0"], "--num-samples must be >= 1"),
+    ],
+)
+def test_cli_errors_are_one_line_and_name_the_fix(capsys, tmp_path, argv, expected):
+    code, out = run_cli(capsys, *argv, "--output-dir", str(tmp_path))
+    assert code == 2
+    assert expected in out
+    assert "Traceback" not in out
+    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, out
+
+
+def test_missing_optional_dependency_names_the_extra():
+    assert 'pip install -e ".[gpu]"' in str(MissingDependency("tensorrt", "gpu"))
+
+
+def test_unwritable_output_dir_is_one_line(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out = run_cli(capsys, *FAKE, "--output-dir", str(blocker / "sub"))
+    assert code == 1 and "cannot create --output-dir" in out
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for flag in (
+        "--task",
+        "--model",
+        "--engine",
+        "--hw",
+        "--price-per-hour",
+        "--batch-sizes",
+        "--n-models",
+        "--workers-per-model",
+        "--processes",
+        "--duration",
+        "--min-calls",
+        "--output-dir",
+        "--resume",
+        "--fresh",
+        "--precision",
+        "--attn",
+        "--dataset",
+    ):
+        assert flag in text
+
+
+def test_fake_run_prints_the_table_and_writes_rows(capsys, tmp_path):
+    code, out = run_cli(
+        capsys,
+        *FAKE,
+        "--batch-sizes",
+        "1,4",
+        "--duration",
+        "0.3",
+        "--min-calls",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert code == 0, out
+    assert "engine=fake" in out and "$/1B" in out
+    df = pd.read_parquet(tmp_path / "results.parquet")
+    assert df["batch_size"].tolist() == [1, 4]
+    assert (df["engine"] == "fake").all() and df["weights"].str.startswith("none").all()
+    assert df["floor_1B_cost"].isna().all()  # no roofline claimed for an engine with no model
+    assert (df["1B_cost"] > 0).all()
+    # rerun: everything is resumed, nothing measured twice
+    code, out = run_cli(
+        capsys,
+        *FAKE,
+        "--batch-sizes",
+        "1,4",
+        "--duration",
+        "0.3",
+        "--min-calls",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert code == 0 and "already measured" in out
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 2
+
+
+def test_eager_tiny_run_reports_floor_and_random_weights(capsys, tmp_path):
+    code, out = run_cli(
+        capsys,
+        "--model",
+        "bge-base-tiny",
+        "--task",
+        "embedding",
+        "--batch-sizes",
+        "2",
+        "--duration",
+        "0.3",
+        "--min-calls",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert code == 0, out
+    row = pd.read_csv(tmp_path / "results.csv").iloc[0]
+    assert row["weights"] == "random" and row["model_name"] == "bge-base-tiny"
+    assert 0 < row["efficiency"] <= 1.5 and row["floor_1B_cost"] > 0
+    assert row["avg_num_vectors"] == 1 and row["invalid_embeddings"] == 0
+    assert row["hw_type"] == "cpu" and row["mode"] == "inprocess"
+
+
+def _cli(out_dir, batch_sizes):
+    return [
+        sys.executable,
+        "-m",
+        "harness.run",
+        *FAKE,
+        "--batch-sizes",
+        batch_sizes,
+        "--duration",
+        "0.5",
+        "--min-calls",
+        "1",
+        "--warmup",
+        "0",
+        "--output-dir",
+        str(out_dir),
+    ]
+
+
+def _rows(path: Path) -> int:
+    try:
+        return len(pd.read_csv(path))
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_sweep_keeps_rows_and_resumes_without_repeats(tmp_path, sig):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = _cli(tmp_path, "1,2,3,4,5,6,7,8")
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    csv = tmp_path / "results.csv"
+    deadline = time.time() + 120
+    while _rows(csv) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    before = pd.read_csv(csv)
+    assert 2 <= len(before) < 8, out
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "run the same command again to resume" in out
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = pd.read_csv(csv)
+    assert sorted(after["batch_size"]) == [1, 2, 3, 4, 5, 6, 7, 8]  # none lost, none repeated
+    kept = after[after["config_key"].isin(before["config_key"])]
+    assert kept["timestamp"].tolist() == before["timestamp"].tolist()  # not re-measured

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+
+from engines import EngineConfig, create_engine, engine_class
+from engines.errors import ConfigError, NotImplementedYet
+from engines.registry import ENGINES
+
+
+@pytest.fixture(scope="module")
+def eager_cls():
+    e = create_engine(EngineConfig(engine="eager", model="distilbert-sentiment-tiny"))
+    e.load()
+    yield e
+    e.close()
+
+
+def test_eager_classification_outputs_are_probabilities(eager_cls):
+    p = eager_cls.predict(["great product", "terrible service, never again", ""])
+    assert p.values.shape == (3, 3)
+    assert np.allclose(p.values.sum(axis=1), 1.0, atol=1e-5)
+    assert set(p.labels) <= {"positive", "neutral", "negative"}
+    assert eager_cls.info["weights"] == "random"
+    assert eager_cls.info["tokenizer"].startswith("fallback")
+
+
+@pytest.mark.parametrize("model", ["gte-modernbert-tiny", "bge-base-tiny"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_eager_embeddings_are_unit_norm(model, attn):
+    with create_engine(EngineConfig(engine="eager", model=model, attn=attn)) as e:
+        p = e.predict(["a question about history", "river"])
+        assert p.values.shape == (2, 64)
+        assert np.allclose(np.linalg.norm(p.values, axis=1), 1.0, atol=1e-5)
+
+
+def test_eager_bf16_on_cpu_agrees_with_fp32():
+    texts = ["the product arrived broken", "excellent value for money"]
+    with create_engine(EngineConfig(engine="eager", model="bge-base-tiny")) as a:
+        ref = a.predict(texts).values
+    with create_engine(EngineConfig(engine="eager", model="bge-base-tiny", precision="bf16")) as b:
+        got = b.predict(texts).values
+    cos = (ref * got).sum(axis=1)
+    assert cos.min() > 0.99
+
+
+def test_padding_does_not_change_an_input(eager_cls):
+    alone = eager_cls.predict(["short"]).values[0]
+    padded = eager_cls.predict(["short", "a much longer text " * 10]).values[0]
+    assert np.allclose(alone, padded, atol=1e-4)
+
+
+def test_fake_engine_is_deterministic_and_labelled():
+    cfg = EngineConfig(engine="fake", model="gte-modernbert-tiny", fake_latency_ms=0)
+    with create_engine(cfg) as a, create_engine(cfg) as b:
+        x = a.predict(["same input", "other"]).values
+        y = b.predict(["same input"]).values
+        assert np.allclose(x[0], y[0])
+        assert not np.allclose(x[0], x[1])
+        assert a.info["weights"].startswith("none")
+        assert not type(a).computes_model
+
+
+def test_fake_latency_is_configurable():
+    import time
+
+    cfg = EngineConfig(
+        engine="fake", model="bge-base-tiny", fake_latency_ms=30, fake_per_input_ms=0
+    )
+    with create_engine(cfg) as e:
+        b = e.preprocess(["x"])
+        t = time.perf_counter()
+        e.infer(b.inputs)
+        assert time.perf_counter() - t >= 0.03
+
+
+@pytest.mark.parametrize("name", [n for n, v in ENGINES.items() if v is None])
+def test_planned_engines_say_not_implemented_yet(name):
+    with pytest.raises(NotImplementedYet, match=f"engine '{name}' is not implemented yet"):
+        engine_class(name)
+
+
+def test_unknown_engine_and_bad_config_values():
+    with pytest.raises(ConfigError, match="unknown engine 'tensorflow'"):
+        engine_class("tensorflow")
+    with pytest.raises(
+        ConfigError, match="--precision must be one of fp32, fp16, bf16; got 'int4'"
+    ):
+        EngineConfig(engine="eager", model="bge-base-tiny", precision="int4")
+    with pytest.raises(ConfigError, match="unknown model"):
+        EngineConfig(engine="eager", model="nope")
+
+
+@pytest.mark.parametrize("bad", [[], "a string", [1, 2], None])
+def test_bad_inputs_are_rejected_with_a_reason(eager_cls, bad):
+    with pytest.raises(ConfigError):
+        eager_cls.preprocess(bad)
+
+
+def test_oversized_text_is_truncated_not_crashing(eager_cls):
+    b = eager_cls.preprocess(["word " * 5000])
+    assert b.inputs["input_ids"].shape[1] == eager_cls.pipeline.max_seq_len
+    assert b.truncated == 1
+    assert eager_cls.postprocess(eager_cls.infer(b.inputs), b).values.shape == (1, 3)
+
+
+@pytest.mark.gpu
+def test_eager_fp16_on_cuda():
+    with create_engine(
+        EngineConfig(engine="eager", model="bge-base-tiny", device="cuda", precision="fp16")
+    ) as e:
+        assert np.isfinite(e.predict(["hello"]).values).all()

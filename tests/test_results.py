@@ -1,0 +1,49 @@
+import pandas as pd
+import pytest
+
+from harness.results import COLUMNS, ResultsStore, config_key
+
+DESIGN_COLUMNS = (
+    "total_requests successful_requests failed_requests test_duration_sec avg_latency_ms "
+    "p50_latency_ms p90_latency_ms p95_latency_ms p99_latency_ms throughput_req_per_sec "
+    "throughput_peak hw_type batch_size vus engine image vendor n_models workers_per_model "
+    "avg_num_vectors min_num_vectors max_num_vectors invalid_embeddings seconds_per_billion "
+    "cost_per_sec cost_per_1m_inf 1B_cost cost_per_1m_tokens inputs_per_request "
+    "latency_ms_p50 latency_ms_p99 throughput_avg task model_id weights precision mode protocol "
+    "padding_ratio parity_metric host_name device_name tool_versions git_sha timestamp "
+    "config_json"
+).split()
+
+
+def test_columns_keep_the_contract():
+    assert set(DESIGN_COLUMNS) <= set(COLUMNS)
+    assert len(COLUMNS) == len(set(COLUMNS))
+
+
+def test_append_writes_csv_and_parquet_immediately(tmp_path):
+    s = ResultsStore(tmp_path)
+    s.append({"batch_size": 1, "config_key": "a", "1B_cost": 12.5})
+    assert pd.read_parquet(tmp_path / "results.parquet")["1B_cost"].tolist() == [12.5]
+    s.append({"batch_size": 8, "config_key": "b", "1B_cost": 3.0})
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 2
+    assert len(pd.read_parquet(tmp_path / "results.parquet")) == 2
+    assert ResultsStore(tmp_path).done_keys() == {"a", "b"}
+    assert list(pd.read_csv(tmp_path / "results.csv").columns) == COLUMNS
+
+
+def test_rows_outside_the_contract_are_refused(tmp_path):
+    with pytest.raises(KeyError, match="outside the contract"):
+        ResultsStore(tmp_path).append({"made_up": 1})
+
+
+def test_fresh_archives_instead_of_deleting(tmp_path):
+    ResultsStore(tmp_path).append({"config_key": "a"})
+    s = ResultsStore(tmp_path, fresh=True)
+    assert s.done_keys() == set()
+    kept = list(tmp_path.glob("results.*.csv"))
+    assert len(kept) == 1 and "a" in kept[0].read_text()
+
+
+def test_config_key_is_stable_and_sensitive():
+    assert config_key({"a": 1, "b": 2}) == config_key({"b": 2, "a": 1})
+    assert config_key({"a": 1}) != config_key({"a": 2})
