@@ -335,7 +335,13 @@ def load_model(
             except (OSError, ValueError):
                 pass
             if hub_reachable():
-                m = auto.from_pretrained(spec.hub_id, revision=spec.revision, **kw)
+                try:
+                    m = auto.from_pretrained(spec.hub_id, revision=spec.revision, **kw)
+                except (OSError, ValueError) as e:
+                    raise EngineError(
+                        f"could not download {spec.hub_id}: {str(e).splitlines()[0]}; "
+                        "pass --model-path DIR or --weights random"
+                    ) from e
                 return LoadedModel(m, "pretrained", spec.hub_id)
             if weights == "pretrained":
                 raise EngineError(

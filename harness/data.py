@@ -219,9 +219,7 @@ def load_workload(spec: WorkloadSpec, tokenizer, max_len: int) -> Workload:
                     tokenizer,
                     max_len,
                 )
-            except ConfigError:
-                raise
-            except Exception as e:  # network hiccups: fall back, say so
+            except Exception as e:  # no `datasets`, network hiccups: fall back, say so
                 log.warning(
                     "could not load %s (%s); using synthetic text",
                     spec.defaults["dataset"],

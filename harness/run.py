@@ -228,6 +228,7 @@ def print_table(console, rows: list[dict]) -> None:
         ("latency_ms_p99", "fwd p99 ms", 2),
         ("p99_latency_ms", "e2e p99 ms", 2),
         ("throughput_avg", "inputs/s", 1),
+        ("padding_ratio", "pad frac", 2),
         ("cost_per_1m_inf", "$/1M", 3),
         ("1B_cost", "$/1B", 2),
         ("floor_1B_cost", "floor $/1B", 2),
