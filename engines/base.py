@@ -12,7 +12,10 @@ from engines.errors import ConfigError, EngineError
 from engines.models import WEIGHTS, get_spec, load_tokenizer
 from engines.pipeline import Batch, Pipeline, Prediction
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PROVIDERS = ("cpu", "cuda", "tensorrt")  # ONNX Runtime execution providers
+PROVIDER_DEVICE = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
 DEVICES = ("cpu", "cuda", "neuron")
 
@@ -30,6 +33,10 @@ class EngineConfig:
     model_path: str | None = None
     max_seq_len: int | None = None
     seed: int = 0
+    artifact: str | None = None  # artifact folder, for engines that run exported formats
+    variant: str = ""  # exporter variant of the artifact, e.g. "optimized" ONNX
+    provider: str | None = None  # onnx engine: ONNX Runtime provider (None: the device's own)
+    compile_mode: str = "default"  # compile engine: torch.compile mode
     fake_latency_ms: float = 2.0  # fake engine only
     fake_per_input_ms: float = 0.2  # fake engine only
 
@@ -40,9 +47,16 @@ class EngineConfig:
             ("attn", self.attn, ATTENTIONS),
             ("device", self.device, DEVICES),
             ("weights", self.weights, WEIGHTS),
+            ("provider", self.provider or "cpu", PROVIDERS),
+            ("compile-mode", self.compile_mode, COMPILE_MODES),
         ):
             if value not in allowed:
                 raise ConfigError(f"--{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.provider and PROVIDER_DEVICE[self.provider] != self.device:
+            raise ConfigError(
+                f"--provider {self.provider} runs on {PROVIDER_DEVICE[self.provider]}, but this "
+                f"run is on {self.device}; use --provider {'cuda' if self.device == 'cuda' else 'cpu'}"
+            )
         if self.max_seq_len is not None and self.max_seq_len < 4:
             raise ConfigError(f"--max-seq-len must be >= 4; got {self.max_seq_len}")
         if self.fake_latency_ms < 0 or self.fake_per_input_ms < 0:
@@ -59,6 +73,12 @@ class Engine(ABC):
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     #: False only for engines that run no model (fake): no FLOPs or roofline are claimed
     computes_model: ClassVar[bool] = True
+    #: artifact format this engine runs (exporters registry key), None for in-memory models
+    artifact_format: ClassVar[str | None] = None
+    #: (python module, pip extra) this engine imports; checked before any work is done
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: how to get the hardware/software this engine needs, shown when it cannot run here
+    install_hint: ClassVar[str] = ""
 
     def __init__(self, config: EngineConfig):
         self.config = config

@@ -31,3 +31,7 @@ class MissingDependency(BillionbenchError, ImportError):
         super().__init__(f"{package} is not installed; install it with: {hint}")
         self.package = package
         self.extra = extra
+
+
+class ArtifactRefused(BillionbenchError):
+    """An artifact exists but may not be benchmarked (failed or skipped its parity gate)."""

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engines.errors import ConfigError
+from engines.errors import ConfigError, EngineError
 from engines.models import ModelSpec
+
+# guards the lazy creation of each pipeline's unpadded tokenizer copy (see Pipeline.tokenize)
+_UNPADDED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -37,6 +42,17 @@ class Prediction:
     labels: list[str] | None = None
 
 
+def check_texts(texts: Any) -> None:
+    """Raise ConfigError unless `texts` is a non-empty list (or tuple) of strings."""
+    if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise ConfigError("inputs must be a list of strings")
+    if not texts:
+        raise ConfigError("inputs must not be empty")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise ConfigError(f"input {bad[0]} is not a string ({type(texts[bad[0]]).__name__})")
+
+
 def to_numpy(outputs: Any) -> np.ndarray:
     if hasattr(outputs, "detach"):  # torch tensor on any device
         return outputs.detach().float().cpu().numpy()
@@ -52,15 +68,10 @@ class Pipeline:
         self.max_seq_len = int(max_seq_len or spec.max_seq_len)
         if self.max_seq_len < 4:
             raise ConfigError(f"max_seq_len must be >= 4, got {self.max_seq_len}")
+        self._unpadded: Any = None  # tokenizer copy used by `tokenize`, made on first use
 
     def preprocess(self, texts: list[str]) -> Batch:
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise ConfigError("inputs must be a list of strings")
-        if not texts:
-            raise ConfigError("inputs must not be empty")
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise ConfigError(f"input {bad[0]} is not a string ({type(texts[bad[0]]).__name__})")
+        check_texts(texts)
         enc = self.tokenizer(
             list(texts),
             padding=True,
@@ -76,6 +87,61 @@ class Pipeline:
         n_tokens = inputs["attention_mask"].sum(axis=1)
         truncated = int((n_tokens >= self.max_seq_len).sum())
         return Batch(list(texts), inputs, n_tokens, truncated)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per input, unpadded, truncated to max_seq_len exactly as `preprocess` does.
+
+        Safe to call from many threads at once, also while `preprocess` runs elsewhere.
+        """
+        check_texts(texts)
+        enc = self._unpadded_tokenizer()(
+            list(texts),
+            padding=False,
+            truncation=True,
+            max_length=self.max_seq_len,
+            return_attention_mask=False,
+            return_overflowing_tokens=False,
+        )
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def collate(self, token_lists: list[list[int]], texts: list[str]) -> Batch:
+        """Pad `tokenize` output to its longest input: the same Batch `preprocess(texts)` builds."""
+        if len(token_lists) != len(texts):
+            raise ConfigError(f"collate got {len(token_lists)} token lists for {len(texts)} texts")
+        if not token_lists:
+            raise ConfigError("inputs must not be empty")
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            raise EngineError(f"the tokenizer of {self.spec.name} has no pad token; cannot batch")
+        lengths = [len(ids) for ids in token_lists]
+        width = max(lengths)
+        input_ids = np.full((len(token_lists), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(token_lists), width), dtype=np.int64)
+        left = self.tokenizer.padding_side == "left"
+        for i, (ids, n) in enumerate(zip(token_lists, lengths, strict=True)):
+            if n:
+                cols = slice(width - n, width) if left else slice(0, n)
+                input_ids[i, cols] = ids
+                mask[i, cols] = 1
+        n_tokens = mask.sum(axis=1)
+        truncated = int((n_tokens >= self.max_seq_len).sum())
+        return Batch(
+            list(texts), {"input_ids": input_ids, "attention_mask": mask}, n_tokens, truncated
+        )
+
+    def _unpadded_tokenizer(self) -> Any:
+        # A fast tokenizer keeps padding/truncation as mutable state on its Rust backend and
+        # flips it per call, so unpadded calls racing padded `preprocess` calls on one object
+        # get each other's padding. `tokenize` therefore uses its own copy, set up once.
+        tok = self._unpadded
+        if tok is None:
+            with _UNPADDED_LOCK:
+                tok = self._unpadded
+                if tok is None:
+                    tok = copy.deepcopy(self.tokenizer)
+                    tok(["warm up"], padding=False, truncation=True, max_length=self.max_seq_len)
+                    self._unpadded = tok
+        return tok
 
     def postprocess(self, outputs: Any, batch: Batch) -> Prediction:
         x = to_numpy(outputs)

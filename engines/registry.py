@@ -11,14 +11,14 @@ ENGINES: dict[str, str | None] = {
     "eager": "engines.torch_eager:EagerEngine",
     "fake": "engines.fake:FakeEngine",
     # documented in DESIGN.md, built by later issues; None means "not implemented yet"
-    "compile": None,
-    "aoti": None,
-    "onnx": None,
-    "trt": None,
-    "neuron": None,
+    "compile": "engines.torch_compile:CompileEngine",
+    "aoti": "engines.torch_compile:AotiEngine",
+    "onnx": "engines.onnxruntime:OnnxEngine",
+    "trt": "engines.tensorrt:TensorRTEngine",
+    "neuron": "engines.neuron:NeuronEngine",
     "triton": None,
 }
-_PLANNED_IN = {"compile": 3, "aoti": 3, "onnx": 3, "trt": 3, "neuron": 3, "triton": 5}
+_PLANNED_IN = {"triton": 5}
 
 
 def engine_class(name: str) -> type[Engine]:

@@ -21,6 +21,11 @@ class EagerEngine(Engine):
         import torch
 
         cfg = self.config
+        if cfg.precision not in _DTYPES:
+            raise EngineError(
+                f"--engine eager runs {', '.join(_DTYPES)}; --precision {cfg.precision} is an "
+                "exported format: use --engine onnx --precision int8"
+            )
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise HardwareMismatch("--engine eager on cuda needs an NVIDIA GPU; none is visible")
         if cfg.attn == "flash_attention_2":

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from engines.errors import ConfigError
-from engines.models import WORDS, hub_reachable
+from engines.models import hub_reachable
+from engines.textgen import texts_with_token_counts
 from harness.measure import TokenStats
 
 log = logging.getLogger(__name__)
@@ -121,23 +122,7 @@ def target_lengths(spec: WorkloadSpec, max_len: int) -> tuple[np.ndarray, str]:
 def synthetic(spec: WorkloadSpec, tokenizer, max_len: int) -> Workload:
     """Texts built word by word until the model's own tokenizer reaches each target length."""
     targets, desc = target_lengths(spec, max_len)
-    rng = np.random.default_rng(spec.seed + 1)
-    words = list(WORDS)
-    first = np.asarray([len(x) for x in tokenizer(words, add_special_tokens=False)["input_ids"]])
-    spaced = [" " + w for w in words]
-    later = np.asarray([len(x) for x in tokenizer(spaced, add_special_tokens=False)["input_ids"]])
-    specials = len(tokenizer("", add_special_tokens=True)["input_ids"])
-    texts = []
-    for target in targets:
-        picks, total = [], specials
-        while total < target:
-            w = int(rng.integers(len(words)))
-            cost = later[w] if picks else first[w]
-            if picks and total + cost > target and cost > 1:
-                continue  # prefer a word that lands exactly on the target
-            picks.append(words[w])
-            total += cost
-        texts.append(" ".join(picks))
+    texts = texts_with_token_counts(tokenizer, targets, seed=spec.seed + 1)
     counts, truncated = count_tokens(tokenizer, texts, max_len)
     return Workload(
         texts, None, counts, f"synthetic({desc},n={spec.n},seed={spec.seed})", truncated

@@ -57,7 +57,7 @@ PROFILES: dict[str, HardwareProfile] = {
             None,
             None,
             None,
-            capabilities=frozenset({"bf16"}),
+            capabilities=frozenset({"bf16", "int8"}),
             peak_source="measured matmul",
         ),
         HardwareProfile(

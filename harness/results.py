@@ -86,6 +86,20 @@ EXTRA_COLUMNS = [
     "cpu_percent",
     "peak_rss_mb",
     "peak_gpu_mem_mb",
+    # HTTP runs: failures by kind, open-loop lateness, and the load generator's own budget
+    "http_4xx",
+    "http_429",
+    "http_5xx",
+    "timeouts",
+    "connection_errors",
+    "dropped_requests",
+    "late_requests",
+    "max_late_ms",
+    "client_cpu_percent",
+    "loadgen_ceiling_rps",
+    "load_generator",
+    "server_batch_size",
+    "repeat",
     "host_name",
     "device_name",
     "cpu_name",
@@ -153,6 +167,7 @@ class ResultsStore:
         if unknown:
             raise KeyError(f"result row has columns outside the contract: {sorted(unknown)}")
         values = {c: _cell(row.get(c)) for c in COLUMNS}
+        self._migrate()
         new = not self.csv.exists()
         with open(self.csv, "a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -162,6 +177,26 @@ class ResultsStore:
             f.flush()
             os.fsync(f.fileno())
         self._write_parquet()
+
+    def _migrate(self) -> None:
+        """A file written under an older column contract is rewritten to the current one
+        (missing columns empty, unknown ones kept at the end) before anything is appended."""
+        if not self.csv.exists():
+            return
+        with open(self.csv, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header == COLUMNS or not header:
+            return
+        import pandas as pd
+
+        old = pd.read_csv(self.csv)
+        extra = [c for c in old.columns if c not in COLUMNS]
+        if extra:
+            raise KeyError(f"{self.csv} has columns outside the contract: {extra}")
+        tmp = self.csv.with_suffix(".csv.tmp")
+        old.reindex(columns=COLUMNS).to_csv(tmp, index=False)
+        os.replace(tmp, self.csv)
+        log.info("%s: migrated %d rows to the current %d columns", self.csv, len(old), len(COLUMNS))
 
     def _write_parquet(self) -> None:
         df = self.read()

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from engines.base import ATTENTIONS, PRECISIONS, EngineConfig
+from engines.base import ATTENTIONS, COMPILE_MODES, PRECISIONS, PROVIDERS, EngineConfig
 from engines.errors import BillionbenchError, ConfigError
 from engines.models import DEFAULT_MODEL, MODELS, TASKS, WEIGHTS, get_spec
 from engines.registry import ENGINES, engine_class
@@ -50,15 +50,10 @@ def positive_float(text: str) -> float:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Model, engine and hardware flags shared by harness.run, harness.serve and harness.sweep."""
     from harness.hardware import PROFILES
 
-    p = _Parser(
-        prog="harness.run",
-        description="Benchmark an encoder in process (model copies x worker threads x batch "
-        "sizes) and report p50/p99 latency, throughput and $ per 1M / 1B inputs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
     g = p.add_argument_group("model")
     g.add_argument("--task", choices=TASKS, default="classification", help="what the model does")
     g.add_argument(
@@ -80,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="truncate inputs to this many tokens (default: the model's limit)",
     )
+    g.add_argument("--seed", type=int, default=0, help="workload and random-weight seed")
     g = p.add_argument_group("engine")
     g.add_argument("--engine", default="eager", help=f"one of: {', '.join(ENGINES)}")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32")
@@ -89,6 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="torch intra-op threads (default: torch's choice, usually all cores)",
+    )
+    g.add_argument("--variant", default="", help="artifact variant: 'optimized' (ONNX fusions)")
+    g.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default=None,
+        help="onnx engine: ONNX Runtime execution provider (default: cpu on CPU, cuda on GPU)",
+    )
+    g.add_argument(
+        "--compile-mode", choices=COMPILE_MODES, default="default", help="compile engine: mode"
+    )
+    g.add_argument(
+        "--artifact", default=None, help="use this artifact folder instead of exporting on demand"
+    )
+    g.add_argument(
+        "--artifacts-dir", default="artifacts", help="cache of on-demand exports, reused if valid"
+    )
+    g.add_argument(
+        "--skip-parity",
+        action="store_true",
+        help="benchmark an artifact that failed (or skipped) the parity gate",
     )
     g.add_argument(
         "--fake-latency-ms",
@@ -114,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="override the profile's $/hr (recorded as the price source)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="harness.run",
+        description="Benchmark an encoder in process (model copies x worker threads x batch "
+        "sizes) and report p50/p99 latency, throughput and $ per 1M / 1B inputs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_common_args(p)
     g = p.add_argument_group("workload")
     g.add_argument(
         "--dataset",
@@ -137,7 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic: sd of tokens (default: min+gamma tail / 14 for embedding)",
     )
     g.add_argument("--tokens-min", type=int, default=None, help="synthetic: minimum tokens")
-    g.add_argument("--seed", type=int, default=0, help="workload and random-weight seed")
     g = p.add_argument_group("sweep (neuronperf-style)")
     g.add_argument("--batch-sizes", type=int_list, default=[1, 8, 32], help="comma-separated")
     g.add_argument("--n-models", type=int_list, default=[1], help="model copies, comma-separated")
@@ -193,12 +219,10 @@ def _setup_logging(console, verbose: bool) -> None:
     from rich.logging import RichHandler
 
     handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[handler],
-        force=True,
-    )
+    # third-party libraries speak at WARNING and up; ours at INFO (DEBUG with -v)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
+    for ours in ("billionbench", "engines", "exporters", "harness"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("transformers", "urllib3", "filelock", "huggingface_hub", "datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
@@ -266,11 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace, console) -> int:
+def resolve_setup(args: argparse.Namespace):
+    """Validate model/engine/hardware flags; return (spec, engine_cls, profile, detected, cfg)."""
     from harness import hardware
-    from harness.data import WorkloadSpec, load_workload
-    from harness.inprocess import InprocessConfig, run_inprocess
-    from harness.results import ResultsStore, config_key
 
     model = args.model or DEFAULT_MODEL[args.task]
     spec = get_spec(model)
@@ -283,19 +305,13 @@ def _run(args: argparse.Namespace, console) -> int:
         raise ConfigError(
             f"--task {args.task}: the vision pipeline is not implemented yet (issue #7)"
         )
-    if args.num_samples < 1:
-        raise ConfigError(f"--num-samples must be >= 1; got {args.num_samples}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1; got {args.threads}")
     engine_cls = engine_class(args.engine)  # unknown / not-yet-built engines fail here
 
     detected = hardware.detect()
     profile = hardware.resolve(args.hw, detected, args.price_per_hour)
-    if profile.device not in engine_cls.devices:
-        raise ConfigError(
-            f"--engine {args.engine} cannot run on {profile.name} ({profile.device}); "
-            f"it runs on: {', '.join(engine_cls.devices)}"
-        )
+    _check_engine_here(args.engine, engine_cls, profile, detected)
     hardware.check_options(profile, args.precision, args.attn)
     engine_cfg = EngineConfig(
         engine=args.engine,
@@ -309,7 +325,23 @@ def _run(args: argparse.Namespace, console) -> int:
         seed=args.seed,
         fake_latency_ms=args.fake_latency_ms,
         fake_per_input_ms=args.fake_per_input_ms,
+        variant=args.variant,
+        provider=args.provider,
+        compile_mode=args.compile_mode,
     )
+    return spec, engine_cls, profile, detected, engine_cfg
+
+
+def _run(args: argparse.Namespace, console) -> int:
+    from harness import hardware
+    from harness.data import WorkloadSpec, load_workload
+    from harness.inprocess import InprocessConfig, run_inprocess
+    from harness.results import ResultsStore, config_key
+
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1; got {args.num_samples}")
+    spec, engine_cls, profile, detected, engine_cfg = resolve_setup(args)
+    model = spec.name
     wl_spec = WorkloadSpec(
         task=args.task,
         source=args.dataset,
@@ -346,6 +378,19 @@ def _run(args: argparse.Namespace, console) -> int:
         peak = hardware.measured_cpu_peak(args.precision)
     # the fake engine computes nothing, so no FLOPs, floor or efficiency is claimed for it
     flops = spec.flops_per_input(stats.avg, stats.mean_sq) if engine_cls.computes_model else None
+    parity_metric = None
+    if engine_cls.artifact_format:
+        batches = sorted(set(args.batch_sizes))
+        lo = min(8, stats.min)
+        engine_cfg, parity_metric = prepare_artifact(
+            args,
+            engine_cls.artifact_format,
+            engine_cfg,
+            profile,
+            batch_range=(batches[0], batches[len(batches) // 2], batches[-1]),
+            seq_range=(lo, max(lo, min(int(stats.p50), max_len)), max_len),
+            console=console,
+        )
 
     console.print(
         f"[bold]billionbench[/] · model [cyan]{model}[/] ({spec.hub_id or 'config only'}) · "
@@ -435,6 +480,7 @@ def _run(args: argparse.Namespace, console) -> int:
                     progress=progress,
                 )
                 row = _row(
+                    parity_metric,
                     res,
                     spec,
                     engine_cfg,
@@ -469,7 +515,74 @@ def _run(args: argparse.Namespace, console) -> int:
     return 0
 
 
+def _check_engine_here(name, engine_cls, profile, detected) -> None:
+    """Fail fast, in one line, when the engine's hardware or libraries are not here."""
+    import importlib.util
+
+    from engines.errors import HardwareMismatch, MissingDependency
+
+    missing = [(m, x) for m, x in engine_cls.requires if importlib.util.find_spec(m) is None]
+    hint = f"; {engine_cls.install_hint}" if engine_cls.install_hint else ""
+    if profile.device not in engine_cls.devices:
+        also = ""
+        if missing:
+            also = f" and {', '.join(m for m, _ in missing)} is not installed"
+        raise HardwareMismatch(
+            f"--engine {name} runs on {'/'.join(engine_cls.devices)}, but this machine is "
+            f"{detected.describe()}{also}{hint}"
+        )
+    if missing:
+        raise MissingDependency(missing[0][0], missing[0][1])
+
+
+def prepare_artifact(args, fmt, engine_cfg, profile, *, batch_range, seq_range, console):
+    """Reuse or export the artifact an engine runs, and apply the parity gate."""
+    from dataclasses import replace
+
+    from engines.artifact import verify
+    from engines.errors import ArtifactRefused
+    from exporters.api import artifact_dir, ensure_artifact, expectation
+    from exporters.base import ExportConfig
+
+    cfg = ExportConfig(
+        model=engine_cfg.model,
+        format=fmt,
+        out=args.artifact or "",
+        precision=engine_cfg.precision,
+        variant=engine_cfg.variant,
+        device=profile.device,
+        hw=profile.name,
+        weights=engine_cfg.weights,
+        model_path=engine_cfg.model_path,
+        seed=engine_cfg.seed,
+        batch_range=batch_range,
+        seq_range=seq_range,
+    )
+    if not args.artifact:
+        cfg = replace(cfg, out=str(artifact_dir(args.artifacts_dir, cfg)))
+    if args.artifact:  # the user's folder is verified, never overwritten
+        manifest, reused = verify(cfg.out, expectation(cfg)), True
+    else:
+        with console.status(f"preparing the {fmt} artifact in {cfg.out} ..."):
+            manifest, reused = ensure_artifact(cfg)
+    parity = manifest.parity or {}
+    verdict = {True: "passed", False: "FAILED"}.get(parity.get("passed"), "not run")
+    console.print(
+        f"artifact: {cfg.out} ({'reused' if reused else f'exported in {manifest.export_seconds} s'}"
+        f"); parity vs eager fp32 {verdict} {parity.get('metric', '')}",
+        highlight=False,
+    )
+    if parity.get("passed") is not True and not args.skip_parity:
+        why = "; ".join(parity.get("failures", [])) or parity.get("skipped", "no parity result")
+        raise ArtifactRefused(
+            f"artifact {cfg.out} did not pass parity ({why}); re-export it, or pass "
+            "--skip-parity to benchmark it anyway"
+        )
+    return replace(engine_cfg, artifact=cfg.out), parity.get("metric") or verdict
+
+
 def _row(
+    parity_metric,
     res,
     spec,
     engine_cfg,
@@ -537,7 +650,7 @@ def _row(
         "padding_ratio": res.padding_ratio,
         "truncated_inputs": workload.truncated,
         "accuracy": res.accuracy,
-        "parity_metric": None,  # eager fp32 is the parity reference itself
+        "parity_metric": parity_metric,
         "flops_per_input": flops,
         "peak_source": peak_source,
         "price_per_hour": profile.price_per_hour,
@@ -554,7 +667,13 @@ def _row(
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config_key": key,
         "config_json": json.dumps(
-            {**key_cfg, "hit_deadline": res.hit_deadline}, sort_keys=True, default=str
+            {
+                **key_cfg,
+                "hit_deadline": res.hit_deadline,
+                "engine_info": {k: v for k, v in info.items() if k != "parity"},
+            },
+            sort_keys=True,
+            default=str,
         ),
     }
     row.update(cost_columns(profile.price_per_hour, thr, res.tokens_per_sec, flops, peak))

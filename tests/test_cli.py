@@ -29,8 +29,16 @@ def run_cli(capsys, *argv):
     [
         (["--model", "bert-huge"], "unknown model 'bert-huge'"),
         (["--engine", "tensorflow"], "unknown engine 'tensorflow'"),
-        (["--engine", "onnx"], "engine 'onnx' is not implemented yet"),
-        (["--engine", "trt", "--hw", "l4"], "engine 'trt' is not implemented yet"),
+        (["--engine", "triton"], "engine 'triton' is not implemented yet"),
+        (["--engine", "trt"], "--engine trt runs on cuda, but this machine is cpu"),
+        (["--engine", "trt"], "tensorrt is not installed; TensorRT wheels come from NVIDIA"),
+        (["--engine", "neuron"], "--engine neuron runs on neuron, but this machine is cpu"),
+        (["--engine", "neuron"], "torch_neuronx is not installed; run on an inf2 instance"),
+        (["--engine", "trt", "--hw", "l4"], "--hw l4 does not match this machine"),
+        (
+            ["--engine", "onnx", "--provider", "cuda", *FAKE[2:]],
+            "--provider cuda runs on cuda, but this run is on cpu",
+        ),
         (["--hw", "l4"], "--hw l4 does not match this machine: detected cpu"),
         (["--hw", "tpu"], "unknown --hw 'tpu'"),
         (

@@ -82,7 +82,7 @@ def test_unknown_engine_and_bad_config_values():
     with pytest.raises(ConfigError, match="unknown engine 'tensorflow'"):
         engine_class("tensorflow")
     with pytest.raises(
-        ConfigError, match="--precision must be one of fp32, fp16, bf16; got 'int4'"
+        ConfigError, match="--precision must be one of fp32, fp16, bf16, int8; got 'int4'"
     ):
         EngineConfig(engine="eager", model="bge-base-tiny", precision="int4")
     with pytest.raises(ConfigError, match="unknown model"):

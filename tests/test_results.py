@@ -47,3 +47,14 @@ def test_fresh_archives_instead_of_deleting(tmp_path):
 def test_config_key_is_stable_and_sensitive():
     assert config_key({"a": 1, "b": 2}) == config_key({"b": 2, "a": 1})
     assert config_key({"a": 1}) != config_key({"a": 2})
+
+
+def test_old_column_contract_is_migrated_not_corrupted(tmp_path):
+    old_cols = [c for c in COLUMNS if c not in ("http_429", "repeat")]
+    pd.DataFrame([{"config_key": "old", "batch_size": 1}], columns=old_cols).to_csv(
+        tmp_path / "results.csv", index=False
+    )
+    s = ResultsStore(tmp_path)
+    s.append({"config_key": "new", "batch_size": 2, "http_429": 0})
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert list(df.columns) == COLUMNS and df["config_key"].tolist() == ["old", "new"]

@@ -1,0 +1,83 @@
+"""torch.compile (JIT, dynamic shapes) and AOTInductor packages (.pt2, Python-free deployable)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from engines.artifact import verify
+from engines.base import Engine
+from engines.errors import EngineError, HardwareMismatch
+from engines.torch_eager import EagerEngine
+
+
+class CompileEngine(EagerEngine):
+    """Eager model + torch.compile(mode, dynamic=True); CUDA graphs come with reduce-overhead /
+    max-autotune on GPU. Compilation happens in load(), timed, so it is never in a timed call."""
+
+    def load(self) -> None:
+        super().load()
+        import torch
+
+        mode = self.config.compile_mode
+        self.model = torch.compile(self.model, mode=mode, dynamic=True)
+        t0 = time.perf_counter()
+        # two shapes so the dynamic-shape graph, not a specialised one, is compiled up front
+        for texts in (["warm up compile"], ["warm up the compiled graph with more tokens"] * 3):
+            b = self.preprocess(texts)
+            self.infer(b.inputs)
+        self.info.update(compile_mode=mode, compile_seconds=round(time.perf_counter() - t0, 2))
+
+
+class AotiEngine(Engine):
+    """Loads an AOTInductor package written by `python -m exporters --format aoti`."""
+
+    devices = ("cpu", "cuda")
+    artifact_format = "aoti"
+
+    def load(self) -> None:
+        import torch
+
+        cfg = self.config
+        if not cfg.artifact:
+            raise EngineError(
+                "--engine aoti needs an artifact; export one: python -m exporters "
+                f"--model {cfg.model} --format aoti"
+            )
+        m = verify(cfg.artifact, {"format": "aoti", "model": cfg.model, "precision": cfg.precision})
+        built = m.hardware or {}
+        if built.get("device") != cfg.device or built.get("torch") != torch.__version__:
+            raise HardwareMismatch(
+                f"AOTInductor package {cfg.artifact} was built for {built.get('device')} with torch "
+                f"{built.get('torch')}; this run is {cfg.device} with torch {torch.__version__}. "
+                "Re-export it here."
+            )
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise HardwareMismatch("this AOTInductor package needs a CUDA GPU; none is visible")
+        self._torch = torch
+        self._device = torch.device(cfg.device)
+        self.runner = torch._inductor.aoti_load_package(f"{cfg.artifact}/model.pt2")
+        self._load_pipeline()
+        self.info.update(
+            weights=m.weights,
+            model_source=m.model_id,
+            torch=torch.__version__,
+            parity=m.parity,
+            artifact=str(cfg.artifact),
+            compile_seconds=m.export_seconds,
+        )
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> Any:
+        torch = self._torch
+        with torch.inference_mode():
+            ids = torch.from_numpy(inputs["input_ids"]).to(self._device)
+            mask = torch.from_numpy(inputs["attention_mask"]).to(self._device)
+            out = self.runner(ids, mask)
+            if self._device.type == "cuda":
+                torch.cuda.synchronize(self._device)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    def close(self) -> None:
+        self.runner = None

@@ -1,0 +1,139 @@
+"""`python -m exporters`: write a deployable artifact folder (model files + manifest.json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from engines.base import PRECISIONS
+from engines.errors import BillionbenchError
+from engines.models import MODELS, WEIGHTS
+from exporters.base import EXPORTERS, ExportConfig
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {message} (see: python -m exporters --help)\n")
+
+
+def _range(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,OPT,MAX integers, got {text!r}") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected MIN,OPT,MAX, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="exporters",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help=f"one of: {', '.join(sorted(MODELS))}")
+    p.add_argument("--format", required=True, help=f"one of: {', '.join(EXPORTERS)}")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--variant", default="", help="'optimized' = ONNX Runtime transformer fusions")
+    p.add_argument("--out", default=None, help="artifact folder (default artifacts/<model>/...)")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "neuron"),
+        default=None,
+        help="where the artifact will run (default: this machine's)",
+    )
+    p.add_argument("--weights", choices=WEIGHTS, default="auto")
+    p.add_argument("--model-path", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument(
+        "--batch-range",
+        type=_range,
+        default=(1, 8, 32),
+        help="MIN,OPT,MAX batch for shape profiles (TensorRT) / buckets (Neuron)",
+    )
+    p.add_argument("--seq-range", type=_range, default=(8, 128, 512), help="MIN,OPT,MAX tokens")
+    p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace")
+    p.add_argument(
+        "--skip-parity",
+        action="store_true",
+        help="do not compare against eager fp32 (the harness then refuses it "
+        "unless it is also given --skip-parity)",
+    )
+    return p
+
+
+def this_device() -> tuple[str, str]:
+    """(device, label) of this machine; the harness passes its hardware profile instead."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.cuda.get_device_name(0).lower().replace(" ", "-")
+    if os.path.exists("/dev/neuron0"):
+        return "neuron", "inf2"
+    return "cpu", "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True, width=160)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
+    for noisy in ("transformers", "torch", "onnxruntime", "root"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        from exporters.api import artifact_dir, export
+
+        device, label = this_device()
+        cfg = ExportConfig(
+            model=args.model,
+            format=args.format,
+            out=args.out or "",
+            precision=args.precision,
+            variant=args.variant,
+            device=args.device or device,
+            hw=label,
+            weights=args.weights,
+            model_path=args.model_path,
+            seed=args.seed,
+            opset=args.opset,
+            batch_range=args.batch_range,
+            seq_range=args.seq_range,
+            workspace_gb=args.workspace_gb,
+            skip_parity=args.skip_parity,
+        )
+        if not args.out:
+            from dataclasses import replace
+
+            cfg = replace(cfg, out=str(artifact_dir("artifacts", cfg)))
+        with console.status(f"exporting {cfg.model} to {cfg.format} {cfg.precision}..."):
+            m = export(cfg)
+    except BillionbenchError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    parity = m.parity or {}
+    verdict = {True: "[green]passed[/]", False: "[red]FAILED[/]"}.get(
+        parity.get("passed"), f"[yellow]not run ({parity.get('skipped')})[/]"
+    )
+    out = Console(width=160)
+    out.print(
+        f"artifact: {cfg.out}  ({m.format} {m.precision}{' ' + m.variant if m.variant else ''},"
+        f" weights={m.weights}, export {m.export_seconds} s)",
+        highlight=False,
+    )
+    out.print(f"parity vs eager fp32: {verdict} {parity.get('metric', '')}", highlight=False)
+    for f in parity.get("failures", []):
+        out.print(f"  - {f}", highlight=False)
+    if m.details:
+        out.print("details: " + json.dumps(m.details, sort_keys=True), highlight=False)
+    return 0 if parity.get("passed") is not False else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

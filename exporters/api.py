@@ -1,0 +1,143 @@
+"""Export flow: build the eager model, write the artifact, gate it on parity, reuse it if cached."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from engines.artifact import Manifest, matches, read_manifest, write_manifest
+from engines.base import EngineConfig
+from engines.errors import BillionbenchError
+from engines.models import load_model, load_tokenizer
+from engines.registry import create_engine
+from exporters.base import ExportConfig, exporter_class
+from exporters.parity import compare
+
+log = logging.getLogger(__name__)
+
+
+def artifact_dir(root: str | Path, cfg: ExportConfig) -> Path:
+    """Where the on-demand cache keeps an artifact: artifacts/<model>/<format>-<prec>[-var]-<hw>."""
+    name = "-".join(x for x in (cfg.format, cfg.precision, cfg.variant, cfg.hw) if x)
+    return Path(root) / cfg.model / name
+
+
+def expectation(cfg: ExportConfig) -> dict[str, Any]:
+    """Manifest fields a cached artifact must carry to be reused for `cfg`."""
+    want: dict[str, Any] = {
+        "model": cfg.model,
+        "format": cfg.format,
+        "precision": cfg.precision,
+        "variant": cfg.variant,
+    }
+    hw = exporter_class(cfg.format)().expected_hardware(cfg)
+    if hw is not None:
+        want["hardware"] = hw
+    return want
+
+
+def ensure_artifact(cfg: ExportConfig) -> tuple[Manifest, bool]:
+    """Reuse `cfg.out` when its manifest matches and its weights are what `cfg` asks; else export.
+
+    Returns (manifest, reused).
+    """
+    out = Path(cfg.out)
+    if matches(out, expectation(cfg)):
+        m = read_manifest(out)
+        if cfg.weights == "auto" or m.weights == cfg.weights:
+            return m, True
+    return export(cfg), False
+
+
+def export(cfg: ExportConfig) -> Manifest:
+    """Write an artifact folder at `cfg.out` (atomically) and return its manifest."""
+    exporter = exporter_class(cfg.format)()
+    exporter.check(cfg)  # missing library / hardware fails here, before any model work
+    spec = cfg.spec
+    out = Path(cfg.out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        loaded = load_model(
+            spec,
+            weights=cfg.weights,
+            model_path=cfg.model_path,
+            attn=exporter.export_attn,
+            seed=cfg.seed,
+        )
+        tok = load_tokenizer(spec, cfg.model_path)
+        t0 = time.perf_counter()
+        info = exporter.export(cfg, loaded.model.eval(), tok.tokenizer, tmp)
+        seconds = time.perf_counter() - t0
+        source, weights = loaded.source, loaded.weights
+        del loaded  # free the fp32 weights before parity loads two more copies
+        manifest = Manifest(
+            model=spec.name,
+            task=spec.task,
+            format=cfg.format,
+            precision=cfg.precision,
+            variant=cfg.variant,
+            model_id=source,
+            revision=spec.revision,
+            weights=weights,
+            tokenizer=tok.source,
+            input_names=info.input_names,
+            output_names=info.output_names,
+            dynamic_axes=info.dynamic_axes,
+            shape_profiles=info.shape_profiles,
+            hardware=info.hardware,
+            tool_versions=info.tool_versions,
+            export_seconds=round(seconds, 2),
+            details=info.details,
+        )
+        write_manifest(tmp, manifest)
+        manifest.parity = (
+            {"passed": None, "skipped": "--skip-parity"}
+            if cfg.skip_parity
+            else run_parity(cfg, exporter.engine, tmp)
+        )
+        write_manifest(tmp, manifest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return manifest
+
+
+def run_parity(cfg: ExportConfig, engine_name: str, artifact: Path) -> dict[str, Any]:
+    """Load the fresh artifact with its engine and compare it with eager fp32."""
+    import torch
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        return {"passed": None, "skipped": "needs a CUDA GPU to run the export"}
+    ref_cfg = EngineConfig(
+        engine="eager",
+        model=cfg.model,
+        weights=cfg.weights,
+        model_path=cfg.model_path,
+        seed=cfg.seed,
+        device="cpu",
+    )
+    cand_cfg = replace(
+        ref_cfg,
+        engine=engine_name,
+        precision=cfg.precision,
+        device=cfg.device,
+        artifact=str(artifact),
+        variant=cfg.variant,
+    )
+    try:
+        with create_engine(ref_cfg) as ref, create_engine(cand_cfg) as cand:
+            result = compare(ref, cand, cfg.precision)
+    except BillionbenchError as e:
+        return {"passed": False, "failures": [f"could not run the export: {e}"]}
+    if not result["passed"]:
+        log.warning("parity FAILED for %s: %s", artifact, "; ".join(result["failures"]))
+    return result

@@ -1,0 +1,115 @@
+"""Exporter ABC and registry: a model spec in, an artifact folder (files + manifest) out."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from engines.errors import ConfigError, NotImplementedYet
+from engines.models import WEIGHTS, ModelSpec, get_spec
+
+# (batch, tokens) shapes every export is checked at; 200 > ModernBERT's 128-token local window
+PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (4, 64), (2, 200))
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and for which target; a pure value validated on construction."""
+
+    model: str
+    format: str
+    out: str
+    precision: str = "fp32"
+    variant: str = ""  # exporter-specific, e.g. "optimized" for ONNX
+    device: str = "cpu"  # where the artifact will run: cpu | cuda | neuron
+    hw: str = "cpu"  # hardware profile name it is built for
+    weights: str = "auto"
+    model_path: str | None = None
+    seed: int = 0
+    opset: int = 17
+    # shape profile: batch and sequence ranges the artifact must accept (min, opt, max)
+    batch_range: tuple[int, int, int] = (1, 8, 32)
+    seq_range: tuple[int, int, int] = (8, 128, 512)
+    buckets: tuple[tuple[int, int], ...] = ()  # static-shape formats (neuron): (batch, seq)
+    workspace_gb: float = 4.0  # TensorRT builder workspace limit
+    skip_parity: bool = False
+
+    def __post_init__(self) -> None:
+        get_spec(self.model)
+        if self.weights not in WEIGHTS:
+            raise ConfigError(f"--weights must be one of {WEIGHTS}; got {self.weights!r}")
+        for name in ("batch_range", "seq_range"):
+            lo, opt, hi = getattr(self, name)
+            if not 1 <= lo <= opt <= hi:
+                raise ConfigError(f"{name} must satisfy 1 <= min <= opt <= max; got {lo, opt, hi}")
+
+    @property
+    def spec(self) -> ModelSpec:
+        return get_spec(self.model)
+
+
+@dataclass
+class ExportInfo:
+    """What an exporter reports back; becomes the manifest together with provenance."""
+
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[str, str]] = field(default_factory=dict)
+    shape_profiles: dict[str, Any] = field(default_factory=dict)
+    hardware: dict[str, Any] = field(default_factory=dict)
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Exporter(ABC):
+    """One artifact format. `check` fails fast (missing library/hardware) before any work."""
+
+    format: ClassVar[str]
+    engine: ClassVar[str]  # the engine name that runs this format
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    variants: ClassVar[tuple[str, ...]] = ("",)
+    #: attention implementation the model is exported with (eager gives fusable graphs)
+    export_attn: ClassVar[str] = "eager"
+
+    def check(self, cfg: ExportConfig) -> None:
+        """Validate precision/variant; subclasses add library and hardware checks."""
+        if cfg.precision not in self.precisions:
+            raise ConfigError(
+                f"--format {self.format} supports --precision {', '.join(self.precisions)}; "
+                f"got {cfg.precision!r}"
+            )
+        if cfg.variant not in self.variants:
+            allowed = ", ".join(repr(v) for v in self.variants)
+            raise ConfigError(
+                f"--format {self.format} supports --variant {allowed}; got {cfg.variant!r}"
+            )
+
+    def expected_hardware(self, cfg: ExportConfig) -> dict[str, Any] | None:
+        """Hardware keys a cached artifact must match to be reused (None: portable)."""
+        return None
+
+    @abstractmethod
+    def export(self, cfg: ExportConfig, model: Any, tokenizer: Any, out_dir: Path) -> ExportInfo:
+        """Write the artifact's files into `out_dir` (the manifest is written by the caller)."""
+
+
+EXPORTERS: dict[str, str | None] = {
+    "onnx": "exporters.onnx:OnnxExporter",
+    "aoti": "exporters.torch_export:AotiExporter",
+    "trt": "exporters.tensorrt:TensorRTExporter",
+    "neuron": "exporters.neuron:NeuronExporter",
+    "triton": None,  # issue #5
+}
+
+
+def exporter_class(fmt: str) -> type[Exporter]:
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"unknown --format {fmt!r}; choose one of: {', '.join(EXPORTERS)}")
+    target = EXPORTERS[fmt]
+    if target is None:
+        raise NotImplementedYet(f"--format {fmt} is not implemented yet (tracked in issue #5)")
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,174 @@
+"""ONNX export (fp32 / fp16 / int8), optionally through ONNX Runtime's transformer optimizer."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from engines.errors import ConfigError, EngineError, MissingDependency
+from engines.models import ModelSpec
+from exporters.base import ExportConfig, Exporter, ExportInfo
+from exporters.wrap import INPUT_NAMES, example_inputs, output_name, wrap
+
+log = logging.getLogger(__name__)
+
+# fusions ONNX Runtime's optimizer can report; the ones that matter for BERT-family encoders
+KEY_FUSIONS = (
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "EmbedLayerNormalization",
+    "Gelu",
+    "FastGelu",
+    "BiasGelu",
+)
+
+
+def _require(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependency(package, "onnx") from e
+
+
+def export_onnx_file(model: Any, spec: ModelSpec, path: Path, opset: int = 17):
+    """Write a plain ONNX graph with dynamic batch and sequence axes.
+
+    Returns (input_names, output_names, dynamic_axes). The TorchScript-based exporter is used
+    because its graphs are the ones ONNX Runtime's transformer fusions match.
+    """
+    import torch
+
+    _require("onnx", "onnx")
+    out = output_name(spec.task)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    axes[out] = {0: "batch"} if spec.task == "classification" else {0: "batch", 1: "sequence"}
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # tracer chatter about HF's Python-side mask logic; parity checks the result
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrap(model, spec.task),
+                example_inputs(),
+                str(path),
+                dynamo=False,
+                input_names=INPUT_NAMES,
+                output_names=[out],
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+    except Exception as e:
+        raise EngineError(f"ONNX export of {spec.name} failed: {str(e).splitlines()[0]}") from e
+    return list(INPUT_NAMES), [out], axes
+
+
+def _heads_hidden(spec: ModelSpec) -> tuple[int, int]:
+    c = spec.arch_config
+    return (
+        c.get("n_heads", c.get("num_attention_heads", 12)),
+        c.get("dim", c.get("hidden_size", 768)),
+    )
+
+
+def optimize(src: Path, dst: Path, spec: ModelSpec, use_gpu: bool) -> dict[str, int]:
+    """Run ORT's transformer optimizer; return the fusion counts it achieved."""
+    _require("onnxruntime", "onnxruntime")
+    from onnxruntime.transformers import optimizer
+
+    heads, hidden = _heads_hidden(spec)
+    opt = optimizer.optimize_model(
+        str(src),
+        model_type="bert",
+        num_heads=heads,
+        hidden_size=hidden,
+        opt_level=0,
+        use_gpu=use_gpu,
+    )
+    counts = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
+    opt.save_model_to_file(str(dst))
+    return counts
+
+
+class OnnxExporter(Exporter):
+    format = "onnx"
+    engine = "onnx"
+    precisions = ("fp32", "fp16", "int8")
+    variants = ("", "optimized")
+    export_attn = "eager"  # eager attention exports as MatMul/Softmax that ORT can fuse
+
+    def check(self, cfg: ExportConfig) -> None:
+        super().check(cfg)
+        if cfg.precision == "fp16" and cfg.device != "cuda":
+            raise ConfigError(
+                "fp16 ONNX targets GPUs (CPU kernels are fp32/int8): pass --device "
+                "cuda, or use --precision int8 for CPU"
+            )
+        if cfg.precision == "int8" and cfg.device != "cpu":
+            raise ConfigError("int8 dynamic quantization is a CPU recipe; use fp16 on GPUs")
+        _require("onnx", "onnx")
+        _require("onnxruntime", "onnxruntime")
+
+    def export(self, cfg: ExportConfig, model: Any, tokenizer: Any, out_dir: Path) -> ExportInfo:
+        import onnx
+        import onnxruntime
+
+        spec = cfg.spec
+        final = out_dir / "model.onnx"
+        raw = out_dir / "raw.onnx"
+        inputs, outputs, axes = export_onnx_file(model, spec, raw, cfg.opset)
+        details: dict[str, Any] = {"exporter": "torch.onnx (TorchScript)", "opset": cfg.opset}
+        current = raw
+        if cfg.variant == "optimized":
+            fused = out_dir / "fused.onnx"
+            counts = optimize(raw, fused, spec, use_gpu=cfg.device == "cuda")
+            details["fusions"] = counts
+            missing = [k for k in ("Attention", "SkipLayerNormalization") if not counts.get(k)]
+            if not counts:
+                log.warning("ORT transformer optimizer fused NOTHING in %s", spec.name)
+                details["fusion_warning"] = "the optimizer fused nothing"
+            elif missing:
+                details["fusion_warning"] = f"not fused: {', '.join(missing)}"
+                log.warning(
+                    "ORT optimizer on %s: %s fused, but no %s",
+                    spec.name,
+                    ", ".join(f"{k}={v}" for k, v in counts.items()),
+                    ", ".join(missing),
+                )
+            current = fused
+        if cfg.precision == "fp16":
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
+            m = OnnxModel(onnx.load(str(current)))
+            m.convert_float_to_float16(keep_io_types=True)
+            m.save_model_to_file(str(final))
+        elif cfg.precision == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            # dynamic (weight-only int8, activations quantized per call): the CPU recipe
+            # fused contrib ops defeat ONNX shape inference; their outputs are float
+            quantize_dynamic(
+                str(current),
+                str(final),
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+            details["quantization"] = "dynamic, weights QInt8"
+        else:
+            current.replace(final)
+        for p in (raw, out_dir / "fused.onnx"):
+            p.unlink(missing_ok=True)
+        return ExportInfo(
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            shape_profiles={"dynamic": True},
+            hardware={"portable": True, "target_device": cfg.device},
+            tool_versions={"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+            details=details,
+        )

@@ -1,0 +1,98 @@
+"""The parity gate: an export is compared against eager fp32 before it may be benchmarked."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from engines.base import Engine
+from engines.textgen import texts_with_token_counts
+from exporters.base import PARITY_SHAPES
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_cosine: float  # embeddings
+    max_dprob: float  # classification: max |p_export - p_eager|
+    min_top1: float  # classification: agreement on inputs the reference decides clearly
+
+
+THRESHOLDS = {
+    "fp32": Thresholds(0.9999, 1e-3, 1.0),
+    "fp16": Thresholds(0.999, 1e-2, 0.99),
+    "bf16": Thresholds(0.99, 3e-2, 0.98),
+    "int8": Thresholds(0.98, 5e-2, 0.95),
+}
+
+
+def parity_texts(tokenizer, shapes=PARITY_SHAPES, seed: int = 12345) -> list[list[str]]:
+    """Fresh inputs per (batch, tokens) shape; rows vary in length so padding is exercised."""
+    out = []
+    for i, (batch, tokens) in enumerate(shapes):
+        targets = [max(4, tokens - 3 * j) for j in range(batch)]
+        out.append(texts_with_token_counts(tokenizer, targets, seed=seed + i))
+    return out
+
+
+def compare(
+    reference: Engine, candidate: Engine, precision: str, shapes=PARITY_SHAPES
+) -> dict[str, Any]:
+    """Run both engines end to end on the same texts; return a JSON-able verdict."""
+    t = THRESHOLDS[precision]
+    task = reference.spec.task
+    per_shape, failures = [], []
+    worst: dict[str, float] = {"min_cosine": 1.0, "max_dprob": 0.0, "top1": 1.0}
+    for (batch, tokens), texts in zip(
+        shapes, parity_texts(reference.pipeline.tokenizer, shapes), strict=True
+    ):
+        ref = reference.predict(texts).values.astype(np.float64)
+        got = candidate.predict(texts).values.astype(np.float64)
+        shape_note = f"batch {batch} x {tokens} tokens"
+        if ref.shape != got.shape:
+            failures.append(f"{shape_note}: output shape {got.shape} != {ref.shape}")
+            continue
+        if not np.isfinite(got).all():
+            failures.append(f"{shape_note}: NaN/Inf in the export's output")
+            continue
+        entry: dict[str, Any] = {"batch": batch, "tokens": tokens}
+        if task == "classification":
+            dprob = float(np.abs(got - ref).max())
+            top_ref = np.sort(ref, axis=-1)
+            # a random-weight classifier has near-tied classes; only clear decisions must agree
+            decisive = (top_ref[:, -1] - top_ref[:, -2]) > 2 * t.max_dprob
+            agree = ref.argmax(-1) == got.argmax(-1)
+            top1 = float(agree[decisive].mean()) if decisive.any() else 1.0
+            entry.update(max_dprob=dprob, top1=top1, decisive=int(decisive.sum()))
+            worst["max_dprob"] = max(worst["max_dprob"], dprob)
+            worst["top1"] = min(worst["top1"], top1)
+            if dprob > t.max_dprob:
+                failures.append(f"{shape_note}: max |Δprob| {dprob:.2e} > {t.max_dprob:.0e}")
+            if top1 < t.min_top1:
+                failures.append(f"{shape_note}: top-1 agreement {top1:.3f} < {t.min_top1}")
+        else:
+            a = ref.reshape(-1, ref.shape[-1])
+            b = got.reshape(-1, got.shape[-1])
+            cos = (a * b).sum(-1) / np.maximum(
+                np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12
+            )
+            mc = float(cos.min())
+            entry.update(min_cosine=mc)
+            worst["min_cosine"] = min(worst["min_cosine"], mc)
+            if mc < t.min_cosine:
+                failures.append(f"{shape_note}: min cosine {mc:.6f} < {t.min_cosine}")
+        per_shape.append(entry)
+    if task == "classification":
+        metric = f"top1={worst['top1']:.3f},max_dprob={worst['max_dprob']:.2e}"
+    else:
+        metric = f"min_cos={worst['min_cosine']:.6f}"
+    return {
+        "passed": not failures,
+        "precision": precision,
+        "metric": metric,
+        "thresholds": asdict(t),
+        "shapes": per_shape,
+        "failures": failures,
+        "reference": "eager fp32",
+    }

@@ -1,0 +1,274 @@
+"""Tiny DistilBERT and ModernBERT through every CPU export: onnx (fp32, optimized, int8),
+compile and aoti. Each passes parity at 3 shapes and runs through `python -m harness.run`."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from engines.artifact import read_manifest, write_manifest
+from engines.errors import ConfigError, MissingDependency, NotImplementedYet
+from exporters.__main__ import main as export_main
+from exporters.api import ensure_artifact, export
+from exporters.base import ExportConfig, exporter_class
+from harness.run import main as run_main
+
+pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx]'")
+
+MODELS = {"distilbert-sentiment-tiny": "classification", "gte-modernbert-tiny": "embedding"}
+CASES = [
+    ("onnx", "fp32", ""),
+    ("onnx", "fp32", "optimized"),
+    ("onnx", "int8", "optimized"),
+    ("aoti", "fp32", ""),
+]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("artifacts")
+    made = {}
+    for model in MODELS:
+        for fmt, prec, variant in CASES:
+            out = root / model / f"{fmt}-{prec}-{variant or 'plain'}"
+            cfg = ExportConfig(
+                model=model, format=fmt, precision=prec, variant=variant, out=str(out)
+            )
+            made[model, fmt, prec, variant] = (export(cfg), out)
+    return made
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("fmt,prec,variant", CASES)
+def test_export_passes_parity_at_three_shapes(artifacts, model, fmt, prec, variant):
+    m, out = artifacts[model, fmt, prec, variant]
+    assert m.parity["passed"] is True, m.parity["failures"]
+    assert [(s["batch"], s["tokens"]) for s in m.parity["shapes"]] == [(1, 16), (4, 64), (2, 200)]
+    assert m.weights == "random" and m.export_seconds > 0
+    assert m.files and all(len(h) == 64 for h in m.files.values())
+    assert read_manifest(out).parity == m.parity  # the manifest on disk carries the verdict
+
+
+def test_optimizer_reports_fusions_and_says_what_it_missed(artifacts):
+    distil = artifacts["distilbert-sentiment-tiny", "onnx", "fp32", "optimized"][0]
+    fusions = distil.details["fusions"]
+    assert fusions.get("Attention", 0) >= 2 and fusions.get("SkipLayerNormalization", 0) >= 2
+    modern = artifacts["gte-modernbert-tiny", "onnx", "fp32", "optimized"][0]
+    # ORT's BERT fusion does not match ModernBERT's rotary attention: that must be said
+    assert "Attention" in modern.details.get("fusion_warning", "")
+
+
+def test_int8_is_smaller_than_fp32(artifacts):
+    fp32 = artifacts["distilbert-sentiment-tiny", "onnx", "fp32", "optimized"][1]
+    int8 = artifacts["distilbert-sentiment-tiny", "onnx", "int8", "optimized"][1]
+    assert (int8 / "model.onnx").stat().st_size < (fp32 / "model.onnx").stat().st_size
+
+
+@pytest.mark.parametrize("model,task", MODELS.items())
+@pytest.mark.parametrize("fmt,prec,variant", CASES)
+def test_artifact_runs_through_harness(
+    artifacts, tmp_path, capsys, model, task, fmt, prec, variant
+):
+    out = artifacts[model, fmt, prec, variant][1]
+    argv = [
+        "--model",
+        model,
+        "--task",
+        task,
+        "--engine",
+        fmt,
+        "--precision",
+        prec,
+        "--artifact",
+        str(out),
+        "--batch-sizes",
+        "2",
+        "--duration",
+        "0.2",
+        "--min-calls",
+        "2",
+        "--num-samples",
+        "16",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    if variant:
+        argv += ["--variant", variant]
+    assert run_main(argv) == 0, capsys.readouterr()
+    row = pd.read_csv(tmp_path / "results.csv").iloc[0]
+    assert row["engine"] == fmt and row["precision"] == prec
+    assert isinstance(row["parity_metric"], str) and row["parity_metric"]
+    assert row["weights"] == "random" and row["invalid_embeddings"] == 0
+
+
+@pytest.mark.parametrize("model,task", MODELS.items())
+def test_compile_engine_through_harness(tmp_path, capsys, model, task):
+    argv = [
+        "--model",
+        model,
+        "--task",
+        task,
+        "--engine",
+        "compile",
+        "--batch-sizes",
+        "1,4",
+        "--duration",
+        "0.2",
+        "--min-calls",
+        "2",
+        "--num-samples",
+        "16",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    assert run_main(argv) == 0, capsys.readouterr()
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert df["engine"].tolist() == ["compile", "compile"]
+    assert "compile_seconds" in df["config_json"][0]
+
+
+def test_harness_exports_on_demand_then_reuses(tmp_path, capsys):
+    argv = [
+        "--model",
+        "bge-base-tiny",
+        "--task",
+        "embedding",
+        "--engine",
+        "onnx",
+        "--batch-sizes",
+        "2",
+        "--duration",
+        "0.2",
+        "--min-calls",
+        "1",
+        "--num-samples",
+        "8",
+        "--artifacts-dir",
+        str(tmp_path / "art"),
+        "--output-dir",
+        str(tmp_path / "res"),
+    ]
+    assert run_main(argv) == 0
+    assert "exported in" in capsys.readouterr().out
+    assert run_main([*argv, "--fresh"]) == 0
+    assert "(reused)" in capsys.readouterr().out
+
+
+def test_failed_parity_is_refused_unless_skipped(artifacts, tmp_path, capsys):
+    import shutil
+
+    src = artifacts["distilbert-sentiment-tiny", "onnx", "fp32", ""][1]
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    m = read_manifest(bad)
+    m.parity = {"passed": False, "failures": ["batch 2 x 200 tokens: max |Δprob| 3e-01 > 1e-03"]}
+    write_manifest(bad, m)
+    argv = [
+        "--model",
+        "distilbert-sentiment-tiny",
+        "--engine",
+        "onnx",
+        "--artifact",
+        str(bad),
+        "--batch-sizes",
+        "1",
+        "--duration",
+        "0.1",
+        "--min-calls",
+        "1",
+        "--num-samples",
+        "8",
+        "--output-dir",
+        str(tmp_path / "res"),
+    ]
+    assert run_main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        "did not pass parity (batch 2 x 200 tokens: max |Δprob|" in err and "--skip-parity" in err
+    )
+    assert run_main([*argv, "--skip-parity"]) == 0
+
+
+def test_tampered_artifact_is_refused(artifacts, tmp_path, capsys):
+    import shutil
+
+    src = artifacts["gte-modernbert-tiny", "onnx", "fp32", ""][1]
+    bad = tmp_path / "tampered"
+    shutil.copytree(src, bad)
+    with open(bad / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    argv = [
+        "--model",
+        "gte-modernbert-tiny",
+        "--task",
+        "embedding",
+        "--engine",
+        "onnx",
+        "--artifact",
+        str(bad),
+        "--batch-sizes",
+        "1",
+        "--duration",
+        "0.1",
+        "--output-dir",
+        str(tmp_path / "res"),
+    ]
+    assert run_main(argv) == 2
+    assert "fails its sha256 check" in capsys.readouterr().err
+
+
+def test_export_cli(tmp_path, capsys):
+    out = tmp_path / "a"
+    code = export_main(
+        ["--model", "bge-base-tiny", "--format", "onnx", "--precision", "int8", "--out", str(out)]
+    )
+    text = capsys.readouterr().out
+    assert code == 0 and "parity vs eager fp32: passed" in text
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in (
+        "task",
+        "model_id",
+        "weights",
+        "format",
+        "precision",
+        "input_names",
+        "dynamic_axes",
+        "hardware",
+        "tool_versions",
+        "files",
+        "parity",
+    ):
+        assert manifest[key] not in (None, "", {}), key
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--format", "tflite"], "unknown --format 'tflite'"),
+        (["--format", "triton"], "not implemented yet"),
+        (["--format", "onnx", "--precision", "bf16"], "supports --precision fp32, fp16, int8"),
+        (["--format", "onnx", "--variant", "turbo"], "supports --variant"),
+        (["--format", "onnx", "--precision", "fp16"], "fp16 ONNX targets GPUs"),
+        (["--format", "trt", "--precision", "fp16"], "tensorrt"),
+        (["--format", "neuron", "--precision", "bf16"], "torch-neuronx"),
+        (["--format", "aoti", "--precision", "fp16"], "fp16 AOTInductor packages need a GPU"),
+    ],
+)
+def test_export_cli_errors_are_one_line(tmp_path, capsys, argv, expected):
+    code = export_main(["--model", "bge-base-tiny", "--out", str(tmp_path / "x"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_exporter_registry_errors():
+    with pytest.raises(ConfigError):
+        exporter_class("tflite")
+    with pytest.raises(NotImplementedYet):
+        exporter_class("triton")
+    with pytest.raises(MissingDependency):
+        ensure_artifact(
+            ExportConfig(
+                model="bge-base-tiny", format="trt", precision="fp16", out="unused", device="cuda"
+            )
+        )

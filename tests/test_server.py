@@ -1,0 +1,272 @@
+"""The HTTP server over the dynamic batcher: protocols, limits, malformed input, 429s."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+aiohttp = pytest.importorskip("aiohttp", reason="the server needs aiohttp (base dependency)")
+
+from engines import EngineConfig, create_engine  # noqa: E402
+from engines.batcher import BatcherConfig, DynamicBatcher  # noqa: E402
+from engines.server import Server, ServerLimits  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    """A server on 127.0.0.1 in a background thread, stopped at exit."""
+
+    def __init__(self, model: str, engine: str = "fake", limits=None, latency_ms=2.0, **batcher):
+        cfg = EngineConfig(
+            engine=engine, model=model, fake_latency_ms=latency_ms, fake_per_input_ms=0.1
+        )
+        self.engine = create_engine(cfg)
+        self.engine.load()
+        self.batcher = DynamicBatcher(self.engine, BatcherConfig(**batcher))
+        self.server = Server(
+            self.engine, self.batcher, limits or ServerLimits(max_body_bytes=2**20)
+        )
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        from aiohttp import web
+
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        runner = web.AppRunner(self.server.app())
+        self.loop.run_until_complete(runner.setup())
+        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._runner = runner
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(runner.cleanup())
+
+    def __enter__(self):
+        self.batcher.start()
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.batcher.stop()
+        self.engine.close()
+
+
+def post(url, path, body=None, raw=None, headers=None, timeout=10):
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url + path,
+        data=data,
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def get(url, path):
+    import urllib.request
+
+    with urllib.request.urlopen(url + path, timeout=10) as r:
+        return r.status, r.read()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    with Running("bge-base-tiny") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    with Running("distilbert-sentiment-tiny") as s:
+        yield s
+
+
+def test_health_and_metadata(embedder):
+    assert get(embedder.url, "/v2/health/ready")[0] == 200
+    status, body = get(embedder.url, "/v2/models/bge-base-tiny")
+    meta = json.loads(body)
+    assert meta["inputs"][0]["name"] == "TEXT" and meta["outputs"][0]["shape"] == [-1, 64]
+
+
+def test_openai_embeddings_match_the_engine(embedder):
+    texts = ["the river is long", "a city of music"]
+    status, body, _ = post(embedder.url, "/v1/embeddings", {"input": texts, "model": "x"})
+    assert status == 200
+    data = json.loads(body)["data"]
+    got = np.array([d["embedding"] for d in sorted(data, key=lambda d: d["index"])])
+    want = embedder.engine.predict(texts).values
+    assert np.allclose(got, want, atol=1e-6)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_classify(classifier):
+    status, body, _ = post(classifier.url, "/classify", {"input": ["great", "awful service"]})
+    assert status == 200
+    data = json.loads(body)["data"]
+    assert len(data) == 2 and {d["label"] for d in data[0]} == {"positive", "neutral", "negative"}
+    assert abs(sum(d["score"] for d in data[0]) - 1) < 1e-5
+
+
+def test_kserve_json(classifier):
+    body = {
+        "inputs": [{"name": "TEXT", "shape": [2], "datatype": "BYTES", "data": ["good", "bad"]}]
+    }
+    status, raw, _ = post(classifier.url, "/v2/models/distilbert-sentiment-tiny/infer", body)
+    assert status == 200
+    outs = {o["name"]: o for o in json.loads(raw)["outputs"]}
+    assert outs["probabilities"]["shape"] == [2, 3] and len(outs["labels"]["data"]) == 2
+
+
+def test_tritonclient_gets_correct_outputs(embedder):
+    httpclient = pytest.importorskip("tritonclient.http", reason="pip install -e '.[triton]'")
+    texts = ["first question about history", "second", "third one here"]
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{embedder.port}")
+    assert client.is_server_ready() and client.is_model_ready("bge-base-tiny")
+    for binary in (True, False):
+        inp = httpclient.InferInput("TEXT", [len(texts)], "BYTES")
+        inp.set_data_from_numpy(np.array(texts, dtype=object), binary_data=binary)
+        out = httpclient.InferRequestedOutput("embeddings", binary_data=binary)
+        res = client.infer("bge-base-tiny", [inp], outputs=[out])
+        got = res.as_numpy("embeddings")
+        assert got.shape == (3, 64)
+        assert np.allclose(got, embedder.engine.predict(texts).values, atol=1e-6)
+    client.close()
+
+
+def test_batcher_batches_under_concurrency(embedder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = sum(v for k, v in embedder.batcher.stats().batch_size_histogram.items() if k > 1)
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(
+            pool.map(
+                lambda i: post(embedder.url, "/v1/embeddings", {"input": [f"text number {i}"]})[0],
+                range(64),
+            )
+        )
+    assert codes == [200] * 64
+    after = embedder.batcher.stats().batch_size_histogram
+    assert sum(v for k, v in after.items() if k > 1) > before
+
+
+MALFORMED = [
+    ("/v1/embeddings", b"{not json"),
+    ("/v1/embeddings", json.dumps({"input": []}).encode()),
+    ("/v1/embeddings", json.dumps({"input": [1, 2]}).encode()),
+    ("/v1/embeddings", json.dumps({"input": [""]}).encode()),
+    ("/v1/embeddings", json.dumps({"input": None}).encode()),
+    ("/v1/embeddings", json.dumps({"inputs": ["x"]}).encode()),
+    ("/v1/embeddings", json.dumps(["x"]).encode()),
+    ("/v1/embeddings", json.dumps({"input": ["word " * 5000]}).encode()),
+    ("/v1/embeddings", json.dumps({"input": ["x"] * 10_000}).encode()),
+    ("/v2/models/bge-base-tiny/infer", b"[]"),
+    ("/v2/models/bge-base-tiny/infer", json.dumps({"inputs": []}).encode()),
+    (
+        "/v2/models/bge-base-tiny/infer",
+        json.dumps(
+            {"inputs": [{"name": "TEXT", "shape": [3], "datatype": "BYTES", "data": ["a"]}]}
+        ).encode(),
+    ),
+    (
+        "/v2/models/bge-base-tiny/infer",
+        json.dumps(
+            {"inputs": [{"name": "TEXT", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+        ).encode(),
+    ),
+    (
+        "/v2/models/bge-base-tiny/infer",
+        json.dumps(
+            {"inputs": [{"name": "IDS", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}
+        ).encode(),
+    ),
+    (
+        "/v2/models/bge-base-tiny/infer",
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "TEXT",
+                        "shape": [2, 2],
+                        "datatype": "BYTES",
+                        "data": ["a", "b", "c", "d"],
+                    }
+                ]
+            }
+        ).encode(),
+    ),
+    ("/v2/models/other/infer", json.dumps({"inputs": []}).encode()),
+    ("/classify", json.dumps({"input": ["x"]}).encode()),  # embedder has no /classify
+    ("/v2/models/bge-base-tiny/infer", b"\xff\xfe garbage"),
+]
+
+
+def test_200_malformed_requests_get_4xx_and_the_server_keeps_serving(embedder):
+    codes = []
+    for i in range(200):
+        path, raw = MALFORMED[i % len(MALFORMED)]
+        status, body, _ = post(embedder.url, path, raw=raw)
+        codes.append(status)
+        assert 400 <= status < 500, (path, raw[:60], status, body[:200])
+        reason = json.loads(body)["error"]
+        assert reason and "\n" not in reason
+    assert post(embedder.url, "/v1/embeddings", {"input": ["still alive"]})[0] == 200
+
+
+def test_oversized_body_is_413(embedder):
+    status, body, _ = post(embedder.url, "/v1/embeddings", raw=b"x" * (2**20 + 10))
+    assert status == 413 and "bytes" in json.loads(body)["error"]
+
+
+def test_full_queue_answers_429_with_retry_after():
+    from concurrent.futures import ThreadPoolExecutor
+
+    # slow forward passes and a 4-input queue: a burst of 24 requests must overflow it
+    with Running("bge-base-tiny", latency_ms=200.0, max_queue_inputs=4, max_batch_size=2) as s:
+        with ThreadPoolExecutor(24) as pool:
+            results = list(
+                pool.map(
+                    lambda i: post(s.url, "/v1/embeddings", {"input": ["a", "b"]}, timeout=30),
+                    range(24),
+                )
+            )
+        codes = [r[0] for r in results]
+        assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
+        retry = [r[2].get("Retry-After") for r in results if r[0] == 429]
+        assert all(r and int(r) >= 1 for r in retry)
+        assert post(s.url, "/v1/embeddings", {"input": ["after"]})[0] == 200
+
+
+def test_metrics_are_prometheus_text(embedder):
+    post(embedder.url, "/v1/embeddings", {"input": ["m"]})
+    status, body = get(embedder.url, "/metrics")
+    text = body.decode()
+    for name in (
+        "bb_queue_depth",
+        "bb_batch_size_bucket",
+        "bb_request_latency_seconds_count",
+        "bb_requests_total",
+    ):
+        assert name in text
