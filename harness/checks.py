@@ -84,26 +84,29 @@ def accuracy_stable(df: pd.DataFrame, tolerance: float = 0.05) -> Check:
     return Check("accuracy stable across configurations", not off.any(), detail)
 
 
-def enough_vus(df: pd.DataFrame) -> tuple[Check, pd.DataFrame]:
-    """Flag groups whose throughput still rises monotonically at the largest VU count tried."""
+def enough_vus(df: pd.DataFrame, min_gain: float = 0.02) -> tuple[Check, pd.DataFrame]:
+    """Flag groups whose throughput still rises monotonically at the largest VU count tried.
+
+    Repeats are summarised by their median, and the last step must gain more than
+    max(`min_gain`, the spread of repeated runs) to count as rising: the sweep's own rule.
+    """
     cols = [c for c in SWEEP_GROUP if c in df]
     flagged = []
     if "vus" in df and not df.empty:
         for key, g in df.groupby(cols, dropna=False):
-            g = g.assign(vus=_num(g, "vus"), thr=_num(g, "throughput_req_per_sec")).sort_values(
-                "vus"
-            )
-            g = g.groupby("vus", as_index=False)["thr"].max()
-            if len(g) >= 2 and g["thr"].is_monotonic_increasing:
-                flagged.append(
-                    dict(
-                        zip(cols, key if isinstance(key, tuple) else (key,), strict=True),
-                        max_vus=int(g["vus"].max()),
-                    )
-                )
+            g = g.assign(vus=_num(g, "vus"), thr=_num(g, "throughput_req_per_sec"))
+            per = g.groupby("vus")["thr"].agg(["median", "min", "max"]).sort_index()
+            if len(per) < 2:
+                continue
+            spread = ((per["max"] - per["min"]) / per["median"].where(per["median"] > 0)).max()
+            margin = max(min_gain, 0.0 if pd.isna(spread) else float(spread))
+            gain = per["median"].iloc[-1] / per["median"].iloc[-2] - 1
+            if per["median"].is_monotonic_increasing and gain > margin:
+                names = key if isinstance(key, tuple) else (key,)
+                flagged.append(dict(zip(cols, names, strict=True), max_vus=int(per.index[-1])))
     table = pd.DataFrame(flagged)
     detail = (
-        "every group peaked before its largest VU count"
+        "every group peaked (within noise) before its largest VU count"
         if table.empty
         else "throughput still rising at the largest VUs tried: "
         + "; ".join(f"{r['engine']}/b{r['batch_size']} at {r['max_vus']} VUs" for r in flagged[:5])

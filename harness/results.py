@@ -203,3 +203,63 @@ class ResultsStore:
         tmp = self.parquet.with_suffix(".parquet.tmp")
         df.to_parquet(tmp, index=False)
         os.replace(tmp, self.parquet)
+
+
+def context_columns(
+    *,
+    spec,
+    engine_cfg,
+    info: dict[str, Any],
+    profile,
+    detected,
+    workload,
+    flops: float | None,
+    peak: float | None,
+    inputs_per_sec: float,
+    parity_metric: str | None,
+) -> dict[str, Any]:
+    """What every row says about where, on what and at which price it was measured, plus cost."""
+    from harness.costs import cost_columns
+    from harness.sysinfo import git_sha, host_name, tool_versions
+
+    stats = workload.stats
+    # attention is a runtime choice for in-memory models only; artifacts fixed it at export
+    attn = info.get("attn")
+    image = "/".join(
+        x for x in (engine_cfg.engine, engine_cfg.precision, engine_cfg.variant, attn) if x
+    )
+    row = {
+        "hw_type": profile.name,
+        "engine": engine_cfg.engine,
+        "image": image,
+        "task": spec.task,
+        "model_name": spec.name,
+        "model_id": info.get("model_source", spec.hub_id),
+        "weights": info.get("weights"),
+        "tokenizer": info.get("tokenizer"),
+        "precision": engine_cfg.precision,
+        "attn": attn,
+        "dataset": workload.source,
+        "avg_tokens": stats.avg,
+        "p50_tokens": stats.p50,
+        "min_tokens": stats.min,
+        "max_tokens": stats.max,
+        "truncated_inputs": workload.truncated,
+        "parity_metric": parity_metric,
+        "flops_per_input": flops,
+        "peak_source": profile.peak_source,
+        "price_per_hour": profile.price_per_hour,
+        "price_source": f"{profile.price_source} ({profile.price_date})",
+        "host_name": host_name(),
+        "device_name": detected.device_name,
+        "cpu_name": detected.cpu_name,
+        "tool_versions": {**tool_versions(), **{k: v for k, v in info.items() if k == "torch"}},
+        "git_sha": git_sha(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    row.update(
+        cost_columns(
+            profile.price_per_hour, inputs_per_sec, inputs_per_sec * stats.avg, flops, peak
+        )
+    )
+    return row

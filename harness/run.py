@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -19,6 +18,7 @@ from engines.base import ATTENTIONS, COMPILE_MODES, PRECISIONS, PROVIDERS, Engin
 from engines.errors import BillionbenchError, ConfigError
 from engines.models import DEFAULT_MODEL, MODELS, TASKS, WEIGHTS, get_spec
 from engines.registry import ENGINES, engine_class
+from harness.costs import cost_per_1m_tokens
 
 log = logging.getLogger("billionbench")
 
@@ -133,14 +133,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="harness.run",
-        description="Benchmark an encoder in process (model copies x worker threads x batch "
-        "sizes) and report p50/p99 latency, throughput and $ per 1M / 1B inputs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_common_args(p)
+def add_workload_args(p: argparse.ArgumentParser) -> None:
+    """Workload flags shared by harness.run and harness.sweep."""
     g = p.add_argument_group("workload")
     g.add_argument(
         "--dataset",
@@ -164,6 +158,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic: sd of tokens (default: min+gamma tail / 14 for embedding)",
     )
     g.add_argument("--tokens-min", type=int, default=None, help="synthetic: minimum tokens")
+
+
+def workload_spec(args: argparse.Namespace):
+    from harness.data import WorkloadSpec
+
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1; got {args.num_samples}")
+    return WorkloadSpec(
+        task=args.task,
+        source=args.dataset,
+        n=args.num_samples,
+        tokens_mean=args.tokens_mean,
+        tokens_sd=args.tokens_sd,
+        tokens_min=args.tokens_min,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        seed=args.seed,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="harness.run",
+        description="Benchmark an encoder in process (model copies x worker threads x batch "
+        "sizes) and report p50/p99 latency, throughput and $ per 1M / 1B inputs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_common_args(p)
+    add_workload_args(p)
     g = p.add_argument_group("sweep (neuronperf-style)")
     g.add_argument("--batch-sizes", type=int_list, default=[1, 8, 32], help="comma-separated")
     g.add_argument("--n-models", type=int_list, default=[1], help="model copies, comma-separated")
@@ -334,25 +357,13 @@ def resolve_setup(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace, console) -> int:
     from harness import hardware
-    from harness.data import WorkloadSpec, load_workload
+    from harness.data import load_workload
     from harness.inprocess import InprocessConfig, run_inprocess
     from harness.results import ResultsStore, config_key
 
-    if args.num_samples < 1:
-        raise ConfigError(f"--num-samples must be >= 1; got {args.num_samples}")
     spec, engine_cls, profile, detected, engine_cfg = resolve_setup(args)
     model = spec.name
-    wl_spec = WorkloadSpec(
-        task=args.task,
-        source=args.dataset,
-        n=args.num_samples,
-        tokens_mean=args.tokens_mean,
-        tokens_sd=args.tokens_sd,
-        tokens_min=args.tokens_min,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        seed=args.seed,
-    )
+    wl_spec = workload_spec(args)
     store = ResultsStore(args.output_dir, fresh=not args.resume)
     done = store.done_keys()
 
@@ -487,10 +498,8 @@ def _run(args: argparse.Namespace, console) -> int:
                     profile,
                     detected,
                     workload,
-                    stats,
                     flops,
                     peak,
-                    peak_source,
                     key,
                     key_cfg,
                 )
@@ -582,25 +591,13 @@ def prepare_artifact(args, fmt, engine_cfg, profile, *, batch_range, seq_range, 
 
 
 def _row(
-    parity_metric,
-    res,
-    spec,
-    engine_cfg,
-    profile,
-    detected,
-    workload,
-    stats,
-    flops,
-    peak,
-    peak_source,
-    key,
-    key_cfg,
+    parity_metric, res, spec, engine_cfg, profile, detected, workload, flops, peak, key, key_cfg
 ) -> dict:
-    from harness.costs import cost_columns
-    from harness.sysinfo import git_sha, host_name, tool_versions
+    from harness.results import context_columns
 
     thr = res.throughput.avg
     info = res.engine_info
+    vectors = None if spec.task == "classification" else 1
     row = {
         "total_requests": res.calls,
         "successful_requests": res.calls,
@@ -613,17 +610,14 @@ def _row(
         "p99_latency_ms": res.e2e.p99,
         "throughput_req_per_sec": thr,
         "throughput_peak": res.throughput.peak,
-        "hw_type": profile.name,
         "batch_size": res.config.batch_size,
         "vus": res.config.n_models * res.config.workers_per_model,
-        "engine": engine_cfg.engine,
-        "image": f"{engine_cfg.engine}/{engine_cfg.precision}/{info.get('attn', engine_cfg.attn)}",
         "vendor": "local",
         "n_models": res.config.n_models,
         "workers_per_model": res.config.workers_per_model,
-        "avg_num_vectors": 1 if spec.task != "classification" else None,
-        "min_num_vectors": 1 if spec.task != "classification" else None,
-        "max_num_vectors": 1 if spec.task != "classification" else None,
+        "avg_num_vectors": vectors,
+        "min_num_vectors": vectors,
+        "max_num_vectors": vectors,
         "invalid_embeddings": res.invalid,
         "inputs_per_request": res.config.batch_size,
         "latency_ms_p0": res.forward.p0,
@@ -633,38 +627,14 @@ def _row(
         "latency_ms_p99": res.forward.p99,
         "latency_ms_p100": res.forward.p100,
         "throughput_avg": thr,
-        "task": spec.task,
-        "model_name": spec.name,
-        "model_id": info.get("model_source", spec.hub_id),
-        "weights": info.get("weights"),
-        "tokenizer": info.get("tokenizer"),
-        "precision": engine_cfg.precision,
-        "attn": info.get("attn", engine_cfg.attn),
         "mode": "inprocess",
         "protocol": "python" + ("-processes" if res.config.processes else "-threads"),
-        "dataset": workload.source,
-        "avg_tokens": stats.avg,
-        "p50_tokens": stats.p50,
-        "min_tokens": stats.min,
-        "max_tokens": stats.max,
         "padding_ratio": res.padding_ratio,
-        "truncated_inputs": workload.truncated,
         "accuracy": res.accuracy,
-        "parity_metric": parity_metric,
-        "flops_per_input": flops,
-        "peak_source": peak_source,
-        "price_per_hour": profile.price_per_hour,
-        "price_source": f"{profile.price_source} ({profile.price_date})",
         "throughput_method": res.throughput.method,
         "cpu_percent": res.cpu_percent,
         "peak_rss_mb": res.peak_rss_mb,
         "peak_gpu_mem_mb": res.peak_gpu_mem_mb,
-        "host_name": host_name(),
-        "device_name": detected.device_name,
-        "cpu_name": detected.cpu_name,
-        "tool_versions": {**tool_versions(), **{k: v for k, v in info.items() if k == "torch"}},
-        "git_sha": git_sha(),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config_key": key,
         "config_json": json.dumps(
             {
@@ -676,7 +646,22 @@ def _row(
             default=str,
         ),
     }
-    row.update(cost_columns(profile.price_per_hour, thr, res.tokens_per_sec, flops, peak))
+    # tokens/s from the calls' own useful tokens (the workload mean is only an estimate)
+    row.update(
+        context_columns(
+            spec=spec,
+            engine_cfg=engine_cfg,
+            info=info,
+            profile=profile,
+            detected=detected,
+            workload=workload,
+            flops=flops,
+            peak=peak,
+            inputs_per_sec=thr,
+            parity_metric=parity_metric,
+        )
+    )
+    row["cost_per_1m_tokens"] = cost_per_1m_tokens(profile.price_per_hour, res.tokens_per_sec)
     return row
 
 

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines.errors import BillionbenchError, ConfigError, EngineError
-from harness.run import _Parser, _setup_logging, add_common_args, int_list, positive_float
+from harness.run import (
+    _Parser,
+    _setup_logging,
+    add_common_args,
+    add_workload_args,
+    int_list,
+    positive_float,
+    workload_spec,
+)
 
 log = logging.getLogger("billionbench")
 
@@ -174,14 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_args(p)
     add_batcher_args(p)
-    g = p.add_argument_group("workload")
-    g.add_argument("--dataset", default="auto")
-    g.add_argument("--text-column", default=None)
-    g.add_argument("--label-column", default=None)
-    g.add_argument("--num-samples", type=int, default=512)
-    g.add_argument("--tokens-mean", type=float, default=None)
-    g.add_argument("--tokens-sd", type=float, default=None)
-    g.add_argument("--tokens-min", type=int, default=None)
+    add_workload_args(p)
     g = p.add_argument_group("sweep")
     g.add_argument(
         "--batch-sizes",
@@ -196,12 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="client batch (inputs per HTTP request), comma-separated",
     )
     g.add_argument("--vus-start", type=int, default=1)
-    g.add_argument("--vus-max", type=int, default=64)
-    g.add_argument("--iterations", type=int, default=400, help="k6 shared iterations per point")
+    g.add_argument("--vus-max", type=int, default=32)
+    g.add_argument("--iterations", type=int, default=200, help="k6 shared iterations per point")
     g.add_argument(
         "--max-duration",
         type=positive_float,
-        default=20.0,
+        default=10.0,
         help="seconds per point (k6 maxDuration)",
     )
     g.add_argument("--repeats", type=int, default=2, help="runs per point; gives the noise margin")
@@ -311,32 +312,19 @@ def _sweep(args, console) -> int:
 
     from engines.models import load_tokenizer
     from harness import hardware
-    from harness.costs import cost_columns
-    from harness.data import WorkloadSpec, load_workload
+    from harness.data import load_workload
     from harness.loadgen import Target, measure_ceiling, run_closed_loop
-    from harness.results import ResultsStore, config_key
+    from harness.results import ResultsStore, config_key, context_columns
     from harness.run import resolve_setup
-    from harness.sysinfo import git_sha, host_name, tool_versions
 
     if args.vus_start < 1 or args.vus_max < args.vus_start:
         raise ConfigError("--vus-start must be >= 1 and <= --vus-max")
     if args.repeats < 1 or args.iterations < 1:
         raise ConfigError("--repeats and --iterations must be >= 1")
-    args.num_samples = max(args.num_samples, 1)
     spec, engine_cls, profile, detected, engine_cfg = resolve_setup(args)
     tok = load_tokenizer(spec, args.model_path)
     max_len = args.max_seq_len or spec.max_seq_len
-    wl_spec = WorkloadSpec(
-        task=args.task,
-        source=args.dataset,
-        n=args.num_samples,
-        tokens_mean=args.tokens_mean,
-        tokens_sd=args.tokens_sd,
-        tokens_min=args.tokens_min,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        seed=args.seed,
-    )
+    wl_spec = workload_spec(args)
     workload = load_workload(wl_spec, tok.tokenizer, max_len)
     stats = workload.stats
     flops = spec.flops_per_input(stats.avg, stats.mean_sq) if engine_cls.computes_model else None
@@ -442,49 +430,29 @@ def _sweep(args, console) -> int:
                             )
                             n_points += 1
                             row = res.to_row()
-                            thr_in = res.throughput.avg
-                            row.update(
-                                cost_columns(
-                                    profile.price_per_hour, thr_in, thr_in * stats.avg, flops, peak
-                                )
-                            )
                             pad = None
                             if _server:  # this point's padding, not the server's lifetime
                                 (u0, p0), (u1, p1) = tokens0, _server.tokens()
                                 pad = 1 - (u1 - u0) / (p1 - p0) if p1 > p0 else None
                             row.update(
-                                hw_type=profile.name,
+                                context_columns(
+                                    spec=spec,
+                                    engine_cfg=engine_cfg,
+                                    info=_info,
+                                    profile=profile,
+                                    detected=detected,
+                                    workload=workload,
+                                    flops=flops,
+                                    peak=peak,
+                                    inputs_per_sec=res.throughput.avg,
+                                    parity_metric=_info.get("parity_metric"),
+                                ),
                                 batch_size=_bs,
                                 server_batch_size=_bs,
-                                engine=args.engine,
-                                image=f"{args.engine}/{args.precision}",
                                 vendor="local" if _server else "remote",
                                 n_models=1,
-                                workers_per_model=None,
                                 repeat=rep,
-                                model_name=spec.name,
-                                model_id=_info.get("model_source", spec.hub_id),
-                                weights=_info.get("weights"),
-                                tokenizer=_info.get("tokenizer"),
-                                precision=args.precision,
-                                attn=args.attn,
-                                dataset=workload.source,
-                                avg_tokens=stats.avg,
-                                p50_tokens=stats.p50,
-                                min_tokens=stats.min,
-                                max_tokens=stats.max,
                                 padding_ratio=pad,
-                                parity_metric=_info.get("parity_metric"),
-                                flops_per_input=flops,
-                                peak_source=profile.peak_source,
-                                price_per_hour=profile.price_per_hour,
-                                price_source=f"{profile.price_source} ({profile.price_date})",
-                                host_name=host_name(),
-                                device_name=detected.device_name,
-                                cpu_name=detected.cpu_name,
-                                tool_versions=tool_versions(),
-                                git_sha=git_sha(),
-                                timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                 config_key=key,
                                 config_json=json.dumps(
                                     {**key_cfg, "errors": res.errors}, sort_keys=True, default=str

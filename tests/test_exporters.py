@@ -272,3 +272,16 @@ def test_exporter_registry_errors():
                 model="bge-base-tiny", format="trt", precision="fp16", out="unused", device="cuda"
             )
         )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_compile_engine_matches_eager(model):
+    from dataclasses import replace
+
+    from engines import EngineConfig, create_engine
+    from exporters.parity import compare
+
+    cfg = EngineConfig(engine="eager", model=model)
+    with create_engine(cfg) as ref, create_engine(replace(cfg, engine="compile")) as cand:
+        verdict = compare(ref, cand, "fp32")
+    assert verdict["passed"], verdict["failures"]
