@@ -222,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--no-ceiling", action="store_true", help="skip measuring the load generator's own ceiling"
     )
+    g.add_argument(
+        "--rate",
+        type=positive_float,
+        default=None,
+        help="open loop instead of the VU search: Poisson arrivals at this many requests/s for "
+        "--max-duration, at most --vus-max in flight; latency counts from the scheduled send",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", default="results")
     r = g.add_mutually_exclusive_group()
@@ -313,7 +320,7 @@ def _sweep(args, console) -> int:
     from engines.models import load_tokenizer
     from harness import hardware
     from harness.data import load_workload
-    from harness.loadgen import Target, measure_ceiling, run_closed_loop
+    from harness.loadgen import Target, measure_ceiling, run_closed_loop, run_open_loop
     from harness.results import ResultsStore, config_key, context_columns
     from harness.run import resolve_setup
 
@@ -389,6 +396,7 @@ def _sweep(args, console) -> int:
                             "url": args.url,
                             "protocol": args.protocol,
                             "max_duration": args.max_duration,
+                            "rate": args.rate,
                             "batcher": {
                                 "tokens": args.max_batch_tokens,
                                 "delay_ms": args.max_queue_delay_ms,
@@ -419,15 +427,31 @@ def _sweep(args, console) -> int:
                                 highlight=False,
                             )
                             tokens0 = _server.tokens() if _server else None
-                            res = run_closed_loop(
-                                _target,
-                                workload,
-                                vus=vus,
-                                iterations=args.iterations,
-                                max_duration_s=args.max_duration,
-                                inputs_per_request=_ipr,
-                                ceiling_rps=ceiling,
-                            )
+                            if args.rate:
+                                res = run_open_loop(
+                                    _target,
+                                    workload,
+                                    rate=args.rate,
+                                    duration_s=args.max_duration,
+                                    inputs_per_request=_ipr,
+                                    max_concurrency=vus,
+                                    ceiling_rps=ceiling,
+                                )
+                                console.print(
+                                    f"    open loop at {args.rate:g} req/s: {res.late_requests} "
+                                    f"sent late (max {res.max_late_ms:.1f} ms)",
+                                    highlight=False,
+                                )
+                            else:
+                                res = run_closed_loop(
+                                    _target,
+                                    workload,
+                                    vus=vus,
+                                    iterations=args.iterations,
+                                    max_duration_s=args.max_duration,
+                                    inputs_per_request=_ipr,
+                                    ceiling_rps=ceiling,
+                                )
                             n_points += 1
                             row = res.to_row()
                             pad = None
@@ -463,6 +487,9 @@ def _sweep(args, console) -> int:
                         thr.append(float(row["throughput_req_per_sec"] or 0.0))
                     return thr
 
+                if args.rate:  # open loop: one point per group, concurrency capped at vus-max
+                    measure(args.vus_max)
+                    continue
                 best = search.run(measure)
                 console.print(
                     f"batch {bs} · {ipr} inputs/request: best {best} VUs at "

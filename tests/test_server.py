@@ -270,3 +270,14 @@ def test_metrics_are_prometheus_text(embedder):
         "bb_requests_total",
     ):
         assert name in text
+
+
+def test_tiny_real_model_over_http_matches_in_process():
+    with Running("distilbert-sentiment-tiny", engine="eager") as s:
+        texts = ["the delivery was slow", "excellent value", "ok"]
+        status, body, _ = post(s.url, "/classify", {"input": texts})
+        assert status == 200
+        got = [{d["label"]: d["score"] for d in row} for row in json.loads(body)["data"]]
+        want = s.engine.predict(texts)
+        for row, probs in zip(got, want.values, strict=True):
+            assert np.allclose([row[lab] for lab in s.engine.spec.labels], probs, atol=1e-5)

@@ -170,3 +170,20 @@ def test_unreachable_url_is_one_line(tmp_path):
     )
     assert r.returncode == 2
     assert "cannot reach http://127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_open_loop_sweep_reports_lateness(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(
+        _cmd(tmp_path, ["--rate", "40", "--max-duration", "2"]),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "open loop at 40 req/s" in r.stdout and "sent late" in r.stdout
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert len(df) == 1 and df["late_requests"].notna().all()
+    assert 40 <= df["total_requests"].iloc[0] <= 130  # ~rate x duration, Poisson
