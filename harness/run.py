@@ -385,7 +385,7 @@ def _run(args: argparse.Namespace, console) -> int:
 
     peak = profile.peak_flops(args.precision)
     peak_source = profile.peak_source
-    if profile.device == "cpu":
+    if profile.device == "cpu" and engine_cls.computes_model:
         peak = hardware.measured_cpu_peak(args.precision)
     # the fake engine computes nothing, so no FLOPs, floor or efficiency is claimed for it
     flops = spec.flops_per_input(stats.avg, stats.mean_sq) if engine_cls.computes_model else None
@@ -413,7 +413,8 @@ def _run(args: argparse.Namespace, console) -> int:
     console.print(
         f"workload: {workload.source}, tokenizer {tok.source}; tokens/input avg {stats.avg:.1f} "
         f"p50 {stats.p50:.0f} min {stats.min} max {stats.max} · "
-        f"{(flops or 0) / 1e9:.2f} GFLOP/input · peak {peak / 1e12:.2f} TFLOP/s ({peak_source})",
+        f"{(flops or 0) / 1e9:.2f} GFLOP/input · peak "
+        + (f"{peak / 1e12:.2f} TFLOP/s ({peak_source})" if peak else "not measured"),
         highlight=False,
     )
     if args.engine == "fake":

@@ -337,7 +337,7 @@ def _sweep(args, console) -> int:
     flops = spec.flops_per_input(stats.avg, stats.mean_sq) if engine_cls.computes_model else None
     peak = (
         hardware.measured_cpu_peak(args.precision)
-        if profile.device == "cpu"
+        if profile.device == "cpu" and engine_cls.computes_model
         else profile.peak_flops(args.precision)
     )
     ceiling = None if args.no_ceiling else measure_ceiling(duration_s=3.0)

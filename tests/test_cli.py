@@ -174,7 +174,7 @@ def _cli(out_dir, batch_sizes):
         "--batch-sizes",
         batch_sizes,
         "--duration",
-        "0.5",
+        "0.4",
         "--min-calls",
         "1",
         "--warmup",
@@ -194,7 +194,7 @@ def _rows(path: Path) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_sweep_keeps_rows_and_resumes_without_repeats(tmp_path, sig):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = _cli(tmp_path, "1,2,3,4,5,6,7,8")
+    cmd = _cli(tmp_path, "1,2,3,4,5,6")
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -205,12 +205,12 @@ def test_interrupted_sweep_keeps_rows_and_resumes_without_repeats(tmp_path, sig)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
     before = pd.read_csv(csv)
-    assert 2 <= len(before) < 8, out
+    assert 2 <= len(before) < 6, out
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "run the same command again to resume" in out
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     after = pd.read_csv(csv)
-    assert sorted(after["batch_size"]) == [1, 2, 3, 4, 5, 6, 7, 8]  # none lost, none repeated
+    assert sorted(after["batch_size"]) == [1, 2, 3, 4, 5, 6]  # none lost, none repeated
     kept = after[after["config_key"].isin(before["config_key"])]
     assert kept["timestamp"].tolist() == before["timestamp"].tolist()  # not re-measured

@@ -101,8 +101,9 @@ def test_artifact_runs_through_harness(
     assert row["weights"] == "random" and row["invalid_embeddings"] == 0
 
 
-@pytest.mark.parametrize("model,task", MODELS.items())
-def test_compile_engine_through_harness(tmp_path, capsys, model, task):
+def test_compile_engine_through_harness(tmp_path, capsys):
+    # one model: compiling is the slow part, and parity for both is checked below
+    model, task = "distilbert-sentiment-tiny", "classification"
     argv = [
         "--model",
         model,
