@@ -395,35 +395,6 @@ class LoadResult:
     ceiling_rps: float | None = None
     errors: dict[str, str] = field(default_factory=dict)  # first message per failure kind
 
-    @property
-    def throughput_req_per_sec(self) -> float:
-        """The seed's column name; the value is inputs per second."""
-        return self.throughput.avg
-
-    @property
-    def throughput_peak(self) -> float:
-        return self.throughput.peak
-
-    @property
-    def avg_latency_ms(self) -> float:
-        return self.latency.avg
-
-    @property
-    def p50_latency_ms(self) -> float:
-        return self.latency.p50
-
-    @property
-    def p90_latency_ms(self) -> float:
-        return self.latency.p90
-
-    @property
-    def p95_latency_ms(self) -> float:
-        return self.latency.p95
-
-    @property
-    def p99_latency_ms(self) -> float:
-        return self.latency.p99
-
     def to_row(self) -> dict[str, Any]:
         """The result-row columns this run fills (all in harness.results.COLUMNS)."""
         return {
