@@ -517,6 +517,12 @@ def _run(args: argparse.Namespace, console) -> int:
         f"${profile.price_per_hour}/hr x 1e9 / (3600 x inputs/s); floor = FLOPs/input at peak",
         highlight=False,
     )
+    console.print(
+        "next: compare exports (--engine onnx --variant optimized --precision int8, "
+        "--engine compile, --engine aoti), model copies (--n-models 1,2), or HTTP with "
+        "python -m harness.sweep",
+        highlight=False,
+    )
     if weights == "random":
         console.print(
             "[yellow]weights=random: latency/throughput are valid for the "
