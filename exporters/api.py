@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engines.artifact import Manifest, matches, read_manifest, write_manifest
+from engines.artifact import ArtifactError, Manifest, verify, write_manifest
 from engines.base import EngineConfig
 from engines.errors import BillionbenchError
 from engines.models import load_model, load_tokenizer
@@ -45,11 +45,12 @@ def ensure_artifact(cfg: ExportConfig) -> tuple[Manifest, bool]:
 
     Returns (manifest, reused).
     """
-    out = Path(cfg.out)
-    if matches(out, expectation(cfg)):
-        m = read_manifest(out)
-        if cfg.weights == "auto" or m.weights == cfg.weights:
-            return m, True
+    try:
+        m = verify(cfg.out, expectation(cfg))
+    except ArtifactError:
+        return export(cfg), False
+    if cfg.weights in ("auto", m.weights):
+        return m, True
     return export(cfg), False
 
 

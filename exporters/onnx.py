@@ -14,18 +14,6 @@ from exporters.wrap import INPUT_NAMES, example_inputs, output_name, wrap
 
 log = logging.getLogger(__name__)
 
-# fusions ONNX Runtime's optimizer can report; the ones that matter for BERT-family encoders
-KEY_FUSIONS = (
-    "Attention",
-    "MultiHeadAttention",
-    "SkipLayerNormalization",
-    "LayerNormalization",
-    "EmbedLayerNormalization",
-    "Gelu",
-    "FastGelu",
-    "BiasGelu",
-)
-
 
 def _require(module: str, package: str):
     import importlib

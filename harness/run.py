@@ -28,6 +28,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see: python -m {self.prog} --help)\n")
 
 
+def print_error(console, error: object) -> None:
+    """The CLIs' one-line error: no traceback, never wrapped."""
+    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+
+
 def int_list(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -300,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, console)
     except BillionbenchError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_error(err_console, e)
         return 2
     except OSError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_error(err_console, e)
         return 1
     except KeyboardInterrupt:
         err_console.print(

@@ -11,7 +11,7 @@ import logging
 import sys
 
 from engines.errors import BillionbenchError
-from harness.run import _Parser, add_common_args, prepare_artifact, resolve_setup
+from harness.run import _Parser, add_common_args, prepare_artifact, print_error, resolve_setup
 
 log = logging.getLogger("billionbench")
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server, profile, detected = build_server(args, console)
     except BillionbenchError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        print_error(console, e)
         return 2
     from aiohttp import web
 
@@ -146,11 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             access_log=None,
         )
     except OSError as e:
-        console.print(
-            f"[bold red]error:[/] cannot listen on {args.host}:{args.port}: "
-            f"{e.strerror}; pick another --port",
-            highlight=False,
-            soft_wrap=True,
+        print_error(
+            console, f"cannot listen on {args.host}:{args.port}: {e.strerror}; pick another --port"
         )
         return 1
     finally:

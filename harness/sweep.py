@@ -30,6 +30,7 @@ from harness.run import (
     add_workload_args,
     int_list,
     positive_float,
+    print_error,
     workload_spec,
 )
 
@@ -302,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _sweep(args, console)
     except BillionbenchError as e:
-        Console(stderr=True, width=160).print(
-            f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True
-        )
+        print_error(Console(stderr=True, width=160), e)
         return 2
     except KeyboardInterrupt:
         console.print(
