@@ -39,6 +39,10 @@ class EngineConfig:
     compile_mode: str = "default"  # compile engine: torch.compile mode
     fake_latency_ms: float = 2.0  # fake engine only
     fake_per_input_ms: float = 0.2  # fake engine only
+    # added later; left out of as_dict() while unset, so older result rows keep their keys
+    threads: int | None = None  # intra-op threads (onnx, eager); None: the runtime's default
+    url: str | None = None  # triton engine: the server (None: start the bundled tritonserver)
+    transport: str | None = None  # triton engine: http | grpc (None: http)
 
     def __post_init__(self) -> None:
         get_spec(self.model)  # raises a ConfigError listing the known models
@@ -61,9 +65,17 @@ class EngineConfig:
             raise ConfigError(f"--max-seq-len must be >= 4; got {self.max_seq_len}")
         if self.fake_latency_ms < 0 or self.fake_per_input_ms < 0:
             raise ConfigError("fake engine latencies must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1; got {self.threads}")
+        if self.transport not in (None, "http", "grpc"):
+            raise ConfigError(f"--transport must be http or grpc; got {self.transport!r}")
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for late in ("threads", "url", "transport"):
+            if d[late] is None:
+                del d[late]
+        return d
 
 
 class Engine(ABC):
@@ -98,6 +110,20 @@ class Engine(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the model and any device memory."""
+
+    @classmethod
+    def preflight(cls, config: EngineConfig) -> None:
+        """Cheap checks the CLI runs before any work (e.g. that a server is reachable)."""
+        return None
+
+    # -- engines that call a server (triton) override these ---------------------------------
+    def server_stats(self) -> dict[str, float] | None:
+        """Cumulative server-side counters; None for engines that run in this process."""
+        return None
+
+    def server_delta(self, before: dict, after: dict) -> dict[str, Any]:
+        """Result columns (server_* ) for the work between two `server_stats` snapshots."""
+        return {}
 
     # -- shared, not overridden ------------------------------------------------------------
     def _load_pipeline(self) -> None:

@@ -54,6 +54,8 @@ class OnnxEngine(Engine):
             providers = [(wanted, {"trt_fp16_enable": True}), "CUDAExecutionProvider"]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if cfg.threads:
+            opts.intra_op_num_threads = cfg.threads
         self.session = ort.InferenceSession(
             f"{cfg.artifact}/model.onnx", sess_options=opts, providers=providers
         )

@@ -16,9 +16,9 @@ ENGINES: dict[str, str | None] = {
     "onnx": "engines.onnxruntime:OnnxEngine",
     "trt": "engines.tensorrt:TensorRTEngine",
     "neuron": "engines.neuron:NeuronEngine",
-    "triton": None,
+    "triton": "engines.triton:TritonEngine",
 }
-_PLANNED_IN = {"triton": 5}
+_PLANNED_IN: dict[str, int] = {}
 
 
 def engine_class(name: str) -> type[Engine]:

@@ -35,6 +35,8 @@ class EagerEngine(Engine):
                 raise MissingDependency("flash-attn", "flash")
             if cfg.precision == "fp32":
                 raise EngineError("flash_attention_2 runs in fp16/bf16 only; add --precision bf16")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self._load_pipeline()
         try:
             loaded = load_model(

@@ -57,6 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seq-range", type=_range, default=(8, 128, 512), help="MIN,OPT,MAX tokens")
     p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace")
+    t = p.add_argument_group("triton (--format triton)")
+    t.add_argument(
+        "--backend",
+        choices=("python", "onnxruntime", "tensorrt", "pytorch"),
+        default="python",
+        help="encoder format: python (our engine on ONNX, served by the bundled tritonserver), "
+        "onnxruntime, tensorrt (plan; GPU) or pytorch (TorchScript)",
+    )
+    t.add_argument("--max-batch-size", type=int, default=32, help="encoder max_batch_size")
+    t.add_argument("--instances", type=int, default=1, help="encoder instance_group count")
+    t.add_argument("--no-dynamic-batching", action="store_true", help="leave dynamic_batching out")
+    t.add_argument("--max-queue-delay-us", type=int, default=500)
+    t.add_argument(
+        "--preferred-batch-sizes",
+        default="",
+        help="comma-separated preferred_batch_size values (default: none, as Triton advises)",
+    )
+    t.add_argument(
+        "--client-max-batch",
+        type=int,
+        default=8,
+        help="max inputs per client request (the ensemble's max_batch_size)",
+    )
+    t.add_argument("--threads", type=int, default=0, help="intra-op threads per encoder instance")
     p.add_argument(
         "--skip-parity",
         action="store_true",
@@ -77,6 +101,34 @@ def this_device() -> tuple[str, str]:
     if os.path.exists("/dev/neuron0"):
         return "neuron", "inf2"
     return "cpu", "cpu"
+
+
+def _triton(args, cfg: ExportConfig):
+    """The Triton exporter with the CLI's serving options; default out model_repository/<name>."""
+    from dataclasses import replace
+
+    from engines.errors import ConfigError
+    from exporters.triton import TritonExporter, TritonOptions
+
+    try:
+        preferred = tuple(int(x) for x in args.preferred_batch_sizes.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--preferred-batch-sizes must be comma-separated integers; got "
+            f"{args.preferred_batch_sizes!r}"
+        ) from None
+    opts = TritonOptions(
+        backend=args.backend,
+        max_batch_size=args.max_batch_size,
+        dynamic_batching=not args.no_dynamic_batching,
+        preferred_batch_sizes=preferred,
+        max_queue_delay_us=args.max_queue_delay_us,
+        instances=args.instances,
+        threads=args.threads,
+        client_max_batch=args.client_max_batch,
+    )
+    out = args.out or f"model_repository/{cfg.model}-{args.backend}"
+    return TritonExporter(opts), replace(cfg, variant=args.backend, out=out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,12 +160,15 @@ def main(argv: list[str] | None = None) -> int:
             workspace_gb=args.workspace_gb,
             skip_parity=args.skip_parity,
         )
-        if not args.out:
-            from dataclasses import replace
+        from dataclasses import replace
 
+        exporter = None
+        if args.format == "triton":
+            exporter, cfg = _triton(args, cfg)
+        if not cfg.out:
             cfg = replace(cfg, out=str(artifact_dir("artifacts", cfg)))
         with console.status(f"exporting {cfg.model} to {cfg.format} {cfg.precision}..."):
-            m = export(cfg)
+            m = export(cfg, exporter)
     except BillionbenchError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2

@@ -40,7 +40,7 @@ def expectation(cfg: ExportConfig) -> dict[str, Any]:
     return want
 
 
-def ensure_artifact(cfg: ExportConfig) -> tuple[Manifest, bool]:
+def ensure_artifact(cfg: ExportConfig, exporter=None) -> tuple[Manifest, bool]:
     """Reuse `cfg.out` when its manifest matches and its weights are what `cfg` asks; else export.
 
     Returns (manifest, reused).
@@ -48,15 +48,15 @@ def ensure_artifact(cfg: ExportConfig) -> tuple[Manifest, bool]:
     try:
         m = verify(cfg.out, expectation(cfg))
     except ArtifactError:
-        return export(cfg), False
+        return export(cfg, exporter), False
     if cfg.weights in ("auto", m.weights):
         return m, True
-    return export(cfg), False
+    return export(cfg, exporter), False
 
 
-def export(cfg: ExportConfig) -> Manifest:
+def export(cfg: ExportConfig, exporter=None) -> Manifest:
     """Write an artifact folder at `cfg.out` (atomically) and return its manifest."""
-    exporter = exporter_class(cfg.format)()
+    exporter = exporter or exporter_class(cfg.format)()
     exporter.check(cfg)  # missing library / hardware fails here, before any model work
     spec = cfg.spec
     out = Path(cfg.out)
@@ -97,11 +97,11 @@ def export(cfg: ExportConfig) -> Manifest:
             details=info.details,
         )
         write_manifest(tmp, manifest)
-        manifest.parity = (
-            {"passed": None, "skipped": "--skip-parity"}
-            if cfg.skip_parity
-            else run_parity(cfg, exporter.engine, tmp)
-        )
+        own = exporter.parity(cfg, tmp)
+        if cfg.skip_parity:
+            manifest.parity = {"passed": None, "skipped": "--skip-parity"}
+        else:
+            manifest.parity = own if own is not None else run_parity(cfg, exporter.engine, tmp)
         write_manifest(tmp, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

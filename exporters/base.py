@@ -95,13 +95,17 @@ class Exporter(ABC):
     def export(self, cfg: ExportConfig, model: Any, tokenizer: Any, out_dir: Path) -> ExportInfo:
         """Write the artifact's files into `out_dir` (the manifest is written by the caller)."""
 
+    def parity(self, cfg: ExportConfig, out_dir: Path) -> dict[str, Any] | None:
+        """This format's own parity result, or None to load it with `engine` and compare."""
+        return None
+
 
 EXPORTERS: dict[str, str | None] = {
     "onnx": "exporters.onnx:OnnxExporter",
     "aoti": "exporters.torch_export:AotiExporter",
     "trt": "exporters.tensorrt:TensorRTExporter",
     "neuron": "exporters.neuron:NeuronExporter",
-    "triton": None,  # issue #5
+    "triton": "exporters.triton:TritonExporter",
 }
 
 
@@ -110,6 +114,6 @@ def exporter_class(fmt: str) -> type[Exporter]:
         raise ConfigError(f"unknown --format {fmt!r}; choose one of: {', '.join(EXPORTERS)}")
     target = EXPORTERS[fmt]
     if target is None:
-        raise NotImplementedYet(f"--format {fmt} is not implemented yet (tracked in issue #5)")
+        raise NotImplementedYet(f"--format {fmt} is not implemented yet")
     module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls)

@@ -73,6 +73,7 @@ class InprocessResult:
     peak_gpu_mem_mb: float | None
     hit_deadline: bool
     engine_info: dict[str, Any] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=dict)  # server_* columns (triton engine)
 
     @property
     def tokens_per_sec(self) -> float:
@@ -270,6 +271,8 @@ def run_inprocess(
     infos: dict[str, Any] = {}
     gpu_mb: float | None = None
     procs: list = []
+    stats0 = None
+    server: dict[str, Any] = {}
     if cfg.processes:
         ctx = mp.get_context("spawn")
         ready, go, stop = ctx.Barrier(cfg.n_models + 1), ctx.Event(), ctx.Event()
@@ -301,6 +304,7 @@ def run_inprocess(
             threads += t
             sinks += s
         infos = dict(engines[0].info)
+        stats0 = engines[0].server_stats()
         if _gpu_peak_mb() is not None:
             import torch
 
@@ -361,6 +365,8 @@ def run_inprocess(
             raise EngineError(f"inference failed: {errors[0]}") from errors[0]
         records = [r for s in sinks for r in s]
         gpu_mb = _gpu_peak_mb()
+        if stats0 is not None:
+            server = engines[0].server_delta(stats0, engines[0].server_stats())
     duration = time.perf_counter() - t_start
     if not records:
         raise EngineError("no call completed; raise --duration or check the engine")
@@ -383,4 +389,5 @@ def run_inprocess(
         peak_gpu_mem_mb=gpu_mb,
         hit_deadline=hit_deadline,
         engine_info=infos,
+        server=server,
     )

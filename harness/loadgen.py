@@ -149,6 +149,17 @@ class KServe(Protocol):
         return Parsed(list(arr), labels)
 
 
+class TritonKServe(KServe):
+    """KServe v2 against a Triton ensemble: TEXT is BYTES of shape [n, 1] (dims [1], batched)."""
+
+    name = "triton"
+
+    def request(self, texts: list[str]) -> Request:
+        req = super().request(texts)
+        req.body["inputs"][0]["shape"] = [len(texts), 1]
+        return req
+
+
 class OpenAIEmbeddings(Protocol):
     """OpenAI-compatible embeddings (Infinity, TEI, our server): POST /v1/embeddings."""
 
@@ -212,7 +223,7 @@ class Noop(Protocol):
 
 
 PROTOCOLS: dict[str, type[Protocol]] = {
-    p.name: p for p in (KServe, OpenAIEmbeddings, Classify, HFEndpoint, Noop)
+    p.name: p for p in (KServe, TritonKServe, OpenAIEmbeddings, Classify, HFEndpoint, Noop)
 }
 
 

@@ -109,7 +109,25 @@ EXTRA_COLUMNS = [
     "config_key",
     "config_json",
 ]
-COLUMNS = SEED_COLUMNS + NEURONPERF_COLUMNS + EXTRA_COLUMNS
+# Triton: the serving config of the measured point and the server's own latency breakdown
+# (per request, from its statistics endpoint), as perf_analyzer and seed 003 report them
+TRITON_COLUMNS = [
+    "triton_instances",
+    "triton_max_batch",
+    "triton_dynamic_batching",
+    "triton_queue_delay_us",
+    "server_requests",
+    "server_executions",
+    "server_inferences",
+    "server_avg_batch",
+    "server_queue_ms",
+    "server_compute_input_ms",
+    "server_compute_infer_ms",
+    "server_compute_output_ms",
+    "server_request_ms",
+    "server_rss_mb",
+]
+COLUMNS = SEED_COLUMNS + NEURONPERF_COLUMNS + EXTRA_COLUMNS + TRITON_COLUMNS
 
 
 def config_key(config: dict[str, Any]) -> str:

@@ -91,7 +91,21 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="torch intra-op threads (default: torch's choice, usually all cores)",
     )
-    g.add_argument("--variant", default="", help="artifact variant: 'optimized' (ONNX fusions)")
+    g.add_argument(
+        "--variant",
+        default="",
+        help="artifact variant: 'optimized' (ONNX fusions); for --engine triton the encoder "
+        "backend of the repository it writes (python | onnxruntime | pytorch | tensorrt)",
+    )
+    g.add_argument(
+        "--triton-url",
+        default=None,
+        help="--engine triton: a running Triton (http://host:8000, or host:8001 with --transport "
+        "grpc); default: serve the exported repository with the bundled tritonserver",
+    )
+    g.add_argument(
+        "--transport", choices=("http", "grpc"), default=None, help="tritonclient transport"
+    )
     g.add_argument(
         "--provider",
         choices=PROVIDERS,
@@ -356,7 +370,10 @@ def resolve_setup(args: argparse.Namespace):
         variant=args.variant,
         provider=args.provider,
         compile_mode=args.compile_mode,
+        url=args.triton_url,
+        transport=args.transport,
     )
+    engine_cls.preflight(engine_cfg)
     return spec, engine_cls, profile, detected, engine_cfg
 
 
@@ -395,7 +412,7 @@ def _run(args: argparse.Namespace, console) -> int:
     # the fake engine computes nothing, so no FLOPs, floor or efficiency is claimed for it
     flops = spec.flops_per_input(stats.avg, stats.mean_sq) if engine_cls.computes_model else None
     parity_metric = None
-    if engine_cls.artifact_format:
+    if engine_cls.artifact_format and not engine_cfg.url:
         batches = sorted(set(args.batch_sizes))
         lo = min(8, stats.min)
         engine_cfg, parity_metric = prepare_artifact(
@@ -602,6 +619,14 @@ def prepare_artifact(args, fmt, engine_cfg, profile, *, batch_range, seq_range, 
     return replace(engine_cfg, artifact=cfg.out), parity.get("metric") or verdict
 
 
+_TRITON_INFO = (
+    "triton_instances",
+    "triton_max_batch",
+    "triton_dynamic_batching",
+    "triton_queue_delay_us",
+)
+
+
 def _row(
     parity_metric, res, spec, engine_cfg, profile, detected, workload, flops, peak, key, key_cfg
 ) -> dict:
@@ -674,6 +699,8 @@ def _row(
         )
     )
     row["cost_per_1m_tokens"] = cost_per_1m_tokens(profile.price_per_hour, res.tokens_per_sec)
+    row.update(res.server)
+    row.update({k: info[k] for k in _TRITON_INFO if k in info})
     return row
 
 

@@ -15,17 +15,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 from harness.hardware import has_cuda, has_neuron, has_tensorrt  # noqa: E402
 
 
-def _has_tritonserver() -> bool:
-    import shutil
+def _triton_missing() -> str | None:
+    """Why no tritonserver can run here (naming the package), or None when one can."""
+    from engines.errors import BillionbenchError
+    from engines.tritonserver import find_installation
 
-    return shutil.which("tritonserver") is not None
+    try:
+        find_installation()
+    except BillionbenchError as e:
+        return str(e)
+    return None
 
 
 GATES = {
     "gpu": (has_cuda, "needs an NVIDIA GPU with CUDA; none visible on this machine"),
     "trt": (has_tensorrt, "needs TensorRT (pip install -e '.[gpu]') and a CUDA GPU"),
     "neuron": (has_neuron, "needs an AWS Inferentia2 device (/dev/neuron0) and torch-neuronx"),
-    "triton": (_has_tritonserver, "needs a tritonserver binary on PATH"),
+    "triton": (lambda: _triton_missing() is None, _triton_missing),
 }
 
 
@@ -33,7 +39,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         for marker, (available, reason) in GATES.items():
             if item.get_closest_marker(marker) is not None and not available():
-                item.add_marker(pytest.mark.skip(reason=f"[{marker}] {reason}"))
+                why = reason() if callable(reason) else reason
+                item.add_marker(pytest.mark.skip(reason=f"[{marker}] {why}"))
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,10 @@ def run_cli(capsys, *argv):
     [
         (["--model", "bert-huge"], "unknown model 'bert-huge'"),
         (["--engine", "tensorflow"], "unknown engine 'tensorflow'"),
-        (["--engine", "triton"], "engine 'triton' is not implemented yet"),
+        (
+            ["--engine", "triton", "--triton-url", "http://127.0.0.1:9", *FAKE[2:]],
+            "Triton at http://127.0.0.1:9 is unreachable",
+        ),
         (["--engine", "trt"], "--engine trt runs on cuda, but this machine is cpu"),
         (["--engine", "trt"], "tensorrt is not installed; TensorRT wheels come from NVIDIA"),
         (["--engine", "neuron"], "--engine neuron runs on neuron, but this machine is cpu"),

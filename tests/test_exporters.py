@@ -246,7 +246,9 @@ def test_export_cli(tmp_path, capsys):
     "argv,expected",
     [
         (["--format", "tflite"], "unknown --format 'tflite'"),
-        (["--format", "triton"], "not implemented yet"),
+        (["--format", "triton", "--precision", "fp16"], "fp16 Triton repositories need a GPU"),
+        (["--format", "triton", "--client-max-batch", "64"], "client_max_batch (64) must be <="),
+        (["--format", "triton", "--preferred-batch-sizes", "4,x"], "--preferred-batch-sizes"),
         (["--format", "onnx", "--precision", "bf16"], "supports --precision fp32, fp16, int8"),
         (["--format", "onnx", "--variant", "turbo"], "supports --variant"),
         (["--format", "onnx", "--precision", "fp16"], "fp16 ONNX targets GPUs"),
