@@ -49,8 +49,11 @@ def cache_dir() -> Path:
     root = os.environ.get("BILLIONBENCH_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "billionbench"
     )
-    tag = f"py{sys.version_info[0]}{sys.version_info[1]}"
-    return Path(root) / f"triton-{tag}"
+    import hashlib
+
+    # one folder per environment: its stub side-environment points at this sys.prefix
+    env = hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]
+    return Path(root) / f"triton-py{sys.version_info[0]}{sys.version_info[1]}-{env}"
 
 
 @dataclass(frozen=True)

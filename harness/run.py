@@ -232,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls per model copy")
     g.add_argument(
+        "--load",
+        choices=("inprocess", "perf_analyzer"),
+        default="inprocess",
+        help="perf_analyzer (with --engine triton): drive the ensemble with NVIDIA's "
+        "perf_analyzer over --concurrency, after checking a sample of responses ourselves",
+    )
+    g.add_argument(
+        "--concurrency", type=int_list, default=[1, 2, 4, 8], help="perf_analyzer concurrencies"
+    )
+    g.add_argument(
         "--max-duration",
         type=positive_float,
         default=None,
@@ -317,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     err_console = Console(stderr=True, width=None if console.is_terminal else 160)
     _setup_logging(err_console, args.verbose)
     try:
+        if args.load == "perf_analyzer":
+            from harness.perf_analyzer import run_harness
+
+            return run_harness(args, console)
         return _run(args, console)
     except BillionbenchError as e:
         print_error(err_console, e)

@@ -230,6 +230,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="open loop instead of the VU search: Poisson arrivals at this many requests/s for "
         "--max-duration, at most --vus-max in flight; latency counts from the scheduled send",
     )
+    g = p.add_argument_group(
+        "triton (--engine triton: Model Analyzer-style search through a real tritonserver)"
+    )
+    g.add_argument(
+        "--search",
+        default="instances,max_batch,delay",
+        help="dimensions to search (others keep their first value): instances, max_batch, delay",
+    )
+    g.add_argument("--instances", type=int_list, default=[1, 2, 4], help="instance_group counts")
+    g.add_argument(
+        "--max-batch", type=int_list, default=[1, 8, 32], help="encoder max_batch_size values"
+    )
+    g.add_argument(
+        "--queue-delays-us",
+        default="off,500",
+        help="dynamic batching: 'off', or on with this max_queue_delay_microseconds",
+    )
+    g.add_argument(
+        "--concurrency", type=int_list, default=[1, 8, 32], help="concurrent clients per config"
+    )
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", default="results")
     r = g.add_mutually_exclusive_group()
@@ -301,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if Console().is_terminal else 160)
     _setup_logging(Console(stderr=True, width=160), args.verbose)
     try:
+        if args.engine == "triton":
+            from harness import triton_sweep
+
+            return triton_sweep.run(args, console)
         return _sweep(args, console)
     except BillionbenchError as e:
         print_error(Console(stderr=True, width=160), e)

@@ -269,3 +269,101 @@ def test_reload_through_repository_api_changes_the_instance_count(repo, tmp_path
         assert cfg["instance_group"][0]["count"] == 1
         assert "dynamic_batching" not in cfg or not cfg["dynamic_batching"]
         assert s.model_ready(TINY)
+
+
+# --------------------------------------------------------------------------- perf_analyzer
+
+PA_CSV = (
+    "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
+    "Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,"
+    "p90 latency,p95 latency,p99 latency,Avg latency,request/response,response wait\n"
+    "4,1276.94,62,1215,10,67,1531,249,0,2984,3961,4451,6332,3126,62,3056\n"
+)
+
+
+def test_perf_analyzer_csv_becomes_result_rows():
+    from harness.perf_analyzer import parse_csv, to_row
+    from harness.results import COLUMNS
+
+    (pa,) = parse_csv(PA_CSV)
+    row = to_row(pa, batch=2)
+    assert row["vus"] == 4 and row["throughput_req_per_sec"] == pytest.approx(1276.94)
+    assert row["p99_latency_ms"] == pytest.approx(6.332)  # microseconds -> ms
+    assert row["server_compute_infer_ms"] == pytest.approx(1.531)
+    assert row["server_queue_ms"] == pytest.approx(0.010)
+    assert set(row) <= set(COLUMNS)
+
+
+class _Broken:
+    """An ensemble that answers with empty tensors: perf_analyzer would not notice."""
+
+    spec = get_spec(TINY)
+
+    def predict_remote(self, texts):
+        from engines.pipeline import Prediction
+
+        return Prediction(np.zeros((0,), dtype=np.float32), [])
+
+
+def test_sample_validation_catches_empty_outputs():
+    from harness.perf_analyzer import validate_sample
+
+    bad, problem = validate_sample(_Broken(), ["a", "b"], n=4)
+    assert bad == 4 and "shape" in problem
+
+
+@pytest.mark.triton
+def test_sample_validation_passes_on_the_real_ensemble(server):
+    from engines.registry import create_engine
+    from harness.perf_analyzer import validate_sample
+
+    cfg = EngineConfig(engine="triton", model=TINY, url=server.url)
+    with create_engine(cfg) as tri:
+        assert validate_sample(tri, TEXTS, n=4) == (0, None)
+
+
+# --------------------------------------------------------------------------- config sweep
+
+
+@pytest.mark.triton
+def test_config_sweep_writes_rows_with_settings_and_resumes(repo, tmp_path, capsys):
+    from harness.results import ResultsStore
+    from harness.sweep import main
+
+    argv = [
+        "--engine", "triton", "--model", TINY, "--weights", "random", "--artifact", str(repo),
+        "--search", "instances,delay", "--instances", "1,2", "--max-batch", "8",
+        "--queue-delays-us", "off,1000", "--concurrency", "4", "--iterations", "24",
+        "--max-duration", "5", "--num-samples", "32", "--no-ceiling",
+        "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Triton config sweep" in out and "best" in out
+    df = ResultsStore(str(tmp_path)).read()
+    assert len(df) == 4
+    assert sorted(df["triton_instances"].tolist()) == [1, 1, 2, 2]
+    assert df["triton_dynamic_batching"].astype(str).str.lower().tolist().count("true") == 2
+    assert (df["failed_requests"] == 0).all() and (df["server_requests"] > 0).all()
+    assert (df["vendor"] == "triton").all() and (df["weights"] == "random").all()
+    assert main(argv) == 0  # resume: nothing measured twice
+    assert "already measured" in capsys.readouterr().out
+    assert len(ResultsStore(str(tmp_path)).read()) == 4
+
+
+@pytest.mark.triton
+def test_perf_analyzer_runs_against_the_bundled_server(server):
+    from engines.errors import BillionbenchError
+    from harness.perf_analyzer import find_binary, run, to_row, version
+
+    try:
+        binary, env = find_binary()
+        version(binary, env)
+    except BillionbenchError as e:
+        pytest.skip(f"[perf_analyzer] {e}")
+    rows = run(
+        binary, env, url=server.url, model=TINY, texts=TEXTS, concurrency=[2], measurement_ms=1500
+    )
+    row = to_row(rows[0], batch=1)
+    assert row["vus"] == 2 and row["throughput_req_per_sec"] > 0
+    assert row["p99_latency_ms"] >= row["p50_latency_ms"] > 0
