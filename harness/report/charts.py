@@ -122,12 +122,17 @@ def cost_vs_latency(df: pd.DataFrame, metric: str, limit_ms: float | None, title
             )
         )
     _floor_lines(fig, pts, [pts[col].min(), pts[col].max()] if not pts.empty else [0, 1])
-    if limit_ms is not None:
-        fig.add_vline(
-            x=limit_ms,
-            line=dict(color="#555", dash="dot"),
-            annotation_text=f"limit {metric} ≤ {limit_ms:g} ms",
-            annotation_position="top right",
+    if limit_ms is not None and not pts.empty:
+        costs = list(pts[views.COST]) + list(pts["floor_1B_cost"].dropna())
+        fig.add_trace(
+            go.Scatter(
+                x=[limit_ms, limit_ms],
+                y=[min(costs), max(costs)],
+                mode="lines",
+                name=f"your limit: {metric} ≤ {limit_ms:g} ms",
+                line=dict(color="#333", width=1.5, dash="dot"),
+                hoverinfo="skip",
+            )
         )
     fig.update_layout(
         coloraxis=dict(
@@ -160,7 +165,7 @@ def _floor_lines(fig: go.Figure, pts: pd.DataFrame, xr: list[float]) -> None:
                 x=xr,
                 y=[f, f],
                 mode="lines",
-                name=f"roofline floor · {hw} ({money(f)})",
+                name=f"roofline floor · {hw} (median {money(f)})",
                 line=dict(color="#888", width=1.5, dash="dot"),
                 hovertemplate=(
                     f"roofline floor for {hw}: {money(f)} per 1B inputs"
@@ -297,7 +302,9 @@ def hardware(hw: pd.DataFrame):
             name="best measured $/1B",
             marker_color="#4c78a8",
             text=[money(v) for v in hw["best_1B_cost"]],
-            textposition="outside",
+            textposition="inside",
+            insidetextanchor="middle",
+            textfont=dict(color="white"),
             customdata=np.stack([hw["image"] + hw["label"], hw["throughput"]], axis=-1),
             hovertemplate="%{x}<br>best %{text} per 1B inputs<br>%{customdata[0]}"
             "<br>%{customdata[1]:,.1f} inputs/s<extra></extra>",

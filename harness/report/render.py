@@ -558,7 +558,7 @@ nav a{margin-right:14px;font-size:14px}
 table{border-collapse:collapse;font-size:13px;background:#fff}
 caption{text-align:left;font-weight:600;padding:4px 0}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;white-space:nowrap}
-th{background:#f0f0f0}
+th{background:#f0f0f0;white-space:normal;vertical-align:bottom}
 tr.synthetic td{background:#fffaf0}
 tr.flag td{background:#fde2e1;color:#a40000;font-weight:600}
 .note{color:#555;font-style:italic}
