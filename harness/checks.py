@@ -59,7 +59,11 @@ def embedding_size(df: pd.DataFrame) -> Check:
 def vector_counts(df: pd.DataFrame) -> Check:
     if "avg_num_vectors" not in df or _num(df, "avg_num_vectors").dropna().empty:
         return Check("vector counts", True, "no vector outputs")
-    lo, avg, hi = (_num(df, c) for c in ("min_num_vectors", "avg_num_vectors", "max_num_vectors"))
+    # classification rows have no vectors (NaN): only rows with vector outputs are checked
+    known = _num(df, "avg_num_vectors").notna()
+    lo, avg, hi = (
+        _num(df, c)[known] for c in ("min_num_vectors", "avg_num_vectors", "max_num_vectors")
+    )
     ok = bool((lo <= avg).all() and (avg <= hi).all() and (lo >= 1).all())
     return Check(
         "vector counts",

@@ -564,6 +564,9 @@ def _run(args: argparse.Namespace, console) -> int:
             "[yellow]weights=random: latency/throughput are valid for the "
             "architecture; predictions are meaningless[/]"
         )
+    from harness.report import report_for_run
+
+    report_for_run(console, args.output_dir)
     return 0
 
 

@@ -1,0 +1,103 @@
+"""`python -m harness.report RESULTS… --out report.html`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engines.errors import BillionbenchError
+from harness.run import _Parser, _setup_logging, positive_float, print_error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="harness.report",
+        description="Turn results files (from any number of runs and machines) into one offline "
+        "HTML report with the seeds' charts, and a Markdown summary next to it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULTS",
+        help="results .csv / .parquet files, or directories searched recursively for them",
+    )
+    p.add_argument(
+        "--out", default="report.html", help="HTML file to write; report.md goes next to it"
+    )
+    p.add_argument(
+        "--latency-metric",
+        choices=("p95", "p99", "avg"),
+        default=None,
+        help="latency on the cost chart and for --latency-limit-ms (default p95)",
+    )
+    lim = p.add_mutually_exclusive_group()
+    lim.add_argument(
+        "--latency-limit-ms",
+        type=positive_float,
+        default=None,
+        help="also show the best configuration with latency (--latency-metric) <= this",
+    )
+    lim.add_argument(
+        "--max-p95-ms",
+        type=positive_float,
+        default=None,
+        help="= --latency-metric p95 --latency-limit-ms X",
+    )
+    lim.add_argument(
+        "--max-p99-ms",
+        type=positive_float,
+        default=None,
+        help="= --latency-metric p99 --latency-limit-ms X",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    args = build_parser().parse_args(argv)
+    console = Console(width=None if Console().is_terminal else 160)
+    err = Console(stderr=True, width=160)
+    _setup_logging(err, args.verbose)
+    metric, limit = args.latency_metric or "p95", args.latency_limit_ms
+    for flag, m in (("max_p95_ms", "p95"), ("max_p99_ms", "p99")):
+        if getattr(args, flag) is not None:
+            if args.latency_metric not in (None, m):
+                print_error(
+                    err,
+                    f"--{flag.replace('_', '-')} sets the metric to {m}; "
+                    f"drop --latency-metric {args.latency_metric}",
+                )
+                return 2
+            metric, limit = m, getattr(args, flag)
+    from harness.report import write_report
+    from harness.report.render import INSTALL_HINT
+
+    try:
+        html, md = write_report(
+            args.results, args.out, latency_metric=metric, latency_limit_ms=limit
+        )
+    except BillionbenchError as e:
+        print_error(err, escape(str(e)))
+        return 2
+    except OSError as e:
+        print_error(err, escape(f"cannot write {args.out}: {e.strerror or e}"))
+        return 2
+    if html is None:
+        print_error(
+            err,
+            escape(
+                f"plotly is not installed, so {args.out} was not written ({md} was); "
+                f"install it with: {INSTALL_HINT}"
+            ),
+        )
+        return 2
+    console.print(f"report: {html} · summary: {md}", highlight=False, soft_wrap=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

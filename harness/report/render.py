@@ -1,0 +1,666 @@
+"""Assemble the views into one offline HTML file and a Markdown summary."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.report import loading, views
+from harness.report.tables import Table, integer, missing, money, ms, num, pct, text, versions
+
+INSTALL_HINT = "pip install 'billionbench[report]'"
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    how: str
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    figures: list[Callable] = field(default_factory=list)  # each -> a plotly Figure or None
+
+
+def _cls(r) -> str:
+    return "synthetic" if r["synthetic"] else ""
+
+
+def _best_table(best: pd.DataFrame, metric: str) -> Table:
+    t = Table(
+        [
+            "task",
+            "$ / 1B inputs",
+            "hardware",
+            "engine / image",
+            "mode",
+            "batch",
+            "VUs or n_models × workers",
+            "inputs / request",
+            "p95 ms",
+            "p99 ms",
+            "throughput (inputs/s)",
+            "host",
+            "model",
+        ]
+    )
+    for _, r in best.iterrows():
+        t.add(
+            [
+                r["task"],
+                money(r["1B_cost"]),
+                r["hw_type"],
+                r["image"] + r["label"],
+                r["mode"],
+                integer(r["batch_size"]),
+                r["concurrency"],
+                integer(r["inputs_per_request"]),
+                ms(r["p95_latency_ms"]),
+                ms(r["p99_latency_ms"]),
+                num(r["throughput_req_per_sec"]),
+                r["host_name"],
+                text(r["model_name"]),
+            ],
+            _cls(r),
+        )
+    return t
+
+
+def build(
+    df: pd.DataFrame, *, metric: str = "p95", limit_ms: float | None = None
+) -> tuple[dict, list[Section]]:
+    """The report's content, independent of the output format."""
+    from harness.report import charts_or_none
+
+    ch = charts_or_none()
+    col = views.LATENCY_COLUMNS[metric]
+    sections: list[Section] = []
+
+    # -- best configuration
+    best = views.best_configs(df, metric)
+    s = Section(
+        "best",
+        "Best configuration per task × hardware",
+        "The cheapest measured row for each task on each hardware (lowest $ per 1B inputs); "
+        "the second table keeps only rows within your latency limit.",
+    )
+    s.tables.append(_best_table(best, metric))
+    if limit_ms is None:
+        s.notes.append(
+            "No latency limit given: pass --latency-limit-ms X (with --latency-metric) or "
+            "--max-p99-ms X to see the best configuration within it."
+        )
+    else:
+        within = views.best_configs(df, metric, limit_ms)
+        t = _best_table(within, metric)
+        t.caption = f"best with {metric} latency ≤ {limit_ms:g} ms"
+        s.tables.append(t)
+        missing_pairs = sorted(
+            set(map(tuple, best[["task", "hw_type"]].to_numpy()))
+            - set(map(tuple, within[["task", "hw_type"]].to_numpy()))
+        )
+        for task, hw in missing_pairs:
+            s.notes.append(f"{task} on {hw}: no configuration meets {metric} ≤ {limit_ms:g} ms.")
+    sections.append(s)
+
+    # -- cost vs latency
+    s = Section(
+        "cost-latency",
+        f"Cost vs {metric} latency",
+        "Each point is one measured configuration; lower-left is better. The red dashed line is "
+        "the Pareto front (no other run is both cheaper and faster), the star the global "
+        "minimum, the dotted grey line the hardware's roofline floor. Symbol = hardware, colour "
+        "= batch size; hover a point for its configuration.",
+    )
+    for task, g in df.groupby("task"):
+        front = views.pareto_front(g, col)
+        t = Table(
+            [f"{metric} ms", "$ / 1B inputs", "hardware", "engine / image", "batch", "concurrency"]
+        )
+        t.caption = f"{task}: Pareto front"
+        for _, r in front.iterrows():
+            t.add(
+                [
+                    ms(r[col]),
+                    money(r["1B_cost"]),
+                    r["hw_type"],
+                    r["image"] + r["label"],
+                    integer(r["batch_size"]),
+                    r["concurrency"],
+                ],
+                _cls(r),
+            )
+        s.tables.append(t)
+        if ch:
+            s.figures.append(
+                lambda g=g, task=task: ch.cost_vs_latency(
+                    g, metric, limit_ms, f"{task}: $ per 1B inputs vs {metric} latency"
+                )
+            )
+    sections.append(s)
+
+    # -- hardware comparison
+    hw = views.hardware_comparison(df)
+    s = Section(
+        "hardware",
+        "Hardware comparison",
+        "Per task, each hardware's best run side by side. × floor = 1B_cost ÷ roofline floor "
+        "(1.0 would be every FLOP at the hardware's peak; lower is better); efficiency = its "
+        "inverse. The hardware column is the profile the run was measured under (hw_type), "
+        "the device column what was detected on that host.",
+    )
+    t = Table(
+        [
+            "task",
+            "hardware",
+            "devices",
+            "best $ / 1B",
+            "throughput (inputs/s)",
+            "p99 ms",
+            "floor $ / 1B",
+            "× floor",
+            "efficiency",
+            "best engine / image",
+            "runs",
+            "hosts",
+        ]
+    )
+    for _, r in hw.iterrows():
+        t.add(
+            [
+                r["task"],
+                r["hw_type"],
+                r["devices"],
+                money(r["best_1B_cost"]),
+                num(r["throughput"]),
+                ms(r["p99_latency_ms"]),
+                money(r["floor_1B_cost"]),
+                "-" if missing(r["cost_over_floor"]) else f"{r['cost_over_floor']:.2f}×",
+                pct(100 * r["efficiency"]) if not missing(r["efficiency"]) else "-",
+                r["image"] + r["label"],
+                str(r["runs"]),
+                r["hosts"],
+            ],
+            "synthetic" if r["label"] else "",
+        )
+    s.tables.append(t)
+    if (hw["cost_over_floor"] < 1).any():
+        s.notes.append(
+            "Below 1× the floor: the row ran faster than the peak the floor assumes — e.g. an "
+            "int8 run measured against the fp32 peak, or a CPU peak measured low on a busy host."
+        )
+    if ch:
+        s.figures.append(lambda: ch.hardware(hw))
+    sections.append(s)
+
+    # -- contour
+    s = Section(
+        "contour",
+        "Cost over VUs × batch size",
+        "Colour and contour lines are $ per 1B inputs, interpolated (inverse-distance weighting "
+        "in log space) between the measured points (white); red dots are the cheapest VU count "
+        "per batch size, the star the cheapest point. Tight contour lines mean cost changes "
+        "fast there. One chart per task, hardware, mode and engine/image with at least two VU "
+        "counts and two batch sizes; where runs share a point, the cheapest is drawn.",
+    )
+    keys = ["task", "hw_type", "mode", "image", "label"]
+    drawn = 0
+    for key, g in df.groupby(keys, dropna=False):
+        if views.contour_grid(g) is None:
+            continue
+        drawn += 1
+        task, hw_, mode, image, label = key
+        if ch:
+            s.figures.append(
+                lambda g=g, t=f"{task} · {hw_} · {mode} · {image}{label}": ch.contour(g, t)
+            )
+        per_batch = g.loc[views._valid(g, "1B_cost").groupby("batch_size")["1B_cost"].idxmin()]
+        t = Table(["batch", "cheapest VUs", "$ / 1B inputs", "p95 ms"])
+        t.caption = f"{task} · {hw_} · {mode} · {image}{label}: cheapest per batch size"
+        for _, r in per_batch.iterrows():
+            t.add(
+                [
+                    integer(r["batch_size"]),
+                    integer(r["vus"]),
+                    money(r["1B_cost"]),
+                    ms(r["p95_latency_ms"]),
+                ],
+                _cls(r),
+            )
+        s.tables.append(t)
+    if not drawn:
+        s.notes.append(
+            "No series spans two VU counts and two batch sizes yet: sweep more of both "
+            "(harness.sweep --batch-sizes 8,32 --vus-max 32) to get a surface."
+        )
+    sections.append(s)
+
+    # -- enough VUs
+    groups = views.vu_groups(df)
+    s = Section(
+        "vus",
+        "Did we try enough VUs?",
+        "For each series (same task, hardware, host, mode, engine/image, batch size) measured at "
+        "two or more VU counts: if throughput still rises at the largest VU count tried (by "
+        "more than the noise margin), the search stopped too early — flagged in red; rerun "
+        "with a higher --vus-max.",
+    )
+    t = Table(
+        [
+            "status",
+            "task",
+            "hardware",
+            "host",
+            "file",
+            "mode",
+            "engine / image",
+            "batch",
+            "VUs tried",
+            "throughput at max VUs",
+            "last step gain",
+            "noise margin",
+        ]
+    )
+    for _, r in groups.iterrows():
+        t.add(
+            [
+                "STILL RISING" if r["still_rising"] else "peaked",
+                r["task"],
+                r["hw_type"],
+                r["host_name"],
+                r["source_file"],
+                r["mode"],
+                r["image"] + r["label"],
+                integer(r["batch_size"]),
+                r["vus_tried"],
+                num(r["throughput_at_max"]),
+                pct(100 * r["last_gain"]),
+                pct(100 * r["margin"]),
+            ],
+            "flag" if r["still_rising"] else ("synthetic" if r["label"] else ""),
+        )
+    s.tables.append(t)
+    if groups.empty:
+        s.notes.append("No series was measured at two or more VU counts.")
+    elif ch:
+        s.figures.append(lambda: ch.vus_lines(df, groups))
+    sections.append(s)
+
+    # -- engine savings
+    sav = views.engine_savings(df)
+    s = Section(
+        "savings",
+        "Engine savings",
+        "Runs on the same hardware with the same batch size and concurrency, grouped; the "
+        "cheapest engine/image of each group against every other one, and how much cheaper "
+        "it is. Each image is represented by its cheapest run in the group.",
+    )
+    t = Table(
+        [
+            "task",
+            "hardware",
+            "mode",
+            "batch",
+            "concurrency",
+            "cheaper",
+            "$ / 1B",
+            "than",
+            "$ / 1B",
+            "saving",
+        ]
+    )
+    for _, r in sav.iterrows():
+        t.add(
+            [
+                r["task"],
+                r["hw_type"],
+                r["mode"],
+                integer(r["batch_size"]),
+                r["concurrency"],
+                r["cheaper"],
+                money(r["cheaper_cost"]),
+                r["than"],
+                money(r["than_cost"]),
+                pct(r["savings_pct"]),
+            ]
+        )
+    s.tables.append(t)
+    if sav.empty:
+        s.notes.append("No two engines/images were measured under the same conditions.")
+    elif ch:
+        s.figures.append(lambda: ch.savings(sav))
+    sections.append(s)
+
+    # -- sanity checks
+    found = [c for c in views.sanity(df) if c.name != "did we try enough VUs?"]
+    s = Section(
+        "sanity",
+        "Sanity checks",
+        "Seed 000's checks over every row: no failed requests, no invalid outputs, the expected "
+        "embedding size, plausible vector counts, and accuracy that does not move between "
+        "configurations (accuracy is meaningless with random weights).",
+    )
+    t = Table(["check", "result", "detail"])
+    for c in found:
+        t.add([c.name, "PASS" if c.passed else "FAIL", c.detail], "" if c.passed else "flag")
+    s.tables.append(t)
+    bad = df[(df["failed_requests"].fillna(0) > 0) | (df["invalid_embeddings"].fillna(0) > 0)]
+    if not bad.empty:
+        t = Table(
+            ["task", "hardware", "engine / image", "batch", "concurrency", "failed", "invalid"]
+        )
+        t.caption = "rows with failed requests or invalid outputs"
+        for _, r in bad.iterrows():
+            t.add(
+                [
+                    r["task"],
+                    r["hw_type"],
+                    r["image"] + r["label"],
+                    integer(r["batch_size"]),
+                    r["concurrency"],
+                    integer(r["failed_requests"]),
+                    integer(r["invalid_embeddings"]),
+                ],
+                "flag",
+            )
+        s.tables.append(t)
+    vec = df[["min_num_vectors", "avg_num_vectors", "max_num_vectors"]].dropna(how="all")
+    if not vec.empty:
+        t = Table(["", "min", "avg", "max"])
+        t.caption = "vectors per input over all runs"
+        t.add(
+            [
+                "num vectors",
+                num(vec["min_num_vectors"].min(), 0),
+                num(vec["avg_num_vectors"].mean(), 2),
+                num(vec["max_num_vectors"].max(), 0),
+            ]
+        )
+        s.tables.append(t)
+    if ch:
+        s.figures += [lambda: ch.vectors(df), lambda: ch.accuracy(df)]
+    sections.append(s)
+
+    # -- neuronperf
+    npf = views.neuronperf_table(df)
+    s = Section(
+        "neuronperf",
+        "In-process results (neuronperf layout)",
+        "Seed 002's table for in-process runs: latency_ms_* time the model forward only; "
+        "throughput and cost count inputs; sequence length is the workload's avg / max tokens.",
+    )
+    t = Table(
+        [
+            "task",
+            "hardware",
+            "engine / image",
+            "batch_size",
+            "sequence length (avg / max)",
+            "latency_ms_p50",
+            "latency_ms_p99",
+            "throughput_avg",
+            "n_models",
+            "workers_per_model",
+            "cost_per_1m_inf",
+        ]
+    )
+    for _, r in npf.iterrows():
+        t.add(
+            [
+                r["task"],
+                r["hw_type"],
+                r["image"] + r["label"],
+                integer(r["batch_size"]),
+                f"{num(r['avg_tokens'])} / {integer(r['max_tokens'])}",
+                num(r["latency_ms_p50"], 3),
+                num(r["latency_ms_p99"], 3),
+                num(r["throughput_avg"], 3),
+                integer(r["n_models"]),
+                integer(r["workers_per_model"]),
+                "-" if missing(r["cost_per_1m_inf"]) else f"{r['cost_per_1m_inf']:.3f}",
+            ],
+            _cls(r),
+        )
+    s.tables.append(t)
+    if npf.empty:
+        s.notes.append("No in-process rows (harness.run) among the inputs.")
+    sections.append(s)
+
+    # -- duplicates
+    dup = loading.duplicates(df)
+    n_cfg = dup["config_key"].nunique()
+    s = Section(
+        "duplicates",
+        f"Duplicate configurations ({n_cfg})",
+        "Configurations (same config_key) measured more than once — on one host or across "
+        "files. Every measurement is listed and used as is in the views above; none is averaged.",
+    )
+    t = Table(["config_key", "host", "file", "row", "engine / image", "batch", "$ / 1B", "p95 ms"])
+    for _, r in dup.iterrows():
+        t.add(
+            [
+                r["config_key"],
+                r["host_name"],
+                r["source_file"],
+                str(r["source_row"]),
+                r["image"] + r["label"],
+                integer(r["batch_size"]),
+                money(r["1B_cost"]),
+                ms(r["p95_latency_ms"]),
+            ],
+            _cls(r),
+        )
+    s.tables.append(t)
+    if dup.empty:
+        s.notes.append("None: every configuration was measured once.")
+    sections.append(s)
+
+    # -- provenance
+    s = Section(
+        "provenance",
+        "What was measured, and where",
+        "One line per input file: the hosts and devices its rows were measured on, library "
+        "versions, whether the model weights were real, and the git commit of the harness.",
+    )
+    t = Table(
+        [
+            "file",
+            "rows",
+            "hosts",
+            "hardware (hw_type)",
+            "devices",
+            "weights",
+            "engines",
+            "git sha",
+            "measured",
+            "library versions",
+        ]
+    )
+    for f, g in df.groupby("source_file", sort=False):
+        ts = g["timestamp"].dropna().astype(str)
+        t.add(
+            [
+                f,
+                str(len(g)),
+                ", ".join(sorted(set(g["host_name"]))),
+                ", ".join(sorted(set(g["hw_type"]))),
+                ", ".join(sorted({str(d) for d in g["device_name"].dropna()})) or "-",
+                ", ".join(sorted({str(w) for w in g["weights"].dropna()})) or "-",
+                ", ".join(sorted(set(g["engine"]))),
+                ", ".join(sorted({str(x) for x in g["git_sha"].dropna()})) or "-",
+                f"{ts.min()} – {ts.max()}" if len(ts) else "-",
+                "; ".join(sorted({versions(v) for v in g["tool_versions"].dropna()})) or "-",
+            ],
+            "synthetic" if g["synthetic"].astype(bool).any() else "",
+        )
+    s.tables.append(t)
+    sections.append(s)
+
+    synth = df[df["synthetic"] != ""]
+    head = {
+        "files": df["source_file"].nunique(),
+        "rows": len(df),
+        "tasks": sorted(set(df["task"])),
+        "hardware": sorted(set(df["hw_type"])),
+        "hosts": sorted(set(df["host_name"])),
+        "engines": sorted(set(df["engine"])),
+        "synthetic": synth["synthetic"].value_counts().to_dict(),
+        "duplicates": n_cfg,
+        "metric": metric,
+        "limit_ms": limit_ms,
+        "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    return head, sections
+
+
+def _summary(head: dict) -> list[str]:
+    lines = [
+        f"{head['rows']} measured configurations from {head['files']} file(s) · tasks: "
+        f"{', '.join(head['tasks'])} · hardware: {', '.join(head['hardware'])} · hosts: "
+        f"{', '.join(head['hosts'])} · engines: {', '.join(head['engines'])}",
+    ]
+    if head["synthetic"]:
+        what = ", ".join(f"{n} with {k}" for k, n in head["synthetic"].items())
+        lines.append(
+            f"Not real model measurements: {what}. Rows measured with random weights or the "
+            "fake engine are marked [random weights] / [fake engine] in every table and hover; "
+            "their latency and throughput are valid for the architecture, their predictions "
+            "(accuracy) are not."
+        )
+    if head["duplicates"]:
+        lines.append(
+            f"{head['duplicates']} configuration(s) were measured more than once: see "
+            "Duplicate configurations; nothing is averaged."
+        )
+    return lines
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;
+background:#fafafa}
+main{max-width:1500px;margin:0 auto;padding:16px 28px}
+h1{font-size:26px;margin:8px 0}h2{font-size:20px;margin:28px 0 4px;border-top:1px solid #ddd;
+padding-top:14px}
+.how{color:#444;margin:4px 0 10px;max-width:1100px}.how b{color:#222}
+.banner{background:#fff4e5;border:1px solid #f0b35b;padding:8px 12px;margin:8px 0;
+border-radius:4px}
+.summary{margin:4px 0}
+nav a{margin-right:14px;font-size:14px}
+.charts{display:grid;grid-template-columns:minmax(0,1fr);gap:14px}
+.charts.two{grid-template-columns:repeat(2,minmax(0,1fr))}
+@media (max-width:1100px){.charts.two{grid-template-columns:minmax(0,1fr)}}
+.chart{background:#fff;border:1px solid #e3e3e3;border-radius:4px;min-width:0;overflow:hidden}
+.table-wrap{overflow-x:auto;margin:8px 0 14px}
+table{border-collapse:collapse;font-size:13px;background:#fff}
+caption{text-align:left;font-weight:600;padding:4px 0}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;white-space:nowrap}
+th{background:#f0f0f0;white-space:normal;vertical-align:bottom}
+tr.synthetic td{background:#fffaf0}
+tr.flag td{background:#fde2e1;color:#a40000;font-weight:600}
+.note{color:#555;font-style:italic}
+#provenance td{white-space:normal;min-width:80px}
+"""
+
+
+def to_html(head: dict, sections: list[Section], plotly_js: str) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        "<title>billionbench report</title>",
+        f"<style>{CSS}</style>",
+        # plotly.js inlined once: the file works offline and loads nothing from a CDN
+        f"<script type='text/javascript'>{plotly_js}</script>",
+        "</head><body><main>",
+        "<h1>billionbench report: cost per 1B inputs</h1>",
+    ]
+    lines = _summary(head)
+    parts.append(f"<p class='summary'>{e(lines[0])}</p>")
+    for line in lines[1:]:
+        parts.append(f"<p class='banner'>{e(line)}</p>")
+    parts.append(
+        f"<p class='summary'>Latency metric: {e(head['metric'])}"
+        + (f" · limit {head['limit_ms']:g} ms" if head["limit_ms"] is not None else "")
+        + f" · generated {e(head['generated'])}</p>"
+    )
+    parts.append(
+        "<nav>" + "".join(f"<a href='#{s.id}'>{e(s.title)}</a>" for s in sections) + "</nav>"
+    )
+    config = {"displaylogo": False, "responsive": True}
+    for s in sections:
+        parts.append(f"<section id='{s.id}'><h2>{e(s.title)}</h2>")
+        parts.append(f"<p class='how'><b>How to read this:</b> {e(s.how)}</p>")
+        figs = [f() for f in s.figures]
+        figs = [f for f in figs if f is not None]
+        if figs:
+            # columns are fixed before the charts render: plotly sizes each chart to its cell
+            parts.append("<div class='charts two'>" if len(figs) > 1 else "<div class='charts'>")
+            for f in figs:
+                div = f.to_html(full_html=False, include_plotlyjs=False, config=config)
+                parts.append(f"<div class='chart'>{div}</div>")
+            parts.append("</div>")
+        for n in s.notes:
+            parts.append(f"<p class='note'>{e(n)}</p>")
+        for t in s.tables:
+            if t.rows:
+                parts.append(t.html())
+        parts.append("</section>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts)
+
+
+def to_markdown(head: dict, sections: list[Section], html_name: str | None) -> str:
+    out = ["# billionbench report: cost per 1B inputs", ""]
+    for line in _summary(head):
+        out += [line, ""]
+    out += [
+        f"Latency metric: {head['metric']}"
+        + (f" · limit {head['limit_ms']:g} ms" if head["limit_ms"] is not None else "")
+        + f" · generated {head['generated']}",
+        "",
+    ]
+    if html_name:
+        out += [f"Charts: [{html_name}]({html_name}) (one offline HTML file).", ""]
+    else:
+        out += [f"Charts: not written (plotly is not installed; {INSTALL_HINT}).", ""]
+    for s in sections:
+        out += [f"## {s.title}", "", f"*How to read this:* {s.how}", ""]
+        for n in s.notes:
+            out += [f"> {n}", ""]
+        for t in s.tables:
+            if t.rows:
+                out += [t.markdown(), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write(
+    df: pd.DataFrame,
+    out: str | Path,
+    *,
+    metric: str = "p95",
+    limit_ms: float | None = None,
+) -> tuple[Path | None, Path]:
+    """Write <out> (HTML, when plotly is installed) and report.md next to it."""
+    from harness.report import charts_or_none
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    head, sections = build(df, metric=metric, limit_ms=limit_ms)
+    md_path = out.with_suffix(".md") if out.suffix == ".html" else out.parent / "report.md"
+    html_path: Path | None = None
+    if charts_or_none() is not None:
+        from plotly.offline import get_plotlyjs
+
+        doc = to_html(head, sections, get_plotlyjs())
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(doc, encoding="utf-8")
+        tmp.replace(out)
+        html_path = out
+    md_path.write_text(
+        to_markdown(head, sections, html_path.name if html_path else None), encoding="utf-8"
+    )
+    return html_path, md_path
