@@ -409,4 +409,7 @@ def run_harness(args, console) -> int:
         )
     console.print(t)
     console.print(f"results: {store.csv}", highlight=False)
+    from harness.report import report_for_run
+
+    report_for_run(console, args.output_dir)
     return 0

@@ -306,6 +306,9 @@ def run(args, console) -> int:
     finally:
         server.stop()
     _table(console, args, store, rows)
+    from harness.report import report_for_run
+
+    report_for_run(console, args.output_dir, max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms)
     return 0
 
 
