@@ -216,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-p95-ms", type=positive_float, default=None)
     g.add_argument("--max-p99-ms", type=positive_float, default=None)
     g.add_argument("--url", default=None, help="benchmark this server instead of starting ours")
-    g.add_argument("--protocol", choices=("kserve", "openai", "classify", "hf"), default="kserve")
+    g.add_argument(
+        "--protocol", choices=("kserve", "triton", "openai", "classify", "hf"), default="kserve"
+    )
     g.add_argument(
         "--served-model", default=None, help="model name on the target (default: the registry name)"
     )
