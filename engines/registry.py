@@ -27,7 +27,9 @@ def engine_class(name: str) -> type[Engine]:
     target = ENGINES[name]
     if target is None:
         raise NotImplementedYet(
-            f"engine {name!r} is not implemented yet (tracked in issue #{_PLANNED_IN[name]}); "
+            f"engine {name!r} is not implemented yet"
+            + (f" (tracked in issue #{_PLANNED_IN[name]})" if name in _PLANNED_IN else "")
+            + "; "
             "available now: " + ", ".join(k for k, v in ENGINES.items() if v)
         )
     module, _, cls = target.partition(":")

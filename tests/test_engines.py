@@ -72,10 +72,10 @@ def test_fake_latency_is_configurable():
         assert time.perf_counter() - t >= 0.03
 
 
-@pytest.mark.parametrize("name", [n for n, v in ENGINES.items() if v is None])
-def test_planned_engines_say_not_implemented_yet(name):
-    with pytest.raises(NotImplementedYet, match=f"engine '{name}' is not implemented yet"):
-        engine_class(name)
+def test_planned_engines_say_not_implemented_yet(monkeypatch):
+    monkeypatch.setitem(ENGINES, "planned", None)
+    with pytest.raises(NotImplementedYet, match="engine 'planned' is not implemented yet"):
+        engine_class("planned")
 
 
 def test_unknown_engine_and_bad_config_values():
