@@ -273,7 +273,10 @@ class TritonServer:
         return self
 
     def _spawn(self) -> None:
+        import atexit
+
         self.http_port, self.grpc_port, self.metrics_port = (free_port() for _ in range(3))
+        atexit.register(self.stop)  # never leave a server (and its stubs) behind a crash
         with open(self.log_file(), "ab") as logf:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -315,8 +318,13 @@ class TritonServer:
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
+                self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None:
+            try:  # backend stubs the server left behind share its process group
+                os.killpg(self.proc.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.proc = None
 
     def __enter__(self) -> TritonServer:
