@@ -108,6 +108,9 @@ EXTRA_COLUMNS = [
     "timestamp",
     "config_key",
     "config_json",
+    # vision models: decoded pixels and merged visual tokens per image
+    "avg_pixels",
+    "avg_visual_tokens",
 ]
 COLUMNS = SEED_COLUMNS + NEURONPERF_COLUMNS + EXTRA_COLUMNS
 
