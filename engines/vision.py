@@ -63,6 +63,12 @@ ONNX_NOTE = (
 class ImageError(ConfigError):
     """An input is not a usable image; the message is the one-line reason a client gets."""
 
+    status = 400  # HTTP status the server answers with
+
+
+class ImageTooLarge(ImageError):
+    status = 413
+
 
 def pil():
     """The PIL module, or a MissingDependency naming the `vision` extra."""
@@ -129,7 +135,7 @@ def decode_image(data: Any, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     if w <= 0 or h <= 0:
         raise ImageError(f"image has zero pixels ({w}x{h})")
     if w * h > max_image_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"image is {w}x{h} = {w * h} pixels; the limit is {max_image_pixels} pixels"
         )
     try:
