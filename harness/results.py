@@ -208,6 +208,10 @@ class ResultsStore:
         os.replace(tmp, self.parquet)
 
 
+def _mean(values) -> float | None:
+    return float(values.mean()) if values is not None and len(values) else None
+
+
 def context_columns(
     *,
     spec,
@@ -248,6 +252,8 @@ def context_columns(
         "min_tokens": stats.min,
         "max_tokens": stats.max,
         "truncated_inputs": workload.truncated,
+        "avg_pixels": _mean(getattr(workload, "pixels", None)),
+        "avg_visual_tokens": _mean(getattr(workload, "visual_tokens", None)),
         "parity_metric": parity_metric,
         "flops_per_input": flops,
         "peak_source": profile.peak_source,

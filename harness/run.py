@@ -687,8 +687,6 @@ def _row(
         "avg_num_vectors": vectors and vectors[1],
         "min_num_vectors": vectors and vectors[0],
         "max_num_vectors": vectors and vectors[2],
-        "avg_pixels": res.avg_pixels,
-        "avg_visual_tokens": res.avg_visual_tokens,
         "invalid_embeddings": res.invalid,
         "inputs_per_request": res.config.batch_size,
         "latency_ms_p0": res.forward.p0,
@@ -733,6 +731,8 @@ def _row(
         )
     )
     row["cost_per_1m_tokens"] = cost_per_1m_tokens(profile.price_per_hour, res.tokens_per_sec)
+    if res.avg_pixels is not None:  # what the timed calls saw, rather than the workload's mean
+        row.update(avg_pixels=res.avg_pixels, avg_visual_tokens=res.avg_visual_tokens)
     return row
 
 
