@@ -55,8 +55,8 @@ SPECIAL_TOKENS = (
 # why --engine onnx / --format onnx refuse ColQwen2 (README: "vision support")
 ONNX_NOTE = (
     "ColQwen2 is not exported to ONNX: the dynamo exporter fails on the forward's "
-    "data-dependent patch slicing and the legacy tracer bakes in one image size; "
-    "use --engine eager or --engine compile"
+    "data-dependent patch slicing, and the legacy exporter fixes the image size and batch it "
+    "traced (fixed-size buckets are not built); use --engine eager or --engine compile"
 )
 
 

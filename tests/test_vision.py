@@ -135,7 +135,7 @@ def test_batching_does_not_change_vectors(eager, images):
         assert cos.min() > 0.9999
 
 
-def test_parity_bf16_and_compile_against_eager_fp32(eager):
+def test_parity_bf16_against_eager_fp32(eager):
     from exporters.parity import compare
 
     cfg = EngineConfig(engine="eager", model=MODEL, weights="random", precision="bf16")
