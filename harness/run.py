@@ -37,7 +37,10 @@ class _Parser(argparse.ArgumentParser):
 
 def print_error(console, error: object) -> None:
     """The CLIs' one-line error: no traceback, never wrapped."""
-    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: rich would eat `[vision]` in 'pip install -e ".[vision]"' as a style tag
+    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
 
 
 def int_list(text: str) -> list[int]:

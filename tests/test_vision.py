@@ -108,6 +108,34 @@ def test_decode_rejects_bad_images():
     assert e.value.status == 413
 
 
+def test_pixel_budget_is_applied_and_matches_workload_counts():
+    cfg = EngineConfig(engine="fake", model=MODEL, min_pixels=100_000, max_pixels=200_704)
+    with create_engine(cfg) as e:
+        items = e.pipeline.tokenize([png(600, 400), png(100, 80)])
+        assert e.info["max_pixels"] == 200_704
+    budget = PixelBudget(100_000, 200_704)
+    # 600x400 shrinks to fit 200,704 pixels; 100x80 grows to reach 100,000
+    assert [x.visual_tokens for x in items] == [budget.visual_tokens(600, 400), 143] == [247, 143]
+    with pytest.raises(ConfigError, match="--max-pixels must be >= --min-pixels"):
+        EngineConfig(engine="fake", model=MODEL, min_pixels=5000, max_pixels=4000)
+
+
+def test_missing_pillow_names_the_extra(monkeypatch, capsys, tmp_path):
+    from engines.models import _load_tokenizer_cached
+    from harness.run import main
+
+    _load_tokenizer_cached.cache_clear()
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    try:
+        rc = main(["--task", "vision-embedding", "--model", MODEL, "--output-dir", str(tmp_path)])
+    finally:
+        _load_tokenizer_cached.cache_clear()
+    assert rc == 2
+    out = capsys.readouterr()
+    assert 'pip install -e ".[vision]"' in out.out + out.err
+
+
 # --------------------------------------------------------------------------- pipeline + parity
 
 
