@@ -128,9 +128,10 @@ def decode_image(data: Any, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         try:
             img = Image.open(io.BytesIO(raw))
         except Exception as e:  # PIL raises UnidentifiedImageError, SyntaxError, ValueError ...
-            raise ImageError(
-                f"not a decodable image ({len(raw)} bytes): {str(e).splitlines()[0][:120]}"
-            ) from None
+            why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            if "cannot identify image file" in why:  # PIL names its BytesIO object here
+                why = "unknown format or a corrupt header"
+            raise ImageError(f"not a decodable image ({len(raw)} bytes): {why}") from None
     w, h = img.size
     if w <= 0 or h <= 0:
         raise ImageError(f"image has zero pixels ({w}x{h})")

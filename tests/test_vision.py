@@ -97,7 +97,7 @@ def test_decode_rejects_bad_images():
     for bad, why in (
         (b"not an image at all", "not a decodable image"),
         (good[: len(good) // 2], "truncated"),
-        (zero_pixel_png(), ""),
+        (zero_pixel_png(), "corrupt header"),  # PIL refuses a 0-wide PNG at open()
         ("data:image/png;base64,@@@", "not valid base64"),
         ("https://example.com/a.png", "not fetched"),
     ):
