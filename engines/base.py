@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from engines.errors import ConfigError, EngineError
-from engines.models import WEIGHTS, get_spec, load_tokenizer
+from engines.models import TASKS, WEIGHTS, ModelSpec, get_spec, load_tokenizer
 from engines.pipeline import Batch, Pipeline, Prediction
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -43,6 +43,10 @@ class EngineConfig:
     threads: int | None = None  # intra-op threads (onnx, eager); None: the runtime's default
     url: str | None = None  # triton engine: the server (None: start the bundled tritonserver)
     transport: str | None = None  # triton engine: http | grpc (None: http)
+    # vision models: the image processor's resize budget, and the decoded-image pixel limit
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    max_image_pixels: int | None = None
 
     def __post_init__(self) -> None:
         get_spec(self.model)  # raises a ConfigError listing the known models
@@ -69,13 +73,34 @@ class EngineConfig:
             raise ConfigError(f"--threads must be >= 1; got {self.threads}")
         if self.transport not in (None, "http", "grpc"):
             raise ConfigError(f"--transport must be http or grpc; got {self.transport!r}")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise ConfigError(f"--max-image-pixels must be >= 1; got {self.max_image_pixels}")
+        if self.min_pixels is not None or self.max_pixels is not None:
+            self.pixel_budget()  # validates
+
+    def pixel_budget(self):
+        """The vision resize budget (defaults where unset); raises ConfigError when invalid."""
+        from engines.vision import PixelBudget
+
+        d = PixelBudget()
+        return PixelBudget(self.min_pixels or d.min_pixels, self.max_pixels or d.max_pixels)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for late in ("threads", "url", "transport"):
+        for late in ("threads", "url", "transport", "min_pixels", "max_pixels", "max_image_pixels"):
             if d[late] is None:
                 del d[late]
         return d
+
+
+def check_task(name: str, engine_cls: type[Engine], spec: ModelSpec) -> None:
+    """Refuse, in one line, an engine that does not run this model's task."""
+    if spec.task not in engine_cls.tasks:
+        why = f": {engine_cls.task_note}" if engine_cls.task_note else ""
+        runs = ", ".join(t for t in engine_cls.tasks if t in TASKS)
+        raise EngineError(
+            f"--engine {name} does not run {spec.task} models ({spec.name}){why}; it runs {runs}"
+        )
 
 
 class Engine(ABC):
@@ -91,11 +116,15 @@ class Engine(ABC):
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: how to get the hardware/software this engine needs, shown when it cannot run here
     install_hint: ClassVar[str] = ""
+    #: model tasks this runtime runs; `task_note` says why the others are refused
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "embedding")
+    task_note: ClassVar[str] = ""
 
     def __init__(self, config: EngineConfig):
         self.config = config
         self.spec = get_spec(config.model)
-        self.pipeline: Pipeline | None = None
+        check_task(config.engine, type(self), self.spec)
+        self.pipeline: Pipeline | Any = None  # Pipeline, or VisionPipeline for vision models
         #: provenance recorded in every result row (weights, tokenizer, model source, ...)
         self.info: dict[str, Any] = {}
 
@@ -128,8 +157,19 @@ class Engine(ABC):
     # -- shared, not overridden ------------------------------------------------------------
     def _load_pipeline(self) -> None:
         tok = load_tokenizer(self.spec, self.config.model_path)
-        self.pipeline = Pipeline(self.spec, tok.tokenizer, self.config.max_seq_len)
         self.info["tokenizer"] = tok.source
+        if self.spec.task == "vision-embedding":
+            from engines.vision import DEFAULT_MAX_IMAGE_PIXELS, VisionPipeline
+
+            cfg = self.config
+            budget = cfg.pixel_budget()
+            limit = cfg.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+            self.pipeline = VisionPipeline(self.spec, tok.tokenizer, budget, limit)
+            self.info.update(
+                min_pixels=budget.min_pixels, max_pixels=budget.max_pixels, max_image_pixels=limit
+            )
+            return
+        self.pipeline = Pipeline(self.spec, tok.tokenizer, self.config.max_seq_len)
 
     def _ready(self) -> Pipeline:
         if self.pipeline is None:

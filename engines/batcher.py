@@ -25,7 +25,7 @@ import numpy as np
 
 from engines.base import Engine
 from engines.errors import BillionbenchError, ConfigError, EngineError
-from engines.pipeline import Batch, Prediction, check_texts
+from engines.pipeline import Batch, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,10 @@ class _Request:
             self.remaining -= 1
             if self.remaining:
                 return None
-            result = Prediction(_stack(self.rows), self.labels)  # may raise: then not done
+            rows = self.rows
+            # multi-vector rows arrive trimmed to their real vectors: keep their counts
+            lengths = np.asarray([r.shape[0] for r in rows]) if rows[0].ndim == 2 else None
+            result = Prediction(_stack(rows), self.labels, lengths)  # may raise: then not done
             self.done = True
             return result
 
@@ -327,7 +330,7 @@ class DynamicBatcher:
         return await asyncio.wrap_future(inner)
 
     def _admit(self, texts: list[str]) -> int:
-        check_texts(texts)
+        self._pipeline.check_inputs(texts)
         n = len(texts)
         cfg = self.config
         for name, limit in (
@@ -552,8 +555,9 @@ class DynamicBatcher:
         finished = []
         for j, item in enumerate(chosen):
             label = pred.labels[j] if pred.labels is not None else None
+            row = pred.values[j] if pred.lengths is None else pred.values[j][: pred.lengths[j]]
             try:
-                result = item.request.deliver(item.index, pred.values[j], label)
+                result = item.request.deliver(item.index, row, label)
             except Exception as e:  # e.g. rows that cannot be stacked: fail this request only
                 self._fail([item.request], e)
                 continue

@@ -11,11 +11,13 @@ import zlib
 import numpy as np
 
 from engines.base import Engine
+from engines.models import TASKS
 
 
 class FakeEngine(Engine):
     devices = ("cpu", "cuda", "neuron")
     computes_model = False
+    tasks = TASKS
 
     def load(self) -> None:
         self._load_pipeline()

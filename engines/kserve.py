@@ -25,14 +25,20 @@ class ProtocolError(ValueError):
     """A malformed request; the message is the one-line reason returned with a 400."""
 
 
-def _decode_bytes(raw: bytes, count: int) -> list[str]:
+def _decode_bytes(raw: bytes, count: int, as_text: bool = True) -> list[str] | list[bytes]:
     out, pos = [], 0
     for _ in range(count):
         if pos + 4 > len(raw):
             raise ProtocolError("BYTES tensor data is shorter than its shape says")
         (n,) = struct.unpack_from("<I", raw, pos)
         pos += 4
-        out.append(raw[pos : pos + n].decode("utf-8", errors="strict"))
+        item = raw[pos : pos + n]
+        if as_text:
+            try:
+                item = item.decode("utf-8", errors="strict")
+            except UnicodeDecodeError as e:
+                raise ProtocolError(f"BYTES element is not UTF-8 text: {e.reason}") from None
+        out.append(item)
         pos += n
     if pos != len(raw):
         raise ProtocolError("BYTES tensor data is longer than its shape says")
@@ -47,8 +53,13 @@ def encode_bytes(items: list[str]) -> bytes:
     return b"".join(parts)
 
 
-def parse_request(body: bytes, header_length: str | None) -> tuple[dict, dict[str, Any]]:
-    """Split JSON header and binary tensors; return (request json, {input name: values})."""
+def parse_request(
+    body: bytes, header_length: str | None, raw_bytes: tuple[str, ...] = ()
+) -> tuple[dict, dict[str, Any]]:
+    """Split JSON header and binary tensors; return (request json, {input name: values}).
+
+    BYTES inputs named in `raw_bytes` (images) keep their binary elements as bytes.
+    """
     try:
         if header_length is not None:
             n = int(header_length)
@@ -79,7 +90,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict, dict[st
                 raise ProtocolError(f"input {t['name']!r}: binary data is truncated")
             pos += int(size)
             if t["datatype"] == "BYTES":
-                values[t["name"]] = _decode_bytes(raw, count)
+                values[t["name"]] = _decode_bytes(raw, count, t["name"] not in raw_bytes)
             elif t["datatype"] in _NP:
                 values[t["name"]] = np.frombuffer(raw, dtype=_NP[t["datatype"]]).reshape(shape)
             else:

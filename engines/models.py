@@ -23,6 +23,18 @@ from engines.errors import ConfigError, EngineError, MissingDependency
 log = logging.getLogger(__name__)
 
 TASKS = ("classification", "embedding", "vision-embedding")
+# The fallback vision tokenizer puts Qwen2-VL's special tokens first, so their ids are fixed and
+# config-only ColQwen2 builds use the same ids (random weights: only the shapes matter).
+VISION_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+VISION_TOKEN_IDS = {t: i for i, t in enumerate(VISION_SPECIAL_TOKENS)}
 POOLINGS = ("cls", "mean", "none")
 WEIGHTS = ("auto", "pretrained", "random")
 
@@ -67,6 +79,23 @@ class ModelSpec:
     def build_config(self):
         """The transformers config for config-only (random-weight) builds."""
         tf = _transformers()
+        if self.family == "colqwen2":
+            c = self.arch_config
+            vlm = tf.Qwen2VLConfig(
+                text_config=dict(
+                    c["text"],
+                    bos_token_id=VISION_TOKEN_IDS["<|endoftext|>"],
+                    eos_token_id=VISION_TOKEN_IDS["<|im_end|>"],
+                    pad_token_id=VISION_TOKEN_IDS["<|endoftext|>"],
+                ),
+                vision_config=dict(c["vision"]),
+                image_token_id=VISION_TOKEN_IDS["<|image_pad|>"],
+                video_token_id=VISION_TOKEN_IDS["<|video_pad|>"],
+                vision_start_token_id=VISION_TOKEN_IDS["<|vision_start|>"],
+                vision_end_token_id=VISION_TOKEN_IDS["<|vision_end|>"],
+                tie_word_embeddings=c.get("tie_word_embeddings", False),
+            )
+            return tf.ColQwen2Config(vlm_config=vlm, embedding_dim=self.dim)
         cls = {
             "distilbert": tf.DistilBertConfig,
             "bert": tf.BertConfig,
@@ -84,13 +113,18 @@ class ModelSpec:
             kw["label2id"] = {v: k for k, v in enumerate(self.labels)}
         return cls(**kw)
 
-    def flops_per_input(self, tokens: float, tokens_sq: float | None = None) -> float:
+    def flops_per_input(
+        self, tokens: float, tokens_sq: float | None = None, **vision: float
+    ) -> float:
         """Useful forward FLOPs for one input of `tokens` tokens (2 FLOPs per MAC).
 
         Dense matmuls cost 2 * params * tokens; attention scores and the weighted sum cost
         4 * layers * hidden * tokens * attended_tokens. `tokens_sq` is E[T^2] when averaging.
+        Vision models also take `visual_tokens` and `visual_tokens_sq` (see `_colqwen2_flops`).
         """
         c = self.arch_config
+        if self.family == "colqwen2":
+            return self._colqwen2_flops(tokens, tokens_sq, **vision)
         if self.family == "distilbert":
             h, inter, layers = c.get("dim", 768), c.get("hidden_dim", 3072), c.get("n_layers", 6)
             mlp = 2 * h * inter
@@ -116,6 +150,38 @@ class ModelSpec:
         else:
             attn = 4 * h * layers * tsq
         return float(dense + attn)
+
+    def _colqwen2_flops(
+        self,
+        tokens: float,
+        tokens_sq: float | None = None,
+        visual_tokens: float | None = None,
+        visual_tokens_sq: float | None = None,
+    ) -> float:
+        """Vision tower on 4 patches per visual token + LM on all tokens + the 128-d projection.
+
+        `tokens` counts every LM position (prompt + merged visual tokens). The ViT attends over
+        all patches of one image; the LM is causal, so its useful attention is half of T^2.
+        """
+        v, t = self.arch_config["vision"], self.arch_config["text"]
+        merge = v.get("spatial_merge_size", 2) ** 2
+        vt = float(tokens if visual_tokens is None else visual_tokens)
+        vt_sq = vt * vt if visual_tokens_sq is None else float(visual_tokens_sq)
+        patches, patches_sq = merge * vt, merge * merge * vt_sq
+        d, depth = v["embed_dim"], v["depth"]
+        patch_in = v.get("in_channels", 3) * v.get("temporal_patch_size", 2) * v["patch_size"] ** 2
+        mlp = 2 * d * d * v.get("mlp_ratio", 4)
+        vision = 2 * patch_in * d * patches  # patch embedding
+        vision += 2 * depth * (4 * d * d + mlp) * patches + 4 * depth * d * patches_sq
+        merger = d * merge
+        vision += 2 * (merger * merger + merger * t["hidden_size"]) * vt
+        h, layers, inter = t["hidden_size"], t["num_hidden_layers"], t["intermediate_size"]
+        kv = h // t["num_attention_heads"] * t.get("num_key_value_heads", t["num_attention_heads"])
+        tsq = tokens * tokens if tokens_sq is None else tokens_sq
+        lm = 2 * layers * (2 * h * h + 2 * h * kv + 3 * h * inter) * tokens
+        lm += 2 * layers * h * tsq  # causal: half of the 4 * h * T^2 a bidirectional encoder pays
+        proj = 2 * h * self.dim * tokens
+        return float(vision + lm + proj)
 
 
 def _tiny(spec: ModelSpec, arch: dict[str, Any]) -> ModelSpec:
@@ -195,8 +261,74 @@ _BGE_BASE = ModelSpec(
         max_position_embeddings=512,
     ),
 )
+# Qwen2-VL-2B-Instruct's architecture (config.json), which colqwen2-v1.0 fine-tunes.
+# transformers' ColQwen2ForRetrieval reads the "-hf" conversion of the checkpoint; the
+# colpali-engine route (`colqwen2-colpali`) reads the original adapter repository.
 _COLQWEN2 = ModelSpec(
     name="colqwen2",
+    task="vision-embedding",
+    hub_id="vidore/colqwen2-v1.0-hf",
+    family="colqwen2",
+    pooling="none",
+    normalize=True,
+    dim=128,
+    multi_vector=True,
+    max_seq_len=768,
+    arch_config=dict(
+        text=dict(
+            vocab_size=151936,
+            hidden_size=1536,
+            intermediate_size=8960,
+            num_hidden_layers=28,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            rms_norm_eps=1e-6,
+            rope_parameters=dict(
+                rope_type="default", rope_theta=1000000.0, mrope_section=[16, 24, 24]
+            ),
+        ),
+        vision=dict(
+            depth=32,
+            embed_dim=1280,
+            hidden_size=1536,
+            mlp_ratio=4,
+            num_heads=16,
+            in_channels=3,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        tie_word_embeddings=True,
+    ),
+)
+_COLQWEN2_TINY_ARCH = dict(
+    text=dict(
+        vocab_size=8192,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[4, 6, 6]),
+    ),
+    vision=dict(
+        depth=2,
+        embed_dim=32,
+        hidden_size=64,
+        mlp_ratio=2,
+        num_heads=2,
+        in_channels=3,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    ),
+)
+# the same model through colpali-engine (optional extra); needs pretrained weights
+_COLQWEN2_COLPALI = ModelSpec(
+    name="colqwen2-colpali",
     task="vision-embedding",
     hub_id="vidore/colqwen2-v1.0",
     family="colqwen2",
@@ -205,6 +337,7 @@ _COLQWEN2 = ModelSpec(
     dim=128,
     multi_vector=True,
     max_seq_len=768,
+    arch_config=dict(_COLQWEN2.arch_config, backend="colpali"),
 )
 
 MODELS: dict[str, ModelSpec] = {}
@@ -253,6 +386,8 @@ for _spec, _tiny_arch in (
     MODELS[_spec.name] = _spec
     MODELS[f"{_spec.name}-tiny"] = _tiny(_spec, _tiny_arch)
 MODELS[_COLQWEN2.name] = _COLQWEN2
+MODELS["colqwen2-tiny"] = _tiny(_COLQWEN2, _COLQWEN2_TINY_ARCH)
+MODELS[_COLQWEN2_COLPALI.name] = _COLQWEN2_COLPALI
 
 DEFAULT_MODEL = {
     "classification": "distilbert-sentiment",
@@ -311,15 +446,18 @@ def load_model(
     attn: str = "sdpa",
     seed: int = 0,
 ) -> LoadedModel:
-    """Build the torch model for a text spec, falling back as the module docstring says."""
+    """Build the torch model for a spec, falling back as the module docstring says."""
     if weights not in WEIGHTS:
         raise ConfigError(f"--weights must be one of {WEIGHTS}, got {weights!r}")
-    if not spec.is_text:
-        raise EngineError(
-            f"model {spec.name!r} is a {spec.task} model; its pipeline is not implemented yet (issue #7)"
-        )
+    if spec.arch_config.get("backend") == "colpali":
+        return _load_colpali(spec, weights=weights, model_path=model_path, attn=attn)
     tf = _transformers()
-    auto = tf.AutoModelForSequenceClassification if spec.task == "classification" else tf.AutoModel
+    if spec.task == "vision-embedding":
+        auto = tf.ColQwen2ForRetrieval
+    elif spec.task == "classification":
+        auto = tf.AutoModelForSequenceClassification
+    else:
+        auto = tf.AutoModel
     kw = dict(attn_implementation=attn)
     if weights != "random":
         if model_path:
@@ -360,8 +498,51 @@ def load_model(
     import torch
 
     torch.manual_seed(seed)  # identical random weights in every copy and every run
-    model = auto.from_config(spec.build_config(), **kw)
+    model = (
+        auto.from_config(spec.build_config(), **kw)
+        if spec.is_text
+        else auto(_with_attn(spec.build_config(), attn))
+    )
     return LoadedModel(model, "random", f"config:{spec.name}")
+
+
+def _with_attn(config, attn: str):
+    # ColQwen2ForRetrieval has no auto class for from_config; set the attention on the config
+    config._attn_implementation = attn
+    config.vlm_config._attn_implementation = attn
+    return config
+
+
+def _colpali():
+    try:
+        import colpali_engine.models as cm
+    except ImportError as e:
+        raise MissingDependency("colpali-engine", "colpali") from e
+    return cm
+
+
+def _load_colpali(spec: ModelSpec, *, weights: str, model_path: str | None, attn: str):
+    """colpali-engine's ColQwen2 (optional extra); pretrained or local weights only."""
+    if weights == "random":
+        raise EngineError(
+            f"{spec.name} loads colpali-engine checkpoints only; for config-only random "
+            "weights use --model colqwen2 (transformers-native)"
+        )
+    cm = _colpali()
+    import torch
+
+    src = model_path or spec.hub_id
+    local = bool(model_path) or not hub_reachable()
+    try:
+        model = cm.ColQwen2.from_pretrained(
+            src, torch_dtype=torch.float32, attn_implementation=attn, local_files_only=local
+        )
+    except (OSError, ValueError) as e:
+        raise EngineError(
+            f"could not load {src} with colpali-engine: {str(e).splitlines()[0]}; "
+            "it needs the Hub or a local copy (--model-path)"
+        ) from e
+    return LoadedModel(model, "local" if model_path else "pretrained", src)
 
 
 # --------------------------------------------------------------------------- tokenizers
@@ -385,6 +566,8 @@ def load_tokenizer(spec: ModelSpec, model_path: str | None = None) -> LoadedToke
 @functools.lru_cache(maxsize=16)
 def _load_tokenizer_cached(name: str, model_path: str | None) -> LoadedTokenizer:
     spec = get_spec(name)
+    if spec.task == "vision-embedding":
+        return _load_processor(spec, model_path)
     tf = _transformers()
     if model_path:
         return LoadedTokenizer(tf.AutoTokenizer.from_pretrained(model_path), model_path)
@@ -484,3 +667,80 @@ def _fallback_tokenizer(spec: ModelSpec) -> LoadedTokenizer:
         model_max_length=spec.max_seq_len,
     )
     return LoadedTokenizer(fast, kind)
+
+
+# --------------------------------------------------------------------------- vision processors
+
+
+def _load_processor(spec: ModelSpec, model_path: str | None) -> LoadedTokenizer:
+    """ColQwen2's processor (tokenizer + PIL image processor); `.tokenizer` holds the processor.
+
+    Hub or local: the tokenizer and preprocessor config from there, the image processor on
+    its PIL backend (no torchvision). Offline: a fallback BPE tokenizer with Qwen2-VL's
+    special tokens and the image processor from Qwen2-VL's known config values.
+    """
+    from engines.vision import PixelBudget, image_processor
+
+    tf = _transformers()
+    if spec.arch_config.get("backend") == "colpali":
+        cm = _colpali()
+        src = model_path or spec.hub_id
+        local = bool(model_path) or not hub_reachable()
+        try:
+            proc = cm.ColQwen2Processor.from_pretrained(src, local_files_only=local)
+        except (OSError, ValueError) as e:
+            raise EngineError(
+                f"could not load the colpali-engine processor of {src}: {str(e).splitlines()[0]}"
+            ) from e
+        return LoadedTokenizer(proc, src)
+    src = model_path or spec.hub_id
+    if src:
+        local = bool(model_path) or not hub_reachable()
+        try:
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+                Qwen2VLImageProcessorPil,
+            )
+
+            tok = tf.AutoTokenizer.from_pretrained(src, local_files_only=local)
+            ip = Qwen2VLImageProcessorPil.from_pretrained(src, local_files_only=local)
+            return LoadedTokenizer(tf.ColQwen2Processor(image_processor=ip, tokenizer=tok), src)
+        except (OSError, ValueError) as e:
+            if model_path:
+                raise EngineError(
+                    f"could not load a processor from {model_path}: {str(e).splitlines()[0]}"
+                ) from e
+        log.warning(
+            "Hub unreachable and %s not cached: using a fallback tokenizer and Qwen2-VL's "
+            "image processor defaults for %s",
+            src,
+            spec.name,
+        )
+    tok = _fallback_vision_tokenizer(spec)
+    proc = tf.ColQwen2Processor(image_processor=image_processor(PixelBudget()), tokenizer=tok)
+    return LoadedTokenizer(proc, "fallback-bpe")
+
+
+def _fallback_vision_tokenizer(spec: ModelSpec):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tf = _transformers()
+    vocab = min(8000, int(spec.arch_config["text"]["vocab_size"]))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=list(VISION_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus() + ["Describe the image.", "user", "Query: "], trainer=trainer)
+    for t in VISION_SPECIAL_TOKENS:
+        assert tok.token_to_id(t) == VISION_TOKEN_IDS[t], t
+    return tf.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=list(VISION_SPECIAL_TOKENS[1:]),
+        model_max_length=32768,
+    )

@@ -184,6 +184,7 @@ class NeuronEngine(Engine):
     """Traced torch-neuronx buckets; optionally split large batches over NeuronCores."""
 
     devices = ("neuron",)
+    task_note = "Neuron is not supported (or required) for ColQwen2; use eager or compile"
     artifact_format = "neuron"
     requires = (("torch_neuronx", "neuron"),)
     install_hint = 'run on an inf2 instance with: pip install -e ".[neuron]" --extra-index-url https://pip.repos.neuron.amazonaws.com'

@@ -9,6 +9,7 @@ import numpy as np
 from engines.artifact import verify
 from engines.base import Engine
 from engines.errors import EngineError, MissingDependency
+from engines.vision import ONNX_NOTE as VISION_ONNX_NOTE
 
 _PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -20,6 +21,7 @@ _PROVIDERS = {
 class OnnxEngine(Engine):
     devices = ("cpu", "cuda")
     artifact_format = "onnx"
+    task_note = VISION_ONNX_NOTE
     requires = (("onnxruntime", "onnx"),)
 
     def load(self) -> None:

@@ -24,6 +24,8 @@ class Batch:
     inputs: dict[str, np.ndarray]
     n_tokens: np.ndarray  # real (unpadded) tokens per input
     truncated: int = 0  # inputs cut at max_seq_len
+    pixels: np.ndarray | None = None  # vision: decoded pixels per image
+    visual_tokens: np.ndarray | None = None  # vision: merged visual tokens per image
 
     @property
     def size(self) -> int:
@@ -40,6 +42,7 @@ class Prediction:
 
     values: np.ndarray  # [B, num_labels] probs | [B, dim] | [B, T, dim] multi-vector
     labels: list[str] | None = None
+    lengths: np.ndarray | None = None  # multi-vector: real vectors per input (rest is padding)
 
 
 def check_texts(texts: Any) -> None:
@@ -69,6 +72,12 @@ class Pipeline:
         if self.max_seq_len < 4:
             raise ConfigError(f"max_seq_len must be >= 4, got {self.max_seq_len}")
         self._unpadded: Any = None  # tokenizer copy used by `tokenize`, made on first use
+
+    check_inputs = staticmethod(check_texts)
+
+    def warmup_inputs(self) -> list[list[str]]:
+        """Two batches of different shapes (compile's dynamic-shape warm-up)."""
+        return [["warm up compile"], ["warm up the compiled graph with more tokens"] * 3]
 
     def preprocess(self, texts: list[str]) -> Batch:
         check_texts(texts)

@@ -26,6 +26,7 @@ from engines.kserve import HEADER, ProtocolError, build_response, parse_request
 log = logging.getLogger(__name__)
 
 TEXT_INPUT = "TEXT"
+IMAGE_INPUT = "IMAGE"  # vision models: BYTES, raw image files (binary) or base64 strings (JSON)
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -91,6 +92,7 @@ class Server:
         r.add_post("/v2/models/{name}/versions/{v}/infer", self.kserve_infer)
         r.add_post("/v1/embeddings", self.openai_embeddings)
         r.add_post("/embeddings", self.openai_embeddings)
+        r.add_post("/embeddings_image", self.infinity_embeddings_image)
         r.add_post("/classify", self.classify)
         r.add_get("/metrics", self.prometheus)
         return app
@@ -218,7 +220,39 @@ class Server:
             {"name": "billionbench", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
         )
 
+    @property
+    def _vision(self) -> bool:
+        return self.spec.task == "vision-embedding"
+
+    async def _decode_images(self, items: Any) -> list:
+        """Check and decode every image off the event loop; 4xx names the first bad one."""
+        from engines.vision import ImageError
+
+        if not isinstance(items, list) or not items:
+            raise HttpError(400, "input must be a non-empty list of images (base64 or data URI)")
+        if len(items) > self._max_inputs:
+            raise HttpError(
+                413, f"{len(items)} inputs in one request; the limit is {self._max_inputs}"
+            )
+        pipe = self.engine.pipeline
+
+        def decode() -> list:
+            out = []
+            for i, x in enumerate(items):
+                try:
+                    out.append(pipe.decode([x])[0])
+                except ImageError as e:
+                    raise HttpError(e.status, f"input {i}: {e}") from None
+            return out
+
+        return await asyncio.get_running_loop().run_in_executor(None, decode)
+
     def _outputs_meta(self) -> list[dict]:
+        if self._vision:
+            return [
+                {"name": "embeddings", "datatype": "FP32", "shape": [-1, -1, self.spec.dim]},
+                {"name": "num_vectors", "datatype": "INT64", "shape": [-1]},
+            ]
         if self.spec.task == "classification":
             return [
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, self.spec.num_labels]},
@@ -235,7 +269,13 @@ class Server:
                 "name": self.name,
                 "versions": ["1"],
                 "platform": f"billionbench_{self.engine.config.engine}",
-                "inputs": [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}],
+                "inputs": [
+                    {
+                        "name": IMAGE_INPUT if self._vision else TEXT_INPUT,
+                        "datatype": "BYTES",
+                        "shape": [-1],
+                    }
+                ],
                 "outputs": self._outputs_meta(),
                 # provenance, so a remote load generator can label its rows honestly
                 "parameters": {k: v for k, v in self.engine.info.items() if k != "parity"}
@@ -258,23 +298,32 @@ class Server:
 
         self._model(request)
         body = await request.read()
+        name = IMAGE_INPUT if self._vision else TEXT_INPUT
         try:
-            req, values = parse_request(body, request.headers.get(HEADER))
+            req, values = parse_request(body, request.headers.get(HEADER), (IMAGE_INPUT,))
         except ProtocolError as e:
             raise HttpError(400, str(e)) from None
-        spec_in = next((t for t in req["inputs"] if t.get("name") == TEXT_INPUT), None)
+        spec_in = next((t for t in req["inputs"] if t.get("name") == name), None)
         if spec_in is None:
-            raise HttpError(400, f"missing input {TEXT_INPUT!r}; inputs are {list(values)}")
+            raise HttpError(400, f"missing input {name!r}; inputs are {list(values)}")
         if spec_in["datatype"] != "BYTES":
-            raise HttpError(400, f"input {TEXT_INPUT!r} must be BYTES, got {spec_in['datatype']}")
+            raise HttpError(400, f"input {name!r} must be BYTES, got {spec_in['datatype']}")
         shape = spec_in["shape"]
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-            raise HttpError(400, f"input {TEXT_INPUT!r} must have shape [n] or [n, 1], got {shape}")
-        texts = self._check_texts(
-            [str(v) if not isinstance(v, str) else v for v in values[TEXT_INPUT]]
-        )
-        pred = await self._predict(texts)
-        if self.spec.task == "classification":
+            raise HttpError(400, f"input {name!r} must have shape [n] or [n, 1], got {shape}")
+        if self._vision:
+            pred = await self._predict(await self._decode_images(list(values[name])))
+        else:
+            texts = self._check_texts(
+                [str(v) if not isinstance(v, str) else v for v in values[TEXT_INPUT]]
+            )
+            pred = await self._predict(texts)
+        if self._vision:
+            outputs = {
+                "embeddings": ("FP32", pred.values),
+                "num_vectors": ("INT64", np.asarray(pred.lengths, dtype=np.int64)),
+            }
+        elif self.spec.task == "classification":
             outputs = {"probabilities": ("FP32", pred.values), "labels": ("BYTES", pred.labels)}
         else:
             outputs = {"embeddings": ("FP32", pred.values)}
@@ -295,13 +344,29 @@ class Server:
         body = await self._json(request)
         if not isinstance(body, dict) or "input" not in body:
             raise HttpError(400, "body must be a JSON object with 'input'")
-        texts = self._check_texts(body["input"])
-        pred = await self._predict(texts)
-        data = [
-            {"object": "embedding", "index": i, "embedding": v.tolist()}
-            for i, v in enumerate(pred.values)
-        ]
+        modality = body.get("modality", "image" if self._vision else "text")
+        if modality not in ("text", "image"):
+            raise HttpError(400, f"modality must be 'text' or 'image'; got {modality!r}")
+        if (modality == "image") != self._vision:
+            kind = "images" if self._vision else "text"
+            raise HttpError(400, f"{self.name} embeds {kind}; got modality {modality!r}")
+        if self._vision:  # Infinity's image input: base64 data URIs (one string or a list)
+            items = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            pred = await self._predict(await self._decode_images(items))
+            # one list of 128-d vectors per image, as Infinity returns multi-vector embeddings
+            rows = [v[:n].tolist() for v, n in zip(pred.values, pred.lengths, strict=True)]
+        else:
+            texts = self._check_texts(body["input"])
+            pred = await self._predict(texts)
+            rows = [v.tolist() for v in pred.values]
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(rows)]
         return web.json_response({"object": "list", "data": data, "model": self.name})
+
+    async def infinity_embeddings_image(self, request):
+        """Infinity's older image route: {"model", "input": [data URI, ...]}."""
+        if not self._vision:
+            raise HttpError(400, f"{self.name} embeds text; use /v1/embeddings")
+        return await self.openai_embeddings(request)
 
     async def classify(self, request):
         from aiohttp import web

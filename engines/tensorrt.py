@@ -89,6 +89,7 @@ def capturing_logger(trt: Any) -> Any:
 
 class TensorRTEngine(Engine):
     devices = ("cuda",)
+    task_note = "TensorRT is not supported (or required) for ColQwen2; use eager or compile"
     artifact_format = "trt"
     requires = (("tensorrt", "gpu"),)
     install_hint = (

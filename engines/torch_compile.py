@@ -25,7 +25,7 @@ class CompileEngine(EagerEngine):
         self.model = torch.compile(self.model, mode=mode, dynamic=True)
         t0 = time.perf_counter()
         # two shapes so the dynamic-shape graph, not a specialised one, is compiled up front
-        for texts in (["warm up compile"], ["warm up the compiled graph with more tokens"] * 3):
+        for texts in self._ready().warmup_inputs():
             b = self.preprocess(texts)
             self.infer(b.inputs)
         self.info.update(compile_mode=mode, compile_seconds=round(time.perf_counter() - t0, 2))
@@ -36,6 +36,10 @@ class AotiEngine(Engine):
 
     devices = ("cpu", "cuda")
     artifact_format = "aoti"
+    task_note = (
+        "torch.export cannot trace ColQwen2's data-dependent patch slicing; "
+        "use --engine compile for vision models"
+    )
 
     def load(self) -> None:
         import torch

@@ -9,13 +9,14 @@ import numpy as np
 
 from engines.base import Engine
 from engines.errors import EngineError, HardwareMismatch, MissingDependency
-from engines.models import load_model
+from engines.models import TASKS, load_model
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 class EagerEngine(Engine):
     devices = ("cpu", "cuda")
+    tasks = TASKS
 
     def load(self) -> None:
         import torch
@@ -65,7 +66,12 @@ class EagerEngine(Engine):
         with torch.inference_mode():
             feeds = {k: torch.from_numpy(v).to(dev, non_blocking=True) for k, v in inputs.items()}
             out = self.model(**feeds)
-            result = out.logits if self.spec.task == "classification" else out.last_hidden_state
+            if self.spec.task == "classification":
+                result = out.logits
+            elif self.spec.multi_vector:  # ColQwen2: [B, T, 128], colpali-engine: the tensor
+                result = out if isinstance(out, torch.Tensor) else out.embeddings
+            else:
+                result = out.last_hidden_state
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
         return result

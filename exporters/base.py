@@ -73,9 +73,19 @@ class Exporter(ABC):
     variants: ClassVar[tuple[str, ...]] = ("",)
     #: attention implementation the model is exported with (eager gives fusable graphs)
     export_attn: ClassVar[str] = "eager"
+    #: model tasks this format exports; the engine's `task_note` says why others are refused
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "embedding")
 
     def check(self, cfg: ExportConfig) -> None:
-        """Validate precision/variant; subclasses add library and hardware checks."""
+        """Validate task/precision/variant; subclasses add library and hardware checks."""
+        if cfg.spec.task not in self.tasks:
+            from engines.registry import engine_class
+
+            note = engine_class(self.engine).task_note
+            raise ConfigError(
+                f"--format {self.format} does not export {cfg.spec.task} models ({cfg.model})"
+                + (f": {note}" if note else "")
+            )
         if cfg.precision not in self.precisions:
             raise ConfigError(
                 f"--format {self.format} supports --precision {', '.join(self.precisions)}; "

@@ -36,10 +36,81 @@ def parity_texts(tokenizer, shapes=PARITY_SHAPES, seed: int = 12345) -> list[lis
     return out
 
 
+# vision parity: (batch, image sizes); mixed sizes exercise padding of tokens and patches
+VISION_SHAPES: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = (
+    (1, ((448, 336),)),
+    (3, ((600, 400), (280, 420), (336, 336))),
+)
+
+
+def parity_images(shapes=VISION_SHAPES, seed: int = 12345) -> list[list[bytes]]:
+    """Fresh synthetic document pages per shape (PNG bytes, as a client would send)."""
+    from engines.vision import encode_png, synthetic_page
+
+    return [
+        [encode_png(synthetic_page(w, h, seed=seed + 10 * i + j)) for j, (w, h) in enumerate(sizes)]
+        for i, (_, sizes) in enumerate(shapes)
+    ]
+
+
+def compare_multivector(
+    reference: Engine, candidate: Engine, precision: str, shapes=VISION_SHAPES
+) -> dict[str, Any]:
+    """Multi-vector parity: equal vector counts per input, then cosine of every vector pair."""
+    t = THRESHOLDS[precision]
+    per_shape, failures = [], []
+    worst = 1.0
+    for (batch, sizes), images in zip(shapes, parity_images(shapes), strict=True):
+        ref = reference.predict(images)
+        got = candidate.predict(images)
+        note = f"batch {batch} x {'/'.join(f'{w}x{h}' for w, h in sizes)}"
+        if got.lengths is None or list(got.lengths) != list(ref.lengths):
+            failures.append(
+                f"{note}: vector counts {None if got.lengths is None else list(got.lengths)} "
+                f"!= {list(ref.lengths)}"
+            )
+            continue
+        if got.values.shape[-1] != ref.values.shape[-1]:
+            failures.append(f"{note}: vector size {got.values.shape[-1]} != {ref.values.shape[-1]}")
+            continue
+        a = np.concatenate([r[:n] for r, n in zip(ref.values, ref.lengths, strict=True)])
+        b = np.concatenate([g[:n] for g, n in zip(got.values, got.lengths, strict=True)])
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        if not np.isfinite(b).all():
+            failures.append(f"{note}: NaN/Inf in the candidate's output")
+            continue
+        cos = (a * b).sum(-1) / np.maximum(
+            np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12
+        )
+        mc = float(cos.min())
+        worst = min(worst, mc)
+        per_shape.append(
+            {
+                "batch": batch,
+                "sizes": [list(s) for s in sizes],
+                "vectors": [int(n) for n in ref.lengths],
+                "min_cosine": mc,
+            }
+        )
+        if mc < t.min_cosine:
+            failures.append(f"{note}: min per-vector cosine {mc:.6f} < {t.min_cosine}")
+    return {
+        "passed": not failures,
+        "precision": precision,
+        "metric": f"min_vec_cos={worst:.6f},counts_equal={not any('counts' in f for f in failures)}",
+        "thresholds": asdict(t),
+        "shapes": per_shape,
+        "failures": failures,
+        "reference": "eager fp32",
+    }
+
+
 def compare(
     reference: Engine, candidate: Engine, precision: str, shapes=PARITY_SHAPES
 ) -> dict[str, Any]:
     """Run both engines end to end on the same texts; return a JSON-able verdict."""
+    if reference.spec.multi_vector:
+        return compare_multivector(reference, candidate, precision)
     t = THRESHOLDS[precision]
     task = reference.spec.task
     per_shape, failures = [], []

@@ -37,6 +37,13 @@ TASK_DEFAULTS = {
         sd=14.0,
         min=8,
     ),
+    # seed 000's vision data: RLAIF-V images (mostly ~600x400); see harness/images.py
+    "vision-embedding": dict(
+        dataset="openbmb/RLAIF-V-Dataset",
+        config=None,
+        split="train",
+        image_column="image",
+    ),
 }
 FILE_SUFFIXES = (".jsonl", ".csv", ".parquet")
 
@@ -54,6 +61,12 @@ class WorkloadSpec:
     text_column: str | None = None
     label_column: str | None = None
     seed: int = 0
+    # vision workloads: synthetic page sizes (drawn uniformly), the image column of a
+    # .parquet/Hub dataset, and the image processor's resize budget
+    image_sizes: tuple[tuple[int, int], ...] = ()
+    image_column: str | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASK_DEFAULTS:
@@ -81,6 +94,17 @@ class Workload:
     token_counts: np.ndarray
     source: str  # what was actually used, recorded in every result
     truncated: int = 0
+    pixels: np.ndarray | None = None  # vision: pixels per image (as decoded)
+    visual_tokens: np.ndarray | None = None  # vision: merged visual tokens per image
+    skipped: int = 0  # unreadable inputs left out
+
+    @property
+    def flop_args(self) -> dict[str, float]:
+        """Extra arguments of ModelSpec.flops_per_input for this workload (vision: visual tokens)."""
+        if self.visual_tokens is None:
+            return {}
+        vt = self.visual_tokens.astype(np.float64)
+        return {"visual_tokens": float(vt.mean()), "visual_tokens_sq": float((vt * vt).mean())}
 
     @property
     def stats(self) -> TokenStats:
@@ -191,6 +215,11 @@ def from_hub(spec: WorkloadSpec, tokenizer, max_len: int) -> Workload:
 
 
 def load_workload(spec: WorkloadSpec, tokenizer, max_len: int) -> Workload:
+    """`tokenizer` is the model's processor for vision models."""
+    if spec.task == "vision-embedding":
+        from harness.images import load_image_workload
+
+        return load_image_workload(spec, tokenizer)
     src = spec.source
     if src == "synthetic":
         return synthetic(spec, tokenizer, max_len)

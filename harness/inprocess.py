@@ -26,8 +26,25 @@ from harness.measure import Latency, Throughput
 
 log = logging.getLogger(__name__)
 
-# start, tokenized, forward done, end (ns); inputs; useful tokens; padded tokens; invalid; correct
-_FIELDS = ("t0", "t1", "t2", "t3", "inputs", "tokens", "padded", "invalid", "correct", "labelled")
+# start, tokenized, forward done, end (ns); inputs; useful tokens; padded tokens; invalid; correct;
+# multi-vector outputs: fewest / most / total vectors; vision: pixels and visual tokens
+_FIELDS = (
+    "t0",
+    "t1",
+    "t2",
+    "t3",
+    "inputs",
+    "tokens",
+    "padded",
+    "invalid",
+    "correct",
+    "labelled",
+    "vec_min",
+    "vec_max",
+    "vec_sum",
+    "pixels",
+    "vtokens",
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,10 @@ class InprocessResult:
     hit_deadline: bool
     engine_info: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)  # server_* columns (triton engine)
+    #: multi-vector models: (min, avg, max) vectors per input over every timed call
+    num_vectors: tuple[int, float, int] | None = None
+    avg_pixels: float | None = None  # vision: decoded pixels per image
+    avg_visual_tokens: float | None = None  # vision: merged visual tokens per image
 
     @property
     def tokens_per_sec(self) -> float:
@@ -94,7 +115,13 @@ def _one_call(engine: Engine, texts: list[str], labels: list | None) -> tuple:
     pred = engine.postprocess(out, batch)
     t3 = time.perf_counter_ns()
     v = pred.values.reshape(pred.values.shape[0], -1)
-    invalid = int((~np.isfinite(v)).any(axis=1).sum())
+    bad = (~np.isfinite(v)).any(axis=1)
+    vec = (0, 0, 0)
+    if pred.lengths is not None:  # multi-vector: every input needs >= 1 vector of the model's dim
+        lens = np.asarray(pred.lengths)
+        bad |= (lens < 1) | (pred.values.shape[-1] != engine.spec.dim)
+        vec = (int(lens.min()), int(lens.max()), int(lens.sum()))
+    invalid = int(bad.sum())
     correct = labelled = 0
     if labels is not None and pred.labels is not None:
         for lab, got in zip(labels, pred.labels, strict=True):
@@ -118,6 +145,9 @@ def _one_call(engine: Engine, texts: list[str], labels: list | None) -> tuple:
         invalid,
         correct,
         labelled,
+        *vec,
+        int(batch.pixels.sum()) if batch.pixels is not None else 0,
+        int(batch.visual_tokens.sum()) if batch.visual_tokens is not None else 0,
     )
 
 
@@ -372,6 +402,14 @@ def run_inprocess(
         raise EngineError("no call completed; raise --duration or check the engine")
     a = {k: np.asarray(v) for k, v in zip(_FIELDS, zip(*records, strict=True), strict=True)}
     labelled = int(a["labelled"].sum())
+    n_inputs = max(int(a["inputs"].sum()), 1)
+    vectors = None
+    if a["vec_sum"].sum() > 0:
+        vectors = (
+            int(a["vec_min"].min()),
+            float(a["vec_sum"].sum()) / n_inputs,
+            int(a["vec_max"].max()),
+        )
     return InprocessResult(
         config=cfg,
         e2e=Latency.from_ns(a["t3"] - a["t0"]),
@@ -390,4 +428,7 @@ def run_inprocess(
         hit_deadline=hit_deadline,
         engine_info=infos,
         server=server,
+        num_vectors=vectors,
+        avg_pixels=float(a["pixels"].sum()) / n_inputs if a["pixels"].sum() else None,
+        avg_visual_tokens=float(a["vtokens"].sum()) / n_inputs if a["vtokens"].sum() else None,
     )

@@ -36,7 +36,7 @@ from harness.measure import Latency, Throughput
 
 log = logging.getLogger(__name__)
 
-TASKS = ("embedding", "classification")
+TASKS = ("embedding", "classification", "vision-embedding")
 NORM_TOL = 1e-3
 CEILING_FRACTION = 0.5
 # failure kinds, each counted separately; "ok" and "invalid" are the outcomes of a 2xx
@@ -100,12 +100,37 @@ class Protocol(ABC):
 
     def __init__(self, target: Target):
         self.target = target
+        self._uris: dict[int, str] = {}
+
+    def images(self, items: list) -> list[str]:
+        """Images as base64 data URIs, encoded once per workload item (not per request)."""
+        from engines.vision import data_uri
+
+        out = []
+        for x in items:
+            if isinstance(x, str):
+                out.append(x)
+                continue
+            key = id(x)
+            uri = self._uris.get(key)
+            if uri is None:
+                uri = self._uris[key] = data_uri(x, _mime(x))
+            out.append(uri)
+        return out
 
     @abstractmethod
     def request(self, texts: list[str]) -> Request: ...
 
     @abstractmethod
     def parse(self, body: Any) -> Parsed: ...
+
+
+def _mime(raw: bytes) -> str:
+    if raw[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
 
 
 def _vectors(values: Any) -> list[np.ndarray]:
@@ -132,10 +157,18 @@ class KServe(Protocol):
     name = "kserve"
     needs_model = True
     count_js = "b.outputs.find((o) => o.datatype !== 'BYTES').shape[0]"
-    OUTPUT_NAMES = {"embedding": ("embeddings", "embedding"), "classification": ("probabilities",)}
+    OUTPUT_NAMES = {
+        "embedding": ("embeddings", "embedding"),
+        "classification": ("probabilities",),
+        "vision-embedding": ("embeddings",),
+    }
 
     def request(self, texts: list[str]) -> Request:
-        tensor = {"name": "TEXT", "shape": [len(texts)], "datatype": "BYTES", "data": list(texts)}
+        if self.target.task == "vision-embedding":  # BYTES of base64 images (JSON encoding)
+            data, name = self.images(texts), "IMAGE"
+        else:
+            data, name = list(texts), "TEXT"
+        tensor = {"name": name, "shape": [len(texts)], "datatype": "BYTES", "data": data}
         return Request("POST", f"/v2/models/{self.target.model}/infer", {"inputs": [tensor]})
 
     def parse(self, body: Any) -> Parsed:
@@ -146,6 +179,9 @@ class KServe(Protocol):
             main = next(o for o in outputs if o.get("datatype") != "BYTES")
         arr = np.asarray(main["data"], dtype=np.float64).reshape(main["shape"])
         labels = [str(x) for x in by_name["labels"]["data"]] if "labels" in by_name else None
+        if "num_vectors" in by_name:  # multi-vector: rows are zero-padded to the longest
+            counts = [int(n) for n in by_name["num_vectors"]["data"]]
+            return Parsed([a[:n] for a, n in zip(arr, counts, strict=True)], labels)
         return Parsed(list(arr), labels)
 
 
@@ -164,10 +200,13 @@ class OpenAIEmbeddings(Protocol):
     """OpenAI-compatible embeddings (Infinity, TEI, our server): POST /v1/embeddings."""
 
     name = "openai"
-    tasks = ("embedding",)
+    tasks = ("embedding", "vision-embedding")
     count_js = "b.data.length"
 
     def request(self, texts: list[str]) -> Request:
+        if self.target.task == "vision-embedding":  # Infinity's image input
+            body = {"input": self.images(texts), "model": self.target.model, "modality": "image"}
+            return Request("POST", "/v1/embeddings", body)
         return Request("POST", "/v1/embeddings", {"input": list(texts), "model": self.target.model})
 
     def parse(self, body: Any) -> Parsed:
@@ -333,7 +372,7 @@ def _validate(parsed: Parsed, n: int, target: Target, expected: list | None) -> 
         c.invalid, c.reason = n, f"{got} outputs for {n} inputs"
         return c
     for j, v in enumerate(parsed.values):
-        if target.task == "embedding":
+        if target.task != "classification":
             nvec, problem = _embedding_problem(v, target)
             c.nvec.append(nvec)
             if problem:
@@ -491,7 +530,7 @@ def _summarise(
     counts = {k: int((kind == k).sum()) for k in FAILURE_KINDS}
     counts["invalid_responses"] = int((kind == "invalid").sum())
     late = (sent - start) / 1e6
-    nvec = np.asarray(rec.nvec) if target.task == "embedding" and rec.nvec else None
+    nvec = np.asarray(rec.nvec) if target.task != "classification" and rec.nvec else None
     n_labelled = int(labelled.sum())
     res = LoadResult(
         mode=mode,

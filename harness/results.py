@@ -108,6 +108,9 @@ EXTRA_COLUMNS = [
     "timestamp",
     "config_key",
     "config_json",
+    # vision models: decoded pixels and merged visual tokens per image
+    "avg_pixels",
+    "avg_visual_tokens",
 ]
 # Triton: the serving config of the measured point and the server's own latency breakdown
 # (per request, from its statistics endpoint), as perf_analyzer and seed 003 report them
@@ -223,6 +226,10 @@ class ResultsStore:
         os.replace(tmp, self.parquet)
 
 
+def _mean(values) -> float | None:
+    return float(values.mean()) if values is not None and len(values) else None
+
+
 def context_columns(
     *,
     spec,
@@ -263,6 +270,8 @@ def context_columns(
         "min_tokens": stats.min,
         "max_tokens": stats.max,
         "truncated_inputs": workload.truncated,
+        "avg_pixels": _mean(getattr(workload, "pixels", None)),
+        "avg_visual_tokens": _mean(getattr(workload, "visual_tokens", None)),
         "parity_metric": parity_metric,
         "flops_per_input": flops,
         "peak_source": profile.peak_source,

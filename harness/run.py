@@ -14,7 +14,14 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from engines.base import ATTENTIONS, COMPILE_MODES, PRECISIONS, PROVIDERS, EngineConfig
+from engines.base import (
+    ATTENTIONS,
+    COMPILE_MODES,
+    PRECISIONS,
+    PROVIDERS,
+    EngineConfig,
+    check_task,
+)
 from engines.errors import BillionbenchError, ConfigError
 from engines.models import DEFAULT_MODEL, MODELS, TASKS, WEIGHTS, get_spec
 from engines.registry import ENGINES, engine_class
@@ -30,7 +37,10 @@ class _Parser(argparse.ArgumentParser):
 
 def print_error(console, error: object) -> None:
     """The CLIs' one-line error: no traceback, never wrapped."""
-    console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: rich would eat `[vision]` in 'pip install -e ".[vision]"' as a style tag
+    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
 
 
 def int_list(text: str) -> list[int]:
@@ -150,6 +160,22 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="override the profile's $/hr (recorded as the price source)",
     )
+    g = p.add_argument_group("vision models (--task vision-embedding)")
+    g.add_argument(
+        "--min-pixels", type=int, default=None, help="image processor: resize up to at least this"
+    )
+    g.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="image processor: resize down to at most this (default 768*28*28: 768 visual tokens)",
+    )
+    g.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="refuse decoded images larger than this (default 40,000,000)",
+    )
 
 
 def add_workload_args(p: argparse.ArgumentParser) -> None:
@@ -177,6 +203,12 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
         help="synthetic: sd of tokens (default: min+gamma tail / 14 for embedding)",
     )
     g.add_argument("--tokens-min", type=int, default=None, help="synthetic: minimum tokens")
+    g.add_argument(
+        "--image-sizes",
+        default="600x400",
+        help="vision, synthetic pages: WxH[,WxH...] drawn uniformly (seed 000: ~600x400)",
+    )
+    g.add_argument("--image-column", default=None, help="vision: image column (default image)")
 
 
 def workload_spec(args: argparse.Namespace):
@@ -194,6 +226,20 @@ def workload_spec(args: argparse.Namespace):
         text_column=args.text_column,
         label_column=args.label_column,
         seed=args.seed,
+        **_vision_workload(args),
+    )
+
+
+def _vision_workload(args: argparse.Namespace) -> dict[str, Any]:
+    if args.task != "vision-embedding":
+        return {}
+    from harness.images import parse_sizes
+
+    return dict(
+        image_sizes=parse_sizes(args.image_sizes),
+        image_column=args.image_column,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
     )
 
 
@@ -357,13 +403,10 @@ def resolve_setup(args: argparse.Namespace):
             f"--model {model} is a {spec.task} model but --task is {args.task}; "
             f"pass --task {spec.task} or pick a {args.task} model"
         )
-    if not spec.is_text:
-        raise ConfigError(
-            f"--task {args.task}: the vision pipeline is not implemented yet (issue #7)"
-        )
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1; got {args.threads}")
     engine_cls = engine_class(args.engine)  # unknown / not-yet-built engines fail here
+    check_task(args.engine, engine_cls, spec)
 
     detected = hardware.detect()
     profile = hardware.resolve(args.hw, detected, args.price_per_hour)
@@ -386,6 +429,9 @@ def resolve_setup(args: argparse.Namespace):
         compile_mode=args.compile_mode,
         url=args.triton_url,
         transport=args.transport,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        max_image_pixels=args.max_image_pixels,
     )
     engine_cls.preflight(engine_cfg)
     return spec, engine_cls, profile, detected, engine_cfg
@@ -424,7 +470,11 @@ def _run(args: argparse.Namespace, console) -> int:
     if profile.device == "cpu" and engine_cls.computes_model:
         peak = hardware.measured_cpu_peak(args.precision)
     # the fake engine computes nothing, so no FLOPs, floor or efficiency is claimed for it
-    flops = spec.flops_per_input(stats.avg, stats.mean_sq) if engine_cls.computes_model else None
+    flops = (
+        spec.flops_per_input(stats.avg, stats.mean_sq, **workload.flop_args)
+        if engine_cls.computes_model
+        else None
+    )
     parity_metric = None
     if engine_cls.artifact_format and not engine_cfg.url:
         batches = sorted(set(args.batch_sizes))
@@ -453,6 +503,14 @@ def _run(args: argparse.Namespace, console) -> int:
         + (f"{peak / 1e12:.2f} TFLOP/s ({peak_source})" if peak else "not measured"),
         highlight=False,
     )
+    if workload.visual_tokens is not None:
+        console.print(
+            f"images: {workload.pixels.mean():,.0f} pixels avg, "
+            f"{workload.visual_tokens.mean():.1f} visual tokens avg "
+            f"(min/max pixels {engine_cfg.pixel_budget().min_pixels:,}/"
+            f"{engine_cfg.pixel_budget().max_pixels:,}), skipped {workload.skipped}",
+            highlight=False,
+        )
     if args.engine == "fake":
         console.print(
             "[yellow]engine=fake: synthetic latencies for tests/demos, not a model measurement[/]"
@@ -651,7 +709,9 @@ def _row(
 
     thr = res.throughput.avg
     info = res.engine_info
-    vectors = None if spec.task == "classification" else 1
+    vectors = None if spec.task == "classification" else (1, 1, 1)
+    if res.num_vectors is not None:
+        vectors = res.num_vectors
     row = {
         "total_requests": res.calls,
         "successful_requests": res.calls,
@@ -669,9 +729,9 @@ def _row(
         "vendor": "local",
         "n_models": res.config.n_models,
         "workers_per_model": res.config.workers_per_model,
-        "avg_num_vectors": vectors,
-        "min_num_vectors": vectors,
-        "max_num_vectors": vectors,
+        "avg_num_vectors": vectors and vectors[1],
+        "min_num_vectors": vectors and vectors[0],
+        "max_num_vectors": vectors and vectors[2],
         "invalid_embeddings": res.invalid,
         "inputs_per_request": res.config.batch_size,
         "latency_ms_p0": res.forward.p0,
@@ -718,6 +778,8 @@ def _row(
     row["cost_per_1m_tokens"] = cost_per_1m_tokens(profile.price_per_hour, res.tokens_per_sec)
     row.update(res.server)
     row.update({k: info[k] for k in _TRITON_INFO if k in info})
+    if res.avg_pixels is not None:  # what the timed calls saw, rather than the workload's mean
+        row.update(avg_pixels=res.avg_pixels, avg_visual_tokens=res.avg_visual_tokens)
     return row
 
 

@@ -304,6 +304,9 @@ def _serve_argv(args, batch_size: int) -> list[str]:
         ("--artifact", args.artifact),
         ("--price-per-hour", args.price_per_hour),
         ("--threads", args.threads),
+        ("--min-pixels", args.min_pixels),
+        ("--max-pixels", args.max_pixels),
+        ("--max-image-pixels", args.max_image_pixels),
     ):
         if value not in (None, ""):
             argv += [flag, str(value)]
@@ -359,7 +362,11 @@ def _sweep(args, console) -> int:
     wl_spec = workload_spec(args)
     workload = load_workload(wl_spec, tok.tokenizer, max_len)
     stats = workload.stats
-    flops = spec.flops_per_input(stats.avg, stats.mean_sq) if engine_cls.computes_model else None
+    flops = (
+        spec.flops_per_input(stats.avg, stats.mean_sq, **workload.flop_args)
+        if engine_cls.computes_model
+        else None
+    )
     peak = (
         hardware.measured_cpu_peak(args.precision)
         if profile.device == "cpu" and engine_cls.computes_model

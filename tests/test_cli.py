@@ -50,7 +50,15 @@ def run_cli(capsys, *argv):
         ),
         (["--attn", "flash_attention_2"], "cpu cannot run flash-attention-2"),
         (["--precision", "fp16"], "does not support --precision fp16; use --precision bf16"),
-        (["--task", "vision-embedding"], "vision pipeline is not implemented yet"),
+        (
+            ["--task", "vision-embedding", "--engine", "onnx"],
+            "does not run vision-embedding models (colqwen2): ColQwen2 is not exported to ONNX",
+        ),
+        (
+            ["--task", "vision-embedding", "--model", "colqwen2-tiny", "--engine", "fake"]
+            + ["--image-sizes", "600x0"],
+            "--image-sizes takes WIDTHxHEIGHT",
+        ),
         (["--dataset", "missing.csv", *FAKE], "no such file"),
         (["--dataset", "org/unknown-dataset", *FAKE], "Hub is unreachable"),
         (["--batch-sizes", "0,8"], "expected integers >= 1"),

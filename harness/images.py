@@ -1,0 +1,219 @@
+"""Image workloads for vision models: synthetic pages, a folder, a Parquet image column, or
+openbmb/RLAIF-V-Dataset (seed 000's images) when the Hub is reachable.
+
+Every workload holds encoded image bytes (what an HTTP client sends) plus, per image, its
+pixels and the tokens the model will see (prompt + merged visual tokens), so FLOPs, the
+roofline floor and the result rows all use the same counts.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+
+import numpy as np
+
+from engines.errors import ConfigError
+from engines.vision import (
+    ImageError,
+    PixelBudget,
+    decode_image,
+    encode_png,
+    synthetic_page,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+DEFAULT_SIZES = ((600, 400),)  # seed 000: RLAIF-V images are mostly about 600x400
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """'600x400,1200x800' -> ((600, 400), (1200, 800)); the mix is drawn uniformly."""
+    sizes = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        w, sep, h = part.partition("x")
+        try:
+            wh = (int(w), int(h))
+        except ValueError:
+            wh = (0, 0)
+        if not sep or min(wh) < 1 or max(wh) > 20000:
+            raise ConfigError(
+                f"--image-sizes takes WIDTHxHEIGHT[,WIDTHxHEIGHT...] with sides in [1, 20000]; "
+                f"got {part!r}"
+            )
+        sizes.append(wh)
+    if not sizes:
+        raise ConfigError("--image-sizes must name at least one size, e.g. 600x400")
+    return tuple(sizes)
+
+
+def prompt_tokens(processor) -> int:
+    """Tokens of the visual prompt around the image placeholder (placeholder not counted)."""
+    ids = processor.tokenizer(processor.visual_prompt_prefix)["input_ids"]
+    return len(ids) - 1
+
+
+def _workload(
+    images: list[bytes], sizes: list[tuple[int, int]], processor, budget, source, *, skipped=0
+):
+    from harness.data import Workload
+
+    vt = np.asarray([budget.visual_tokens(w, h) for w, h in sizes], dtype=np.int64)
+    pixels = np.asarray([w * h for w, h in sizes], dtype=np.int64)
+    counts = prompt_tokens(processor) + vt
+    return Workload(
+        list(images), None, counts, source, 0, pixels=pixels, visual_tokens=vt, skipped=skipped
+    )
+
+
+def synthetic_images(spec, processor, budget: PixelBudget):
+    sizes = spec.image_sizes or DEFAULT_SIZES
+    rng = random.Random(spec.seed)
+    # a few distinct pages are enough: decoding cost per image is what matters, not content
+    n_distinct = min(spec.n, 64)
+    chosen = [sizes[rng.randrange(len(sizes))] for _ in range(n_distinct)]
+    pages = [
+        encode_png(synthetic_page(w, h, seed=spec.seed * 1000 + i))
+        for i, (w, h) in enumerate(chosen)
+    ]
+    images = [pages[i % n_distinct] for i in range(spec.n)]
+    all_sizes = [chosen[i % n_distinct] for i in range(spec.n)]
+    mix = ",".join(f"{w}x{h}" for w, h in sizes)
+    return _workload(
+        images, all_sizes, processor, budget, f"synthetic-pages({mix},n={spec.n},seed={spec.seed})"
+    )
+
+
+def _keep(raw_items, names, where: str, limit: int):
+    """Decode each candidate; skip bad ones with one warning line; return bytes and sizes."""
+    images, sizes, bad = [], [], []
+    for raw, name in zip(raw_items, names, strict=True):
+        if len(images) >= limit:
+            break
+        try:
+            img = decode_image(raw)
+        except ImageError as e:
+            bad.append((name, str(e)))
+            continue
+        images.append(raw if isinstance(raw, bytes) else _encode(img))
+        sizes.append(img.size)
+    if bad:
+        log.warning("%s: skipped %d unreadable image(s); first: %s: %s", where, len(bad), *bad[0])
+    if not images:
+        raise ConfigError(f"{where} has no readable images")
+    return images, sizes, len(bad)
+
+
+def _encode(img) -> bytes:
+    fmt = (getattr(img, "format", None) or "PNG").upper()
+    if fmt not in ("PNG", "JPEG"):
+        return encode_png(img)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def from_folder(spec, processor, budget: PixelBudget):
+    path = spec.source
+    names = sorted(
+        f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")
+    )
+    if not names:
+        raise ConfigError(f"--dataset {path!r} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+    raws = []
+    for f in names:
+        with open(os.path.join(path, f), "rb") as fh:
+            raws.append(fh.read())
+    images, sizes, skipped = _keep(raws, names, path, spec.n)
+    src = f"folder:{os.path.basename(os.path.normpath(path))}(n={len(images)},skipped={skipped})"
+    return _workload(images, sizes, processor, budget, src, skipped=skipped)
+
+
+def _cell_bytes(v):
+    """A Parquet image cell: raw bytes, a base64 string, or datasets' {'bytes', 'path'} struct."""
+    if isinstance(v, dict):
+        return v.get("bytes") or b""
+    return v
+
+
+def from_parquet(spec, processor, budget: PixelBudget):
+    import pandas as pd
+
+    path = spec.source
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:
+        raise ConfigError(f"--dataset {path!r} could not be read: {str(e).splitlines()[0]}") from e
+    col = spec.image_column or "image"
+    if col not in df.columns:
+        raise ConfigError(
+            f"--dataset {path!r} has no image column {col!r}; columns are {list(df.columns)}; "
+            "pass --image-column"
+        )
+    cells = [_cell_bytes(v) for v in df[col].tolist()]
+    images, sizes, skipped = _keep(cells, [f"row {i}" for i in range(len(cells))], path, spec.n)
+    src = f"file:{os.path.basename(path)}[{col}](n={len(images)},skipped={skipped})"
+    return _workload(images, sizes, processor, budget, src, skipped=skipped)
+
+
+def from_hub(spec, processor, budget: PixelBudget):
+    try:
+        import datasets
+    except ImportError as e:
+        raise ConfigError('Hub datasets need the datasets package: pip install -e ".[data]"') from e
+    d = spec.defaults
+    ds = datasets.load_dataset(spec.source, split=f"{d['split']}[:{spec.n}]")
+    col = spec.image_column or d["image_column"]
+    if col not in ds.column_names:
+        raise ConfigError(f"{spec.source} has no column {col!r}; columns: {ds.column_names}")
+    imgs = ds[col]
+    images, sizes, skipped = _keep(
+        imgs, [f"row {i}" for i in range(len(imgs))], spec.source, spec.n
+    )
+    src = f"hub:{spec.source}[{col}](n={len(images)},skipped={skipped})"
+    return _workload(images, sizes, processor, budget, src, skipped=skipped)
+
+
+def load_image_workload(spec, processor):
+    """Dispatch on `spec.source` like the text workloads do."""
+    from engines.models import hub_reachable
+
+    budget = PixelBudget(
+        spec.min_pixels or PixelBudget().min_pixels, spec.max_pixels or PixelBudget().max_pixels
+    )
+    src = spec.source
+    if src == "synthetic":
+        return synthetic_images(spec, processor, budget)
+    if os.path.isdir(src):
+        return from_folder(spec, processor, budget)
+    if src.endswith(".parquet"):
+        if not os.path.isfile(src):
+            raise ConfigError(f"--dataset {src!r}: no such file")
+        return from_parquet(spec, processor, budget)
+    if src == "auto":
+        if hub_reachable():
+            from dataclasses import replace
+
+            try:
+                return from_hub(replace(spec, source=spec.defaults["dataset"]), processor, budget)
+            except Exception as e:  # no `datasets`, network hiccups: fall back, say so
+                log.warning(
+                    "could not load %s (%s); using synthetic document pages",
+                    spec.defaults["dataset"],
+                    str(e).splitlines()[0],
+                )
+        else:
+            log.warning("Hub unreachable: using synthetic document pages (seed 000: ~600x400)")
+        return synthetic_images(spec, processor, budget)
+    if not hub_reachable():
+        raise ConfigError(
+            f"--dataset {src!r} is not a folder or .parquet file, and the Hub is unreachable; "
+            "pass an image folder, a .parquet file with an image column, or synthetic"
+        )
+    return from_hub(spec, processor, budget)
