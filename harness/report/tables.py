@@ -34,6 +34,8 @@ def num(v, nd: int = 1) -> str:
         return "-"
     if isinstance(v, float) and v.is_integer() and nd == 0:
         return f"{int(v)}"
+    if nd and v and abs(v) < 10**-nd * 5:  # e.g. 0.04 images/s: keep 2 significant digits
+        return f"{v:.2g}"
     return f"{v:,.{nd}f}"
 
 
