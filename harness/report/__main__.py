@@ -56,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
     args = build_parser().parse_args(argv)
     console = Console(width=None if Console().is_terminal else 160)
@@ -81,18 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             args.results, args.out, latency_metric=metric, latency_limit_ms=limit
         )
     except BillionbenchError as e:
-        print_error(err, escape(str(e)))
+        print_error(err, e)
         return 2
     except OSError as e:
-        print_error(err, escape(f"cannot write {args.out}: {e.strerror or e}"))
+        print_error(err, f"cannot write {args.out}: {e.strerror or e}")
         return 2
     if html is None:
         print_error(
             err,
-            escape(
-                f"plotly is not installed, so {args.out} was not written ({md} was); "
-                f"install it with: {INSTALL_HINT}"
-            ),
+            f"plotly is not installed, so {args.out} was not written ({md} was); "
+            f"install it with: {INSTALL_HINT}",
         )
         return 2
     console.print(f"report: {html} · summary: {md}", highlight=False, soft_wrap=True)
