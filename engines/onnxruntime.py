@@ -1,4 +1,9 @@
-"""ONNX Runtime engine with CPU, CUDA or TensorRT execution providers."""
+"""ONNX Runtime engine with CPU, CUDA or TensorRT execution providers.
+
+Text artifacts hold one graph with dynamic batch and sequence axes. Vision (ColQwen2) artifacts
+hold one fixed-shape graph per (batch, image grid) bucket; a batch runs only on the bucket that
+matches it exactly, and any other batch is refused (never resized or padded).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import numpy as np
 from engines.artifact import verify
 from engines.base import Engine
 from engines.errors import EngineError, MissingDependency
-from engines.vision import ONNX_NOTE as VISION_ONNX_NOTE
+from engines.models import TASKS
 
 _PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -21,7 +26,7 @@ _PROVIDERS = {
 class OnnxEngine(Engine):
     devices = ("cpu", "cuda")
     artifact_format = "onnx"
-    task_note = VISION_ONNX_NOTE
+    tasks = TASKS  # vision-embedding: per fixed image-size bucket
     requires = (("onnxruntime", "onnx"),)
 
     def load(self) -> None:
@@ -58,9 +63,26 @@ class OnnxEngine(Engine):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if cfg.threads:
             opts.intra_op_num_threads = cfg.threads
-        self.session = ort.InferenceSession(
-            f"{cfg.artifact}/model.onnx", sess_options=opts, providers=providers
-        )
+        self._buckets: dict[tuple[int, int, int], Any] = {}
+        if self.spec.task == "vision-embedding":
+            entries = m.shape_profiles.get("image_buckets") or []
+            if not entries:
+                raise EngineError(
+                    f"artifact {cfg.artifact} lists no image buckets; re-export it with "
+                    "python -m exporters --format onnx"
+                )
+            for e in entries:
+                self._buckets[tuple(e["bucket"])] = ort.InferenceSession(
+                    f"{cfg.artifact}/{e['file']}", sess_options=opts, providers=providers
+                )
+            self.session = next(iter(self._buckets.values()))
+            self._bucket_inputs = {
+                k: [i.name for i in v.get_inputs()] for k, v in self._buckets.items()
+            }
+        else:
+            self.session = ort.InferenceSession(
+                f"{cfg.artifact}/model.onnx", sess_options=opts, providers=providers
+            )
         got = self.session.get_providers()
         # onnxruntime-gpu silently falls back to CPU when CUDA/TensorRT cannot load: refuse that
         if got[0] != wanted:
@@ -78,9 +100,41 @@ class OnnxEngine(Engine):
             parity=m.parity,
             artifact=str(cfg.artifact),
         )
+        if self._buckets:
+            from engines.vision import describe_buckets
+
+            self.info["onnx_buckets"] = describe_buckets(sorted(self._buckets))
+
+    def bucket_for(self, inputs: dict[str, np.ndarray]) -> tuple[int, int, int]:
+        """The vision bucket matching this collated batch exactly, or a one-line refusal."""
+        from engines.vision import bucket_pixels, describe_buckets
+
+        grids = {tuple(int(x) for x in g) for g in inputs["image_grid_thw"]}
+        have = describe_buckets(sorted(self._buckets))
+        if len(grids) > 1:
+            sizes = ", ".join(f"{h}x{w}" for _, h, w in sorted(grids))
+            raise EngineError(
+                f"ONNX vision buckets hold one image size per batch, but this batch mixes image "
+                f"grids {sizes}; send same-size images or batch size 1 (buckets: {have})"
+            )
+        t, gh, gw = grids.pop()
+        key = (len(inputs["image_grid_thw"]), gh, gw)
+        if t != 1 or key not in self._buckets:
+            w, h = bucket_pixels(gh, gw)
+            raise EngineError(
+                f"no ONNX bucket for batch {key[0]} x {w}x{h} px (grid {gh}x{gw}); this artifact "
+                f"runs only {have}; export that bucket: python -m exporters --model "
+                f"{self.spec.name} --format onnx --image-buckets {key[0]}:{w}x{h}"
+            )
+        return key
 
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        if self._buckets:
+            key = self.bucket_for(inputs)
+            feeds = {k: inputs[k] for k in self._bucket_inputs[key]}
+            return self._buckets[key].run(None, feeds)[0]
         return self.session.run(None, {k: inputs[k] for k in self._inputs})[0]
 
     def close(self) -> None:
         self.session = None
+        self._buckets = {}

@@ -52,14 +52,6 @@ SPECIAL_TOKENS = (
 )
 
 
-# why --engine onnx / --format onnx refuse ColQwen2 (README: "vision support")
-ONNX_NOTE = (
-    "ColQwen2 is not exported to ONNX: the dynamo exporter fails on the forward's "
-    "data-dependent patch slicing, and the legacy exporter fixes the image size and batch it "
-    "traced (fixed-size buckets are not built); use --engine eager or --engine compile"
-)
-
-
 class ImageError(ConfigError):
     """An input is not a usable image; the message is the one-line reason a client gets."""
 
@@ -269,6 +261,55 @@ def set_budget(processor: Any, budget: PixelBudget) -> None:
     for name, value in (("min_pixels", budget.min_pixels), ("max_pixels", budget.max_pixels)):
         if hasattr(ip, name):
             setattr(ip, name, value)
+
+
+# --------------------------------------------------------------------------- fixed-size buckets
+
+# (batch, grid height, grid width): grids count 14-pixel patches; t is 1 for images
+VisionBucket = tuple[int, int, int]
+
+
+def image_grid(width: int, height: int, budget: PixelBudget) -> tuple[int, int]:
+    """(grid height, grid width) in patches of an image of this size under `budget`."""
+    h, w = smart_resize(height, width, budget.min_pixels, budget.max_pixels)
+    return h // PATCH_SIZE, w // PATCH_SIZE
+
+
+def bucket_pixels(grid_h: int, grid_w: int) -> tuple[int, int]:
+    """(width, height) of an image that the processor keeps at exactly this grid."""
+    return grid_w * PATCH_SIZE, grid_h * PATCH_SIZE
+
+
+def bucket_name(bucket: VisionBucket) -> str:
+    """b{batch}-{grid H}x{grid W}, the bucket's folder in an ONNX artifact."""
+    b, gh, gw = bucket
+    return f"b{b}-{gh}x{gw}"
+
+
+def check_bucket(bucket: VisionBucket) -> VisionBucket:
+    b, gh, gw = (int(x) for x in bucket)
+    if b < 1 or gh < MERGE_SIZE or gw < MERGE_SIZE or gh % MERGE_SIZE or gw % MERGE_SIZE:
+        raise ConfigError(
+            f"image bucket {b}:{gh}x{gw} is invalid: batch >= 1 and grid sides even and >= "
+            f"{MERGE_SIZE} (in {PATCH_SIZE}-pixel patches)"
+        )
+    return b, gh, gw
+
+
+def describe_buckets(buckets) -> str:
+    """'batch 1 x 588x392 px (grid 28x42), ...' for messages and the manifest."""
+    parts = []
+    for b, gh, gw in buckets:
+        w, h = bucket_pixels(gh, gw)
+        parts.append(f"batch {b} x {w}x{h} px (grid {gh}x{gw})")
+    return ", ".join(parts)
+
+
+def budget_for_buckets(buckets) -> PixelBudget:
+    """A resize budget that keeps every bucket's exact-size image unchanged."""
+    d = PixelBudget()
+    px = [gh * gw * PATCH_SIZE**2 for _, gh, gw in buckets] or [d.max_pixels]
+    return PixelBudget(min(d.min_pixels, min(px)), max(d.max_pixels, max(px)))
 
 
 # --------------------------------------------------------------------------- pipeline

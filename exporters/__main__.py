@@ -28,6 +28,25 @@ def _range(text: str) -> tuple[int, int, int]:
     return parts  # type: ignore[return-value]
 
 
+def parse_image_buckets(text: str) -> tuple[tuple[int, int, int], ...]:
+    """'1:600x400,2:600x400' -> (batch, grid h, grid w) under the default resize budget."""
+    from engines.errors import ConfigError
+    from engines.vision import PixelBudget, image_grid
+
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            b, _, size = part.partition(":")
+            w, h = (int(x) for x in size.lower().split("x"))
+            batch = int(b)
+        except ValueError:
+            raise ConfigError(
+                f"--image-buckets takes BATCH:WIDTHxHEIGHT[,...] (e.g. 1:600x400); got {part!r}"
+            ) from None
+        out.append((batch, *image_grid(w, h, PixelBudget())))
+    return tuple(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="exporters",
@@ -56,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="MIN,OPT,MAX batch for shape profiles (TensorRT) / buckets (Neuron)",
     )
     p.add_argument("--seq-range", type=_range, default=(8, 128, 512), help="MIN,OPT,MAX tokens")
+    p.add_argument(
+        "--image-buckets",
+        default="",
+        help="vision ONNX: fixed buckets BATCH:WIDTHxHEIGHT[,...], each the image grid that size "
+        "gets under the default resize budget (default 1:600x400,2:600x400); only these run",
+    )
     p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace")
     t = p.add_argument_group("triton (--format triton)")
     t.add_argument(
@@ -159,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             seq_range=args.seq_range,
             workspace_gb=args.workspace_gb,
             skip_parity=args.skip_parity,
+            image_buckets=parse_image_buckets(args.image_buckets),
         )
         from dataclasses import replace
 

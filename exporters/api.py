@@ -49,9 +49,21 @@ def ensure_artifact(cfg: ExportConfig, exporter=None) -> tuple[Manifest, bool]:
         m = verify(cfg.out, expectation(cfg))
     except ArtifactError:
         return export(cfg, exporter), False
+    buckets = (exporter or exporter_class(cfg.format)()).vision_buckets(cfg)
+    if buckets is not None and not holds_buckets(m, buckets):
+        # re-export with the buckets it had plus the new ones, so the cache only grows
+        have = [tuple(x["bucket"]) for x in m.shape_profiles.get("image_buckets", [])]
+        wider = replace(cfg, image_buckets=tuple(sorted({*have, *buckets})))
+        return export(wider, exporter), False
     if cfg.weights in ("auto", m.weights):
         return m, True
     return export(cfg, exporter), False
+
+
+def holds_buckets(m: Manifest, buckets) -> bool:
+    """Whether a fixed-size vision artifact has every (batch, grid h, grid w) bucket asked for."""
+    have = {tuple(x["bucket"]) for x in m.shape_profiles.get("image_buckets", [])}
+    return {tuple(b) for b in buckets} <= have
 
 
 def export(cfg: ExportConfig, exporter=None) -> Manifest:
@@ -101,7 +113,11 @@ def export(cfg: ExportConfig, exporter=None) -> Manifest:
         if cfg.skip_parity:
             manifest.parity = {"passed": None, "skipped": "--skip-parity"}
         else:
-            manifest.parity = own if own is not None else run_parity(cfg, exporter.engine, tmp)
+            manifest.parity = (
+                own
+                if own is not None
+                else run_parity(cfg, exporter.engine, tmp, exporter.vision_buckets(cfg))
+            )
         write_manifest(tmp, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -112,12 +128,24 @@ def export(cfg: ExportConfig, exporter=None) -> Manifest:
     return manifest
 
 
-def run_parity(cfg: ExportConfig, engine_name: str, artifact: Path) -> dict[str, Any]:
-    """Load the fresh artifact with its engine and compare it with eager fp32."""
+def run_parity(
+    cfg: ExportConfig, engine_name: str, artifact: Path, vision_buckets=None
+) -> dict[str, Any]:
+    """Load the fresh artifact with its engine and compare it with eager fp32.
+
+    A fixed-size vision artifact is compared at exactly its buckets' shapes, under a resize
+    budget that keeps those image sizes unchanged.
+    """
     import torch
 
     if cfg.device == "cuda" and not torch.cuda.is_available():
         return {"passed": None, "skipped": "needs a CUDA GPU to run the export"}
+    extra: dict[str, Any] = {}
+    if vision_buckets is not None:
+        from engines.vision import budget_for_buckets
+
+        budget = budget_for_buckets(vision_buckets)
+        extra = dict(min_pixels=budget.min_pixels, max_pixels=budget.max_pixels)
     ref_cfg = EngineConfig(
         engine="eager",
         model=cfg.model,
@@ -125,6 +153,7 @@ def run_parity(cfg: ExportConfig, engine_name: str, artifact: Path) -> dict[str,
         model_path=cfg.model_path,
         seed=cfg.seed,
         device="cpu",
+        **extra,
     )
     cand_cfg = replace(
         ref_cfg,
@@ -136,7 +165,13 @@ def run_parity(cfg: ExportConfig, engine_name: str, artifact: Path) -> dict[str,
     )
     try:
         with create_engine(ref_cfg) as ref, create_engine(cand_cfg) as cand:
-            result = compare(ref, cand, cfg.precision)
+            if vision_buckets is None:
+                result = compare(ref, cand, cfg.precision)
+            else:
+                from exporters.parity import bucket_shapes
+
+                shapes = bucket_shapes(vision_buckets)
+                result = compare(ref, cand, cfg.precision, vision_shapes=shapes)
     except BillionbenchError as e:
         return {"passed": False, "failures": [f"could not run the export: {e}"]}
     if not result["passed"]:

@@ -13,6 +13,9 @@ from engines.models import WEIGHTS, ModelSpec, get_spec
 
 # (batch, tokens) shapes every export is checked at; 200 > ModernBERT's 128-token local window
 PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (4, 64), (2, 200))
+# vision ONNX buckets when none are asked for: the seed's 600x400 page (588x392 after the default
+# resize budget = a 28x42 patch grid) at batch 1 and 2
+DEFAULT_IMAGE_BUCKETS: tuple[tuple[int, int, int], ...] = ((1, 28, 42), (2, 28, 42))
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,18 @@ class ExportConfig:
     batch_range: tuple[int, int, int] = (1, 8, 32)
     seq_range: tuple[int, int, int] = (8, 128, 512)
     buckets: tuple[tuple[int, int], ...] = ()  # static-shape formats (neuron): (batch, seq)
+    # vision ONNX: (batch, grid height, grid width) in 14-pixel patches; () = DEFAULT_IMAGE_BUCKETS
+    image_buckets: tuple[tuple[int, int, int], ...] = ()
     workspace_gb: float = 4.0  # TensorRT builder workspace limit
     skip_parity: bool = False
 
     def __post_init__(self) -> None:
         get_spec(self.model)
+        if self.image_buckets:
+            from engines.vision import check_bucket
+
+            for b in self.image_buckets:
+                check_bucket(b)
         if self.weights not in WEIGHTS:
             raise ConfigError(f"--weights must be one of {WEIGHTS}; got {self.weights!r}")
         for name in ("batch_range", "seq_range"):
@@ -107,6 +117,14 @@ class Exporter(ABC):
 
     def parity(self, cfg: ExportConfig, out_dir: Path) -> dict[str, Any] | None:
         """This format's own parity result, or None to load it with `engine` and compare."""
+        return None
+
+    def vision_buckets(self, cfg: ExportConfig) -> list[tuple[int, int, int]] | None:
+        """Fixed (batch, grid h, grid w) buckets a vision artifact runs; None: any image size.
+
+        Parity then runs at exactly these shapes, and a cached artifact is reused only if it
+        holds them all.
+        """
         return None
 
 

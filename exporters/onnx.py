@@ -9,7 +9,7 @@ from typing import Any
 
 from engines.errors import ConfigError, EngineError, MissingDependency
 from engines.models import ModelSpec
-from exporters.base import ExportConfig, Exporter, ExportInfo
+from exporters.base import DEFAULT_IMAGE_BUCKETS, ExportConfig, Exporter, ExportInfo
 from exporters.wrap import INPUT_NAMES, example_inputs, output_name, wrap
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,81 @@ def export_onnx_file(model: Any, spec: ModelSpec, path: Path, opset: int = 17):
     return list(INPUT_NAMES), [out], axes
 
 
+VISION_INPUTS = ["input_ids", "attention_mask", "pixel_values", "image_grid_thw"]
+VISION_OUTPUT = "embeddings"
+BUCKETS_NOTE = (
+    "fixed shapes: only these (batch, image grid) buckets run; other batch sizes or image sizes "
+    "are refused, never resized"
+)
+
+
+def vision_bucket_file(bucket) -> str:
+    """Relative path of one bucket's graph in an artifact folder (one folder each, so the
+    external-data files of >2 GB models never collide)."""
+    from engines.vision import bucket_name
+
+    return f"buckets/{bucket_name(bucket)}/model.onnx"
+
+
+def export_vision_bucket(model: Any, processor: Any, spec: ModelSpec, bucket, path: Path, opset):
+    """Trace ColQwen2 at one fixed (batch, grid) with the legacy exporter and write `path`.
+
+    The example batch holds `batch` different pages of the one size the processor keeps at this
+    grid; the traced graph is valid only for exactly these shapes and grid values.
+    """
+    import copy
+
+    import torch
+
+    from engines.vision import VisionPipeline, bucket_pixels, budget_for_buckets, encode_png
+    from engines.vision import synthetic_page as page
+
+    b, gh, gw = bucket
+    w, h = bucket_pixels(gh, gw)
+    # a private processor: the pipeline sets its resize budget, and the shared one is cached
+    pipe = VisionPipeline(spec, copy.deepcopy(processor), budget_for_buckets([bucket]))
+    batch = pipe.preprocess([encode_png(page(w, h, seed=100 + i)) for i in range(b)])
+    grid = batch.inputs["image_grid_thw"]
+    if not (grid == [1, gh, gw]).all():  # pragma: no cover - the resize rule changed
+        raise EngineError(f"a {w}x{h} page gave image grid {grid.tolist()}, not 1x{gh}x{gw}")
+
+    class Embedder(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, pixel_values, image_grid_thw):
+            out = self.inner(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pixel_values=pixel_values,
+                image_grid_thw=image_grid_thw,
+            )
+            return out if isinstance(out, torch.Tensor) else out.embeddings
+
+    args = tuple(torch.from_numpy(batch.inputs[k]) for k in VISION_INPUTS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings: the grid is baked in, as intended
+            torch.onnx.export(
+                Embedder(model).eval(),
+                args,
+                str(path),
+                dynamo=False,
+                input_names=VISION_INPUTS,
+                output_names=[VISION_OUTPUT],
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+    except Exception as e:
+        raise EngineError(
+            f"ONNX export of {spec.name} bucket batch {b} x grid {gh}x{gw} failed: "
+            f"{str(e).splitlines()[0]}"
+        ) from e
+    return {k: list(v.shape) for k, v in batch.inputs.items()}
+
+
 def _heads_hidden(spec: ModelSpec) -> tuple[int, int]:
     c = spec.arch_config
     return (
@@ -89,6 +164,7 @@ class OnnxExporter(Exporter):
     precisions = ("fp32", "fp16", "int8")
     variants = ("", "optimized")
     export_attn = "eager"  # eager attention exports as MatMul/Softmax that ORT can fuse
+    tasks = ("classification", "embedding", "vision-embedding")  # vision: fixed-size buckets
 
     def check(self, cfg: ExportConfig) -> None:
         super().check(cfg)
@@ -99,14 +175,66 @@ class OnnxExporter(Exporter):
             )
         if cfg.precision == "int8" and cfg.device != "cpu":
             raise ConfigError("int8 dynamic quantization is a CPU recipe; use fp16 on GPUs")
+        if cfg.spec.task == "vision-embedding" and (cfg.precision, cfg.variant) != ("fp32", ""):
+            raise ConfigError(
+                "vision ONNX buckets are exported in fp32 only (no --variant, fp16 or int8: the "
+                "ORT transformer optimizer and quantizer are not set up for ColQwen2)"
+            )
         _require("onnx", "onnx")
         _require("onnxruntime", "onnxruntime")
+
+    def vision_buckets(self, cfg: ExportConfig) -> list[tuple[int, int, int]] | None:
+        if cfg.spec.task != "vision-embedding":
+            return None
+        return sorted(
+            {tuple(int(x) for x in b) for b in cfg.image_buckets or DEFAULT_IMAGE_BUCKETS}
+        )
+
+    def export_vision(self, cfg: ExportConfig, model: Any, processor: Any, out_dir: Path):
+        import onnx
+        import onnxruntime
+
+        from engines.vision import bucket_pixels, describe_buckets
+
+        buckets = self.vision_buckets(cfg)
+        entries = []
+        for bucket in buckets:
+            log.info("ONNX: exporting %s bucket %s", cfg.model, describe_buckets([bucket]))
+            rel = vision_bucket_file(bucket)
+            shapes = export_vision_bucket(
+                model, processor, cfg.spec, bucket, out_dir / rel, cfg.opset
+            )
+            entries.append(
+                {
+                    "bucket": list(bucket),
+                    "batch": bucket[0],
+                    "grid_thw": [1, bucket[1], bucket[2]],
+                    "image_size": list(bucket_pixels(bucket[1], bucket[2])),
+                    "file": rel,
+                    "input_shapes": shapes,
+                }
+            )
+        return ExportInfo(
+            input_names=list(VISION_INPUTS),
+            output_names=[VISION_OUTPUT],
+            shape_profiles={"dynamic": False, "image_buckets": entries},
+            hardware={"portable": True, "target_device": cfg.device},
+            tool_versions={"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+            details={
+                "exporter": "torch.onnx (TorchScript), one graph per bucket",
+                "opset": cfg.opset,
+                "buckets": describe_buckets(buckets),
+                "only_these_sizes": BUCKETS_NOTE,
+            },
+        )
 
     def export(self, cfg: ExportConfig, model: Any, tokenizer: Any, out_dir: Path) -> ExportInfo:
         import onnx
         import onnxruntime
 
         spec = cfg.spec
+        if spec.task == "vision-embedding":
+            return self.export_vision(cfg, model, tokenizer, out_dir)
         final = out_dir / "model.onnx"
         raw = out_dir / "raw.onnx"
         inputs, outputs, axes = export_onnx_file(model, spec, raw, cfg.opset)

@@ -43,6 +43,14 @@ VISION_SHAPES: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = (
 )
 
 
+def bucket_shapes(buckets) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]:
+    """Vision parity shapes for fixed (batch, grid h, grid w) buckets: each batch holds `batch`
+    different pages of the one size the processor keeps at that grid."""
+    from engines.vision import bucket_pixels
+
+    return tuple((b, (bucket_pixels(gh, gw),) * b) for b, gh, gw in buckets)
+
+
 def parity_images(shapes=VISION_SHAPES, seed: int = 12345) -> list[list[bytes]]:
     """Fresh synthetic document pages per shape (PNG bytes, as a client would send)."""
     from engines.vision import encode_png, synthetic_page
@@ -106,11 +114,16 @@ def compare_multivector(
 
 
 def compare(
-    reference: Engine, candidate: Engine, precision: str, shapes=PARITY_SHAPES
+    reference: Engine,
+    candidate: Engine,
+    precision: str,
+    shapes=PARITY_SHAPES,
+    vision_shapes=VISION_SHAPES,
 ) -> dict[str, Any]:
-    """Run both engines end to end on the same texts; return a JSON-able verdict."""
+    """Run both engines end to end on the same texts (images: `vision_shapes`); return a
+    JSON-able verdict."""
     if reference.spec.multi_vector:
-        return compare_multivector(reference, candidate, precision)
+        return compare_multivector(reference, candidate, precision, vision_shapes)
     t = THRESHOLDS[precision]
     task = reference.spec.task
     per_shape, failures = [], []

@@ -217,3 +217,39 @@ def load_image_workload(spec, processor):
             "pass an image folder, a .parquet file with an image column, or synthetic"
         )
     return from_hub(spec, processor, budget)
+
+
+MAX_ONNX_BUCKETS = 16  # each bucket is one more export holding a full copy of the weights
+
+
+def workload_buckets(
+    images: list, budget: PixelBudget, batch_sizes
+) -> tuple[tuple[int, int, int], ...]:
+    """The fixed (batch, grid h, grid w) ONNX buckets a vision workload needs at these batch
+    sizes: one per distinct image grid and batch size. A batch must hold one image size, so a
+    workload of several sizes runs only at batch size 1."""
+    from PIL import Image
+
+    from engines.vision import image_bytes, image_grid
+
+    grids, seen = set(), set()
+    for raw in images:
+        if id(raw) in seen:  # synthetic workloads repeat a few page objects
+            continue
+        seen.add(id(raw))
+        with Image.open(io.BytesIO(image_bytes(raw))) as img:  # the header only
+            grids.add(image_grid(*img.size, budget))
+    batches = sorted(set(batch_sizes))
+    if len(grids) > 1 and batches[-1] > 1:
+        raise ConfigError(
+            f"--engine onnx runs vision per fixed image-size bucket, one image size per batch, "
+            f"but this workload's images resize to {len(grids)} grids; use one --image-sizes "
+            "size, or --batch-sizes 1"
+        )
+    buckets = tuple(sorted((b, gh, gw) for b in batches for gh, gw in grids))
+    if len(buckets) > MAX_ONNX_BUCKETS:
+        raise ConfigError(
+            f"this workload needs {len(buckets)} ONNX buckets (image grids x batch sizes); the "
+            f"limit is {MAX_ONNX_BUCKETS}: use fewer image sizes or batch sizes"
+        )
+    return buckets

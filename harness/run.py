@@ -479,6 +479,13 @@ def _run(args: argparse.Namespace, console) -> int:
     if engine_cls.artifact_format and not engine_cfg.url:
         batches = sorted(set(args.batch_sizes))
         lo = min(8, stats.min)
+        image_buckets: tuple = ()
+        if spec.task == "vision-embedding" and engine_cls.artifact_format == "onnx":
+            from harness.images import workload_buckets
+
+            image_buckets = workload_buckets(
+                workload.texts, engine_cfg.pixel_budget(), args.batch_sizes
+            )
         engine_cfg, parity_metric = prepare_artifact(
             args,
             engine_cls.artifact_format,
@@ -487,6 +494,7 @@ def _run(args: argparse.Namespace, console) -> int:
             batch_range=(batches[0], batches[len(batches) // 2], batches[-1]),
             seq_range=(lo, max(lo, min(int(stats.p50), max_len)), max_len),
             console=console,
+            image_buckets=image_buckets,
         )
 
     console.print(
@@ -648,13 +656,18 @@ def _check_engine_here(name, engine_cls, profile, detected) -> None:
         raise MissingDependency(missing[0][0], missing[0][1])
 
 
-def prepare_artifact(args, fmt, engine_cfg, profile, *, batch_range, seq_range, console):
-    """Reuse or export the artifact an engine runs, and apply the parity gate."""
+def prepare_artifact(
+    args, fmt, engine_cfg, profile, *, batch_range, seq_range, console, image_buckets=()
+):
+    """Reuse or export the artifact an engine runs, and apply the parity gate.
+
+    `image_buckets`: the fixed (batch, grid h, grid w) buckets a vision ONNX run needs.
+    """
     from dataclasses import replace
 
     from engines.artifact import verify
     from engines.errors import ArtifactRefused
-    from exporters.api import artifact_dir, ensure_artifact, expectation
+    from exporters.api import artifact_dir, ensure_artifact, expectation, holds_buckets
     from exporters.base import ExportConfig
 
     cfg = ExportConfig(
@@ -670,11 +683,20 @@ def prepare_artifact(args, fmt, engine_cfg, profile, *, batch_range, seq_range, 
         seed=engine_cfg.seed,
         batch_range=batch_range,
         seq_range=seq_range,
+        image_buckets=tuple(image_buckets),
     )
     if not args.artifact:
         cfg = replace(cfg, out=str(artifact_dir(args.artifacts_dir, cfg)))
     if args.artifact:  # the user's folder is verified, never overwritten
         manifest, reused = verify(cfg.out, expectation(cfg)), True
+        if image_buckets and not holds_buckets(manifest, image_buckets):
+            from engines.vision import describe_buckets
+
+            raise ArtifactRefused(
+                f"artifact {cfg.out} lacks image buckets this run needs "
+                f"({describe_buckets(image_buckets)}); export them with python -m exporters "
+                "--format onnx --image-buckets ..."
+            )
     else:
         with console.status(f"preparing the {fmt} artifact in {cfg.out} ..."):
             manifest, reused = ensure_artifact(cfg)

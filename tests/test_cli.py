@@ -51,8 +51,20 @@ def run_cli(capsys, *argv):
         (["--attn", "flash_attention_2"], "cpu cannot run flash-attention-2"),
         (["--precision", "fp16"], "does not support --precision fp16; use --precision bf16"),
         (
-            ["--task", "vision-embedding", "--engine", "onnx"],
-            "does not run vision-embedding models (colqwen2): ColQwen2 is not exported to ONNX",
+            ["--task", "vision-embedding", "--model", "colqwen2-tiny", "--engine", "onnx"]
+            + [
+                "--dataset",
+                "synthetic",
+                "--batch-sizes",
+                "1,2",
+                "--image-sizes",
+                "224x168,280x280",
+            ],
+            "runs vision per fixed image-size bucket, one image size per batch",
+        ),
+        (
+            ["--task", "vision-embedding", "--engine", "trt"],
+            "does not run vision-embedding models (colqwen2): TensorRT is not supported",
         ),
         (
             ["--task", "vision-embedding", "--model", "colqwen2-tiny", "--engine", "fake"]

@@ -200,18 +200,23 @@ def test_parity_fails_on_unequal_vector_counts(eager):
 # --------------------------------------------------------------------------- refusals
 
 
-@pytest.mark.parametrize("engine", ["onnx", "trt", "neuron", "aoti"])
+# onnx runs vision per fixed image-size bucket: tests/test_vision_onnx.py
+@pytest.mark.parametrize("engine", ["trt", "neuron", "aoti"])
 def test_unsupported_engines_refuse_vision(engine):
     with pytest.raises(EngineError, match="does not run vision-embedding"):
         create_engine(EngineConfig(engine=engine, model=MODEL))
 
 
-def test_onnx_exporter_refuses_vision(tmp_path):
+@pytest.mark.parametrize("precision,variant", [("int8", ""), ("fp32", "optimized")])
+def test_onnx_exporter_refuses_vision_variants(tmp_path, precision, variant):
     from exporters.api import export
     from exporters.base import ExportConfig
 
-    with pytest.raises(ConfigError, match="not exported to ONNX"):
-        export(ExportConfig(model=MODEL, format="onnx", out=str(tmp_path / "a")))
+    cfg = ExportConfig(
+        model=MODEL, format="onnx", out=str(tmp_path / "a"), precision=precision, variant=variant
+    )
+    with pytest.raises(ConfigError, match="fp32 only"):
+        export(cfg)
 
 
 def test_colpali_route_needs_its_extra_or_weights():
