@@ -265,16 +265,23 @@ class TritonEngine(Engine):
             )
         else:
             raw = c.get_inference_statistics(model)
-        stats = (raw.get("model_stats") or [{}])[0]
-        inf = stats.get("inference_stats", {})
-        out = {
-            "inference_count": float(stats.get("inference_count", 0)),
-            "execution_count": float(stats.get("execution_count", 0)),
-            "success_count": float(inf.get("success", {}).get("count", 0)),
-        }
-        for phase in ("queue", "compute_input", "compute_infer", "compute_output", "success"):
-            out[f"{phase}_ns"] = float(inf.get(phase, {}).get("ns", 0))
-        return out
+        return counters((raw.get("model_stats") or [{}])[0])
+
+
+def counters(stats: dict) -> dict[str, float]:
+    """One model's entry of Triton's statistics JSON -> the counters `stats_delta` reads.
+
+    (gRPC's JSON form writes 64-bit counts as strings; float() takes both.)
+    """
+    inf = stats.get("inference_stats", {})
+    out = {
+        "inference_count": float(stats.get("inference_count", 0)),
+        "execution_count": float(stats.get("execution_count", 0)),
+        "success_count": float(inf.get("success", {}).get("count", 0)),
+    }
+    for phase in ("queue", "compute_input", "compute_infer", "compute_output", "success"):
+        out[f"{phase}_ns"] = float(inf.get(phase, {}).get("ns", 0))
+    return out
 
 
 def stats_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:

@@ -293,6 +293,13 @@ def run_harness(args, console) -> int:
     workload = load_workload(wl_spec, tok.tokenizer, max_len)
     stats = workload.stats
     flops = spec.flops_per_input(stats.avg, stats.mean_sq)
+    from harness import hardware
+
+    peak = (
+        hardware.measured_cpu_peak(args.precision)
+        if profile.device == "cpu"
+        else profile.peak_flops(args.precision)
+    )
     parity_metric = None
     if not engine_cfg.url:
         b = sorted(args.batch_sizes)
@@ -365,7 +372,7 @@ def run_harness(args, console) -> int:
                         detected=detected,
                         workload=workload,
                         flops=flops,
-                        peak=profile.peak_flops(args.precision),
+                        peak=peak,
                         inputs_per_sec=row["throughput_req_per_sec"],
                         parity_metric=parity_metric,
                     ),

@@ -88,7 +88,7 @@ def grid(args) -> list[Point]:
 
 def run(args, console) -> int:
     from engines.models import load_tokenizer
-    from engines.triton import stats_delta
+    from engines.triton import counters, stats_delta
     from engines.tritonserver import TritonServer
     from exporters.api import artifact_dir, ensure_artifact
     from exporters.base import ExportConfig
@@ -294,7 +294,7 @@ def run(args, console) -> int:
                         default=str,
                     ),
                 )
-                row.update(stats_delta(_flat(before), _flat(after)))
+                row.update(stats_delta(counters(before), counters(after)))
                 store.append(row)
                 rows.append(row)
                 if res.failed_requests:
@@ -310,19 +310,6 @@ def run(args, console) -> int:
 
     report_for_run(console, args.output_dir, max_p95_ms=args.max_p95_ms, max_p99_ms=args.max_p99_ms)
     return 0
-
-
-def _flat(stats: dict) -> dict[str, float]:
-    """Triton's statistics JSON -> the counters engines.triton.stats_delta reads."""
-    inf = stats.get("inference_stats", {})
-    out = {
-        "inference_count": float(stats.get("inference_count", 0)),
-        "execution_count": float(stats.get("execution_count", 0)),
-        "success_count": float(inf.get("success", {}).get("count", 0)),
-    }
-    for phase in ("queue", "compute_input", "compute_infer", "compute_output", "success"):
-        out[f"{phase}_ns"] = float(inf.get(phase, {}).get("ns", 0))
-    return out
 
 
 def _table(console, args, store, rows: list[dict]) -> None:
