@@ -276,30 +276,24 @@ def run_harness(args, console) -> int:
     from dataclasses import asdict
 
     from engines.errors import ConfigError
-    from engines.models import load_tokenizer
     from engines.registry import create_engine
-    from harness.data import load_workload
     from harness.results import ResultsStore, config_key, context_columns
-    from harness.run import prepare_artifact, resolve_setup, workload_spec
+    from harness.run import load_setup, prepare_artifact
 
     if args.engine != "triton":
         raise ConfigError("--load perf_analyzer drives Triton; add --engine triton")
     binary, env = find_binary()
     pa_version = version(binary, env)
-    spec, _cls, profile, detected, engine_cfg = resolve_setup(args)
-    tok = load_tokenizer(spec, args.model_path)
-    max_len = args.max_seq_len or spec.max_seq_len
-    wl_spec = workload_spec(args)
-    workload = load_workload(wl_spec, tok.tokenizer, max_len)
-    stats = workload.stats
-    flops = spec.flops_per_input(stats.avg, stats.mean_sq)
-    from harness import hardware
-
-    peak = (
-        hardware.measured_cpu_peak(args.precision)
-        if profile.device == "cpu"
-        else profile.peak_flops(args.precision)
+    setup = load_setup(args)
+    spec, profile, detected, engine_cfg = (
+        setup.spec,
+        setup.profile,
+        setup.detected,
+        setup.engine_cfg,
     )
+    wl_spec, workload, max_len = setup.wl_spec, setup.workload, setup.max_len
+    flops, peak = setup.flops, setup.peak
+    stats = workload.stats
     parity_metric = None
     if not engine_cfg.url:
         b = sorted(args.batch_sizes)

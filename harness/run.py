@@ -11,7 +11,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from engines.base import (
@@ -437,44 +437,86 @@ def resolve_setup(args: argparse.Namespace):
     return spec, engine_cls, profile, detected, engine_cfg
 
 
-def _run(args: argparse.Namespace, console) -> int:
+@dataclass
+class Setup:
+    """What every benchmark command resolves before measuring: flags, workload, roofline."""
+
+    spec: Any
+    engine_cls: Any
+    profile: Any
+    detected: Any
+    engine_cfg: Any
+    wl_spec: Any
+    tokenizer: Any  # engines.models.LoadedTokenizer
+    workload: Any
+    max_len: int
+    flops: float | None  # useful FLOPs per input; None for engines that compute nothing
+    peak: float | None  # FLOP/s: measured on CPU, the profile's datasheet figure elsewhere
+
+
+def load_setup(args: argparse.Namespace) -> Setup:
+    """resolve_setup + tokenizer + workload + FLOPs per input + peak, shared by the CLIs."""
+    from engines.models import load_tokenizer
     from harness import hardware
     from harness.data import load_workload
-    from harness.inprocess import InprocessConfig, run_inprocess
-    from harness.results import ResultsStore, config_key
 
     spec, engine_cls, profile, detected, engine_cfg = resolve_setup(args)
-    model = spec.name
     wl_spec = workload_spec(args)
-    store = ResultsStore(args.output_dir, fresh=not args.resume)
-    done = store.done_keys()
+    tok = load_tokenizer(spec, args.model_path)
+    max_len = args.max_seq_len or spec.max_seq_len
+    workload = load_workload(wl_spec, tok.tokenizer, max_len)
+    if workload.truncated:
+        log.warning(
+            "%d inputs are longer than %d tokens and will be truncated", workload.truncated, max_len
+        )
+    stats = workload.stats
+    # the fake engine computes nothing, so no FLOPs, floor or efficiency is claimed for it
+    computes = engine_cls.computes_model
+    flops = (
+        spec.flops_per_input(stats.avg, stats.mean_sq, **workload.flop_args) if computes else None
+    )
+    peak = (
+        hardware.measured_cpu_peak(args.precision)
+        if profile.device == "cpu" and computes
+        else profile.peak_flops(args.precision)
+    )
+    return Setup(
+        spec,
+        engine_cls,
+        profile,
+        detected,
+        engine_cfg,
+        wl_spec,
+        tok,
+        workload,
+        max_len,
+        flops,
+        peak,
+    )
+
+
+def _run(args: argparse.Namespace, console) -> int:
+    from harness.inprocess import InprocessConfig, run_inprocess
+    from harness.results import ResultsStore, config_key
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-
-    from engines.models import load_tokenizer
-
-    tok = load_tokenizer(spec, args.model_path)
-    max_len = args.max_seq_len or spec.max_seq_len
-    workload = load_workload(wl_spec, tok.tokenizer, max_len)
-    stats = workload.stats
-    if workload.truncated:
-        log.warning(
-            "%d inputs are longer than %d tokens and will be truncated", workload.truncated, max_len
-        )
-
-    peak = profile.peak_flops(args.precision)
-    peak_source = profile.peak_source
-    if profile.device == "cpu" and engine_cls.computes_model:
-        peak = hardware.measured_cpu_peak(args.precision)
-    # the fake engine computes nothing, so no FLOPs, floor or efficiency is claimed for it
-    flops = (
-        spec.flops_per_input(stats.avg, stats.mean_sq, **workload.flop_args)
-        if engine_cls.computes_model
-        else None
+    setup = load_setup(args)
+    spec, engine_cls, profile, detected, engine_cfg = (
+        setup.spec,
+        setup.engine_cls,
+        setup.profile,
+        setup.detected,
+        setup.engine_cfg,
     )
+    model = spec.name
+    wl_spec, tok, workload, max_len = setup.wl_spec, setup.tokenizer, setup.workload, setup.max_len
+    flops, peak, peak_source = setup.flops, setup.peak, profile.peak_source
+    stats = workload.stats
+    store = ResultsStore(args.output_dir, fresh=not args.resume)
+    done = store.done_keys()
     parity_metric = None
     if engine_cls.artifact_format and not engine_cfg.url:
         batches = sorted(set(args.batch_sizes))

@@ -31,7 +31,6 @@ from harness.run import (
     int_list,
     positive_float,
     print_error,
-    workload_spec,
 )
 
 log = logging.getLogger("billionbench")
@@ -345,33 +344,23 @@ def main(argv: list[str] | None = None) -> int:
 def _sweep(args, console) -> int:
     from dataclasses import asdict
 
-    from engines.models import load_tokenizer
-    from harness import hardware
-    from harness.data import load_workload
     from harness.loadgen import Target, measure_ceiling, run_closed_loop, run_open_loop
     from harness.results import ResultsStore, config_key, context_columns
-    from harness.run import resolve_setup
+    from harness.run import load_setup
 
     if args.vus_start < 1 or args.vus_max < args.vus_start:
         raise ConfigError("--vus-start must be >= 1 and <= --vus-max")
     if args.repeats < 1 or args.iterations < 1:
         raise ConfigError("--repeats and --iterations must be >= 1")
-    spec, engine_cls, profile, detected, engine_cfg = resolve_setup(args)
-    tok = load_tokenizer(spec, args.model_path)
-    max_len = args.max_seq_len or spec.max_seq_len
-    wl_spec = workload_spec(args)
-    workload = load_workload(wl_spec, tok.tokenizer, max_len)
+    setup = load_setup(args)
+    spec, profile, detected, engine_cfg = (
+        setup.spec,
+        setup.profile,
+        setup.detected,
+        setup.engine_cfg,
+    )
+    wl_spec, workload, flops, peak = setup.wl_spec, setup.workload, setup.flops, setup.peak
     stats = workload.stats
-    flops = (
-        spec.flops_per_input(stats.avg, stats.mean_sq, **workload.flop_args)
-        if engine_cls.computes_model
-        else None
-    )
-    peak = (
-        hardware.measured_cpu_peak(args.precision)
-        if profile.device == "cpu" and engine_cls.computes_model
-        else profile.peak_flops(args.precision)
-    )
     ceiling = None if args.no_ceiling else measure_ceiling(duration_s=3.0)
     store = ResultsStore(args.output_dir, fresh=not args.resume)
     done = store.read()

@@ -87,7 +87,6 @@ def grid(args) -> list[Point]:
 
 
 def run(args, console) -> int:
-    from engines.models import load_tokenizer
     from engines.triton import counters, stats_delta
     from engines.tritonserver import TritonServer
     from exporters.api import artifact_dir, ensure_artifact
@@ -99,28 +98,24 @@ def run(args, console) -> int:
         repository_models,
         set_encoder_serving,
     )
-    from harness import hardware
-    from harness.data import load_workload
     from harness.loadgen import Target, measure_ceiling, run_closed_loop
     from harness.results import ResultsStore, config_key, context_columns
-    from harness.run import resolve_setup, workload_spec
+    from harness.run import load_setup
 
     points = grid(args)
     concurrency = sorted(set(args.concurrency))
     if concurrency[0] < 1:
         raise ConfigError("--concurrency must be >= 1")
-    spec, engine_cls, profile, detected, engine_cfg = resolve_setup(args)
-    tok = load_tokenizer(spec, args.model_path)
-    max_len = args.max_seq_len or spec.max_seq_len
-    wl_spec = workload_spec(args)
-    workload = load_workload(wl_spec, tok.tokenizer, max_len)
-    stats = workload.stats
-    flops = spec.flops_per_input(stats.avg, stats.mean_sq)
-    peak = (
-        hardware.measured_cpu_peak(args.precision)
-        if profile.device == "cpu"
-        else profile.peak_flops(args.precision)
+    setup = load_setup(args)
+    spec, profile, detected, engine_cfg = (
+        setup.spec,
+        setup.profile,
+        setup.detected,
+        setup.engine_cfg,
     )
+    wl_spec, workload, max_len = setup.wl_spec, setup.workload, setup.max_len
+    flops, peak = setup.flops, setup.peak
+    stats = workload.stats
     client_max = max(args.inputs_per_request)
 
     # the repository: exported (parity-gated) once, then a working copy the sweep rewrites
