@@ -440,3 +440,12 @@ class Server:
             f"bb_request_latency_seconds_count {m.latency_count}",
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (servers here bind to loopback only)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

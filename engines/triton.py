@@ -104,6 +104,7 @@ class TritonEngine(Engine):
         cfg = self.config
         transport = cfg.transport or "http"
         self._mod = client_module(transport)
+        self._grpc = transport == "grpc"
         self.ensemble = self.spec.name
         provenance: dict[str, Any] = {}
         if cfg.url:
@@ -167,7 +168,7 @@ class TritonEngine(Engine):
     def _client(self):
         c = getattr(self._local, "client", None)
         if c is None:
-            if self._mod.__name__.endswith("grpc"):
+            if self._grpc:
                 c = self._mod.InferenceServerClient(self._hostport, ssl=self._ssl)
             else:
                 c = self._mod.InferenceServerClient(
@@ -179,7 +180,7 @@ class TritonEngine(Engine):
 
     def _config(self, name: str) -> dict:
         c = self._client()
-        if self._mod.__name__.endswith("grpc"):
+        if self._grpc:
             from google.protobuf import json_format
 
             return json_format.MessageToDict(
@@ -207,14 +208,14 @@ class TritonEngine(Engine):
         for name in self._inputs:
             x = np.ascontiguousarray(inputs[name], dtype=np.int64)
             t = mod.InferInput(name, list(x.shape), "INT64")
-            if mod.__name__.endswith("grpc"):
+            if self._grpc:
                 t.set_data_from_numpy(x)
             else:
                 t.set_data_from_numpy(x, binary_data=True)
             tensors.append(t)
         out = (
             mod.InferRequestedOutput(self._output)
-            if mod.__name__.endswith("grpc")
+            if self._grpc
             else mod.InferRequestedOutput(self._output, binary_data=True)
         )
         try:
@@ -257,7 +258,7 @@ class TritonEngine(Engine):
     def server_stats(self, model: str = ENCODER) -> dict[str, float]:
         """Cumulative counters of one model: counts, and total ns per phase."""
         c = self._client()
-        if self._mod.__name__.endswith("grpc"):
+        if self._grpc:
             from google.protobuf import json_format
 
             raw = json_format.MessageToDict(

@@ -103,8 +103,7 @@ class EncoderModel:
         if not threads:  # share the host's cores between this model's instances
             count = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1
             threads = max(1, (os.cpu_count() or 1) // count)
-        if threads:
-            os.environ["OMP_NUM_THREADS"] = str(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
         engine = p.get("ENGINE", "onnx")
         device = p.get("DEVICE", "cpu")
         if args.get("model_instance_kind") == "GPU":
@@ -113,9 +112,8 @@ class EncoderModel:
             engine=engine,
             model=p["MODEL"],
             device=device,
-            weights="auto" if engine == "onnx" else p.get("WEIGHTS", "auto"),
             artifact=str(_version_dir(args)) if engine == "onnx" else None,
-            threads=threads or None,
+            threads=threads,
         )
         self.engine = create_engine(cfg)
         self.engine.load()

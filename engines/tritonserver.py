@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.errors import BillionbenchError, EngineError
+from engines.server import free_port
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def prepare_stub_env(install_numpy: bool = True) -> Path:
     return out
 
 
-def find_installation(prepare: bool = False) -> Installation:
+def find_installation() -> Installation:
     """The tritonserver to run, or TritonUnavailable naming what to install."""
     explicit = os.environ.get("TRITONSERVER")
     if explicit:
@@ -152,14 +153,14 @@ def find_installation(prepare: bool = False) -> Installation:
         return Installation(binary, backends, None, "$TRITONSERVER", None)
     root = _pytriton_root()
     if root is not None:
-        out = prepare_stub_env(install_numpy=prepare) if prepare else cache_dir()
-        if (
-            not (out / "backends" / "python" / "triton_python_backend_stub").exists()
-            or not (out / "env" / "bin" / "python3").exists()
-        ):
+        out = cache_dir()
+        ready = (
+            (out / "backends" / "python" / "triton_python_backend_stub").exists()
+            and (out / "env" / "bin" / "python3").exists()
+            and (_numpy_major() < 2 or (out / "numpy1" / "numpy").is_dir())
+        )
+        if not ready:  # builds what needs no network; a missing NumPy 1.x raises with the fix
             out = prepare_stub_env(install_numpy=False)
-        if _numpy_major() >= 2 and not (out / "numpy1" / "numpy").is_dir():
-            prepare_stub_env(install_numpy=False)  # raises with the fix
         return Installation(
             root / "tritonserver" / "bin" / "tritonserver",
             out / "backends",
@@ -171,14 +172,6 @@ def find_installation(prepare: bool = False) -> Installation:
     if on_path:
         return Installation(Path(on_path), Path("/opt/tritonserver/backends"), None, "PATH", None)
     raise TritonUnavailable(f"no tritonserver found; {INSTALL_HINT}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TritonServer:
@@ -359,9 +352,6 @@ class TritonServer:
     def load(self, name: str) -> None:
         """(Re)load a model from the repository (explicit model-control mode)."""
         self._request("POST", f"/v2/repository/models/{name}/load", {})
-
-    def unload(self, name: str) -> None:
-        self._request("POST", f"/v2/repository/models/{name}/unload", {})
 
     def statistics(self, name: str) -> dict:
         stats = self._request("GET", f"/v2/models/{name}/stats")["model_stats"]

@@ -72,6 +72,9 @@ class ExportInfo:
     hardware: dict[str, Any] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    #: the format's own parity result (e.g. inherited from the artifact it wraps); None: the
+    #: export flow loads the artifact with the format's engine and compares it with eager fp32
+    parity: dict[str, Any] | None = None
 
 
 class Exporter(ABC):
@@ -114,10 +117,6 @@ class Exporter(ABC):
     @abstractmethod
     def export(self, cfg: ExportConfig, model: Any, tokenizer: Any, out_dir: Path) -> ExportInfo:
         """Write the artifact's files into `out_dir` (the manifest is written by the caller)."""
-
-    def parity(self, cfg: ExportConfig, out_dir: Path) -> dict[str, Any] | None:
-        """This format's own parity result, or None to load it with `engine` and compare."""
-        return None
 
     def vision_buckets(self, cfg: ExportConfig) -> list[tuple[int, int, int]] | None:
         """Fixed (batch, grid h, grid w) buckets a vision artifact runs; None: any image size.

@@ -16,7 +16,6 @@ Configs are built with `tritonclient.grpc.model_config_pb2` and written with pro
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -336,7 +335,6 @@ Benchmark it: `python -m harness.run --engine triton --url http://localhost:8000
 
 @dataclass
 class _Encoder:
-    files: list[Path] = field(default_factory=list)
     parity: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     hidden: int | None = None
@@ -403,7 +401,6 @@ class TritonExporter(Exporter):
             read_config(out_dir / folder)
         import tritonclient
 
-        self._parity = enc.parity
         return ExportInfo(
             input_names=["TEXT"],
             output_names=[n for n, _, _ in _outputs(spec)],
@@ -418,12 +415,10 @@ class TritonExporter(Exporter):
                 "backend": opts.backend,
                 "ensemble": spec.name,
                 "models": [TOKENIZER, ENCODER, POSTPROCESS, spec.name],
-                "options": {k: v for k, v in opts.__dict__.items()},
+                "options": dict(opts.__dict__),
             },
+            parity=enc.parity,
         )
-
-    def parity(self, cfg: ExportConfig, out_dir: Path) -> dict[str, Any] | None:
-        return getattr(self, "_parity", None)
 
     # -- the encoder in its format ----------------------------------------------------------
     def _encoder(self, cfg: ExportConfig, opts: TritonOptions, model: Any, dest: Path) -> _Encoder:
@@ -476,7 +471,6 @@ def _torchscript(cfg: ExportConfig, model: Any, dest: Path) -> _Encoder:
             worst = max(worst, float(np.abs(ref - got).max()))
     ok = worst <= 1e-3
     return _Encoder(
-        files=[dest / "model.pt"],
         parity={
             "passed": ok,
             "metric": f"max |delta| {worst:.2e} (TorchScript vs eager, raw outputs)",
@@ -502,8 +496,3 @@ def set_encoder_serving(repo: str | Path, opts: TritonOptions) -> None:
         if name != ENCODER and other.max_batch_size != opts.client_max_batch:
             other.max_batch_size = opts.client_max_batch
             write_config(other, repo / name)
-
-
-def manifest_options(repo: str | Path) -> dict[str, Any]:
-    data = json.loads((Path(repo) / "manifest.json").read_text())
-    return data.get("details", {}).get("options", {})

@@ -122,7 +122,7 @@ def version(binary: Path, env: dict[str, str]) -> str:
     return text[0].replace("Perf Analyzer Version", "perf_analyzer").strip()
 
 
-def input_data(texts: list[str], path: Path, batch: int = 1) -> Path:
+def input_data(texts: list[str], path: Path) -> Path:
     """perf_analyzer's --input-data JSON: one step per text, TEXT as BYTES [1]."""
     steps = [{"TEXT": {"content": [t], "shape": [1]}} for t in texts]
     path.write_text(json.dumps({"data": steps}))
@@ -184,7 +184,7 @@ def run(
     """Run perf_analyzer once per concurrency; returns its parsed CSV rows."""
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bb-pa-") as tmp:
-        data = input_data(texts, Path(tmp) / "data.json", batch)
+        data = input_data(texts, Path(tmp) / "data.json")
         for c in concurrency:
             out = Path(tmp) / f"pa-{c}.csv"
             cmd = [str(binary), "-m", model, "-u", url.split("://", 1)[-1], "-i", transport]
@@ -223,10 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     except BillionbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # --------------------------------------------------------------------------- harness.run --load
@@ -277,7 +273,7 @@ def run_harness(args, console) -> int:
 
     from engines.errors import ConfigError
     from engines.registry import create_engine
-    from harness.results import ResultsStore, config_key, context_columns
+    from harness.results import TRITON_CONFIG_COLUMNS, ResultsStore, config_key, context_columns
     from harness.run import load_setup, prepare_artifact
 
     if args.engine != "triton":
@@ -322,10 +318,7 @@ def run_harness(args, console) -> int:
             f"tokens) · weights={engine.info.get('weights')}",
             highlight=False,
         )
-        url = engine.url
-        transport = engine_cfg.transport or "http"
-        if transport == "grpc" and engine._server is not None:
-            url = engine._server.grpc_url
+        url, transport = engine.url, engine_cfg.transport or "http"  # url is the transport's
         for batch in args.batch_sizes:
             key_cfg = {
                 "mode": "http",
@@ -374,10 +367,7 @@ def run_harness(args, console) -> int:
                     vendor="triton",
                     protocol=f"triton-{transport}",
                     load_generator=pa_version,
-                    triton_instances=engine.info.get("triton_instances"),
-                    triton_max_batch=engine.info.get("triton_max_batch"),
-                    triton_dynamic_batching=engine.info.get("triton_dynamic_batching"),
-                    triton_queue_delay_us=engine.info.get("triton_queue_delay_us"),
+                    **{k: engine.info.get(k) for k in TRITON_CONFIG_COLUMNS},
                     config_key=config_key({**key_cfg, "row": row["vus"]}),
                     config_json=json.dumps(key_cfg, sort_keys=True, default=str),
                 )
@@ -414,3 +404,7 @@ def run_harness(args, console) -> int:
 
     report_for_run(console, args.output_dir)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

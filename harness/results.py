@@ -114,11 +114,13 @@ EXTRA_COLUMNS = [
 ]
 # Triton: the serving config of the measured point and the server's own latency breakdown
 # (per request, from its statistics endpoint), as perf_analyzer and seed 003 report them
-TRITON_COLUMNS = [
+TRITON_CONFIG_COLUMNS = [
     "triton_instances",
     "triton_max_batch",
     "triton_dynamic_batching",
     "triton_queue_delay_us",
+]
+TRITON_COLUMNS = TRITON_CONFIG_COLUMNS + [
     "server_requests",
     "server_executions",
     "server_inferences",

@@ -758,18 +758,10 @@ def prepare_artifact(
     return replace(engine_cfg, artifact=cfg.out), parity.get("metric") or verdict
 
 
-_TRITON_INFO = (
-    "triton_instances",
-    "triton_max_batch",
-    "triton_dynamic_batching",
-    "triton_queue_delay_us",
-)
-
-
 def _row(
     parity_metric, res, spec, engine_cfg, profile, detected, workload, flops, peak, key, key_cfg
 ) -> dict:
-    from harness.results import context_columns
+    from harness.results import TRITON_CONFIG_COLUMNS, context_columns
 
     thr = res.throughput.avg
     info = res.engine_info
@@ -841,7 +833,7 @@ def _row(
     )
     row["cost_per_1m_tokens"] = cost_per_1m_tokens(profile.price_per_hour, res.tokens_per_sec)
     row.update(res.server)
-    row.update({k: info[k] for k in _TRITON_INFO if k in info})
+    row.update({k: info[k] for k in TRITON_CONFIG_COLUMNS if k in info})
     if res.avg_pixels is not None:  # what the timed calls saw, rather than the workload's mean
         row.update(avg_pixels=res.avg_pixels, avg_visual_tokens=res.avg_visual_tokens)
     return row

@@ -179,15 +179,6 @@ def run(args, console) -> int:
         f"{workload.source} (avg {stats.avg:.1f} tokens) · weights={manifest.weights}",
         highlight=False,
     )
-    target = Target(
-        url="http://placeholder",
-        protocol="triton",
-        model=spec.name,
-        task=spec.task,
-        dim=spec.dim if spec.task != "classification" else None,
-        normalized=spec.normalize,
-        labels=spec.labels,
-    )
     rows: list[dict] = []
     server = TritonServer(work, models=[spec.name], ready_timeout_s=600)
     with console.status("starting tritonserver ..."):
@@ -196,9 +187,15 @@ def run(args, console) -> int:
         f"tritonserver: {server.install.source} at {server.url} (log {server.log_file()})",
         highlight=False,
     )
-    from dataclasses import replace as dc_replace
-
-    target = dc_replace(target, url=server.url)
+    target = Target(
+        url=server.url,
+        protocol="triton",
+        model=spec.name,
+        task=spec.task,
+        dim=spec.dim if spec.task != "classification" else None,
+        normalized=spec.normalize,
+        labels=spec.labels,
+    )
     started = time.monotonic()
     n_done = 0
     total = len(points) * len(concurrency)

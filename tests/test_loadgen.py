@@ -18,6 +18,8 @@ import zlib
 import numpy as np
 import pytest
 
+from engines.server import free_port
+
 pytest.importorskip("aiohttp", reason="the HTTP load generator needs aiohttp")
 
 from aiohttp import web  # noqa: E402
@@ -193,12 +195,6 @@ def server():
     s = Server()
     yield s
     s.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def emb(server, **kw) -> Target:

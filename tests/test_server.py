@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 
 import numpy as np
 import pytest
+
+from engines.server import free_port
 
 aiohttp = pytest.importorskip("aiohttp", reason="the server needs aiohttp (base dependency)")
 
 from engines import EngineConfig, create_engine  # noqa: E402
 from engines.batcher import BatcherConfig, DynamicBatcher  # noqa: E402
 from engines.server import Server, ServerLimits  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Running:

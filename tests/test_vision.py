@@ -7,7 +7,6 @@ import asyncio
 import base64
 import io
 import json
-import socket
 import struct
 import sys
 import threading
@@ -15,6 +14,8 @@ import zlib
 
 import numpy as np
 import pytest
+
+from engines.server import free_port
 
 PIL = pytest.importorskip(
     "PIL", reason="Pillow is not installed: vision tests need pip install -e '.[vision]'"
@@ -316,12 +317,6 @@ def test_inprocess_eager_and_compile(engine, batch, tmp_path):
 # --------------------------------------------------------------------------- HTTP
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Serving:
     """The tiny ColQwen2 behind our server on 127.0.0.1, in a background thread."""
 
@@ -331,7 +326,7 @@ class Serving:
 
         self.batcher = DynamicBatcher(engine, BatcherConfig(max_batch_size=4))
         self.server = Server(engine, self.batcher, ServerLimits(**limits))
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
