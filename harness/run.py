@@ -663,8 +663,8 @@ def _run(args: argparse.Namespace, console) -> int:
     )
     console.print(
         "next: compare exports (--engine onnx --variant optimized --precision int8, "
-        "--engine compile, --engine aoti), model copies (--n-models 1,2), or HTTP with "
-        "python -m harness.sweep",
+        "--engine compile, --engine aoti, --engine triton), model copies (--n-models 1,2), "
+        "HTTP with python -m harness.sweep, or merge runs with python -m harness.report",
         highlight=False,
     )
     if weights == "random":
