@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from engines import contract
 from engines.base import Engine
 from engines.batcher import BatcherStopped, DynamicBatcher, QueueFull
 from engines.errors import BillionbenchError
@@ -25,8 +26,6 @@ from engines.kserve import HEADER, ProtocolError, build_response, parse_request
 
 log = logging.getLogger(__name__)
 
-TEXT_INPUT = "TEXT"
-IMAGE_INPUT = "IMAGE"  # vision models: BYTES, raw image files (binary) or base64 strings (JSON)
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -247,19 +246,6 @@ class Server:
 
         return await asyncio.get_running_loop().run_in_executor(None, decode)
 
-    def _outputs_meta(self) -> list[dict]:
-        if self._vision:
-            return [
-                {"name": "embeddings", "datatype": "FP32", "shape": [-1, -1, self.spec.dim]},
-                {"name": "num_vectors", "datatype": "INT64", "shape": [-1]},
-            ]
-        if self.spec.task == "classification":
-            return [
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, self.spec.num_labels]},
-                {"name": "labels", "datatype": "BYTES", "shape": [-1]},
-            ]
-        return [{"name": "embeddings", "datatype": "FP32", "shape": [-1, self.spec.dim]}]
-
     async def model_metadata(self, request):
         from aiohttp import web
 
@@ -271,12 +257,12 @@ class Server:
                 "platform": f"billionbench_{self.engine.config.engine}",
                 "inputs": [
                     {
-                        "name": IMAGE_INPUT if self._vision else TEXT_INPUT,
+                        "name": contract.input_name(self.spec.task),
                         "datatype": "BYTES",
                         "shape": [-1],
                     }
                 ],
-                "outputs": self._outputs_meta(),
+                "outputs": contract.outputs_metadata(self.spec),
                 # provenance, so a remote load generator can label its rows honestly
                 "parameters": {k: v for k, v in self.engine.info.items() if k != "parity"}
                 | {
@@ -298,9 +284,9 @@ class Server:
 
         self._model(request)
         body = await request.read()
-        name = IMAGE_INPUT if self._vision else TEXT_INPUT
+        name = contract.input_name(self.spec.task)
         try:
-            req, values = parse_request(body, request.headers.get(HEADER), (IMAGE_INPUT,))
+            req, values = parse_request(body, request.headers.get(HEADER), (contract.IMAGE,))
         except ProtocolError as e:
             raise HttpError(400, str(e)) from None
         spec_in = next((t for t in req["inputs"] if t.get("name") == name), None)
@@ -315,18 +301,21 @@ class Server:
             pred = await self._predict(await self._decode_images(list(values[name])))
         else:
             texts = self._check_texts(
-                [str(v) if not isinstance(v, str) else v for v in values[TEXT_INPUT]]
+                [str(v) if not isinstance(v, str) else v for v in values[name]]
             )
             pred = await self._predict(texts)
         if self._vision:
             outputs = {
-                "embeddings": ("FP32", pred.values),
-                "num_vectors": ("INT64", np.asarray(pred.lengths, dtype=np.int64)),
+                contract.EMBEDDINGS: ("FP32", pred.values),
+                contract.NUM_VECTORS: ("INT64", np.asarray(pred.lengths, dtype=np.int64)),
             }
         elif self.spec.task == "classification":
-            outputs = {"probabilities": ("FP32", pred.values), "labels": ("BYTES", pred.labels)}
+            outputs = {
+                contract.PROBABILITIES: ("FP32", pred.values),
+                contract.LABELS: ("BYTES", pred.labels),
+            }
         else:
-            outputs = {"embeddings": ("FP32", pred.values)}
+            outputs = {contract.EMBEDDINGS: ("FP32", pred.values)}
         try:
             payload, header_len = build_response(req, self.name, outputs)
         except ProtocolError as e:
@@ -440,12 +429,3 @@ class Server:
             f"bb_request_latency_seconds_count {m.latency_count}",
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (servers here bind to loopback only)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

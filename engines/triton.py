@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from engines import contract
 from engines.base import Engine
 from engines.errors import EngineError, MissingDependency
 from engines.pipeline import Prediction, check_texts
@@ -229,11 +230,9 @@ class TritonEngine(Engine):
         check_texts(texts)
         mod = self._mod
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-        t = mod.InferInput("TEXT", list(data.shape), "BYTES")
+        t = mod.InferInput(contract.TEXT, list(data.shape), "BYTES")
         t.set_data_from_numpy(data)
-        names = (
-            ["probabilities", "labels"] if self.spec.task == "classification" else ["embeddings"]
-        )
+        names = contract.output_names(self.spec.task)
         outs = [mod.InferRequestedOutput(n) for n in names]
         try:
             res = self._client().infer(self.ensemble, [t], outputs=outs)
@@ -244,7 +243,7 @@ class TritonEngine(Engine):
         if self.spec.task == "classification":
             labels = [
                 x.decode() if isinstance(x, bytes) else str(x)
-                for x in res.as_numpy("labels").reshape(-1)
+                for x in res.as_numpy(contract.LABELS).reshape(-1)
             ]
         return Prediction(values, labels)
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from engines import contract
+
 
 def _pb():
     import triton_python_backend_utils as pb_utils
@@ -65,7 +67,7 @@ class TokenizerModel:
         out = []
         for request in requests:
             try:
-                raw = pb.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+                raw = pb.get_input_tensor_by_name(request, contract.TEXT).as_numpy().reshape(-1)
                 texts = [
                     x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x)
                     for x in raw
@@ -185,7 +187,7 @@ class PostprocessModel:
         for request in requests:
             try:
                 if self.spec.task == "classification":
-                    x = pb.get_input_tensor_by_name(request, "logits").as_numpy()
+                    x = pb.get_input_tensor_by_name(request, contract.LOGITS).as_numpy()
                     mask = np.ones((len(x), 1), dtype=np.int64)
                 else:
                     x = pb.get_input_tensor_by_name(request, "last_hidden_state").as_numpy()
@@ -196,11 +198,11 @@ class PostprocessModel:
                 if self.spec.task == "classification":
                     labels = np.array([[s.encode()] for s in pred.labels], dtype=np.object_)
                     tensors = [
-                        pb.Tensor("probabilities", pred.values.astype(np.float32)),
-                        pb.Tensor("labels", labels),
+                        pb.Tensor(contract.PROBABILITIES, pred.values.astype(np.float32)),
+                        pb.Tensor(contract.LABELS, labels),
                     ]
                 else:
-                    tensors = [pb.Tensor("embeddings", pred.values.astype(np.float32))]
+                    tensors = [pb.Tensor(contract.EMBEDDINGS, pred.values.astype(np.float32))]
                 out.append(pb.InferenceResponse(tensors))
             except Exception as e:
                 out.append(_error(f"postprocess: {e}"))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.errors import BillionbenchError, EngineError
-from engines.server import free_port
+from engines.net import free_port
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from engines import contract
 from engines.errors import ConfigError, EngineError, MissingDependency
 from engines.models import ModelSpec
 from exporters.base import DEFAULT_IMAGE_BUCKETS, ExportConfig, Exporter, ExportInfo
@@ -56,8 +57,8 @@ def export_onnx_file(model: Any, spec: ModelSpec, path: Path, opset: int = 17):
     return list(INPUT_NAMES), [out], axes
 
 
-VISION_INPUTS = ["input_ids", "attention_mask", "pixel_values", "image_grid_thw"]
-VISION_OUTPUT = "embeddings"
+VISION_INPUTS = list(contract.VISION_MODEL_INPUTS)
+VISION_OUTPUT = contract.EMBEDDINGS
 BUCKETS_NOTE = (
     "fixed shapes: only these (batch, image grid) buckets run; other batch sizes or image sizes "
     "are refused, never resized"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from engines import contract
 from engines.errors import ConfigError, MissingDependency
 from engines.models import ModelSpec
 from exporters.base import ExportConfig, Exporter, ExportInfo
@@ -110,13 +111,16 @@ def _param(cfg, key: str, value: Any) -> None:
 def _outputs(spec: ModelSpec) -> list[tuple[str, str, list[int]]]:
     """The ensemble's outputs (what the KServe client reads)."""
     if spec.task == "classification":
-        return [("probabilities", "TYPE_FP32", [spec.num_labels]), ("labels", "TYPE_STRING", [1])]
-    return [("embeddings", "TYPE_FP32", [spec.dim])]
+        return [
+            (contract.PROBABILITIES, "TYPE_FP32", [spec.num_labels]),
+            (contract.LABELS, "TYPE_STRING", [1]),
+        ]
+    return [(contract.EMBEDDINGS, "TYPE_FP32", [spec.dim])]
 
 
 def encoder_output(spec: ModelSpec, backend: str) -> tuple[str, list[int]]:
     """(name, dims) of the encoder's output; libtorch needs the `<name>__<index>` convention."""
-    name = "logits" if spec.task == "classification" else "last_hidden_state"
+    name = contract.model_output(spec.task)
     dims = [spec.num_labels] if spec.task == "classification" else [-1, -1]
     return (f"{name}__0" if backend == "pytorch" else name), dims
 
@@ -183,7 +187,7 @@ def _python_config(name: str, spec: ModelSpec, opts: TritonOptions) -> Any:
 
 def tokenizer_config(spec: ModelSpec, opts: TritonOptions, max_seq_len: int) -> Any:
     cfg = _python_config(TOKENIZER, spec, opts)
-    _io(cfg.input, "TEXT", "TYPE_STRING", [1])
+    _io(cfg.input, contract.TEXT, "TYPE_STRING", [1])
     _io(cfg.output, "input_ids", "TYPE_INT64", [-1])
     _io(cfg.output, "attention_mask", "TYPE_INT64", [-1])
     buckets = [b for b in opts.seq_buckets if b < max_seq_len] + [max_seq_len]
@@ -195,7 +199,7 @@ def tokenizer_config(spec: ModelSpec, opts: TritonOptions, max_seq_len: int) -> 
 def postprocess_config(spec: ModelSpec, opts: TritonOptions, hidden: int) -> Any:
     cfg = _python_config(POSTPROCESS, spec, opts)
     if spec.task == "classification":
-        _io(cfg.input, "logits", "TYPE_FP32", [spec.num_labels])
+        _io(cfg.input, contract.LOGITS, "TYPE_FP32", [spec.num_labels])
     else:
         _io(cfg.input, "last_hidden_state", "TYPE_FP32", [-1, hidden])
         _io(cfg.input, "attention_mask", "TYPE_INT64", [-1])
@@ -207,12 +211,12 @@ def postprocess_config(spec: ModelSpec, opts: TritonOptions, hidden: int) -> Any
 def ensemble_config(spec: ModelSpec, opts: TritonOptions) -> Any:
     m, _ = pb()
     cfg = m.ModelConfig(name=spec.name, platform="ensemble", max_batch_size=opts.client_max_batch)
-    _io(cfg.input, "TEXT", "TYPE_STRING", [1])
+    _io(cfg.input, contract.TEXT, "TYPE_STRING", [1])
     for name, dtype, dims in _outputs(spec):
         _io(cfg.output, name, dtype, dims)
     steps = cfg.ensemble_scheduling.step
     tok = steps.add(model_name=TOKENIZER, model_version=-1)
-    tok.input_map["TEXT"] = "TEXT"
+    tok.input_map[contract.TEXT] = contract.TEXT
     tok.output_map["input_ids"] = "_input_ids"
     tok.output_map["attention_mask"] = "_attention_mask"
     enc = steps.add(model_name=ENCODER, model_version=-1)
@@ -402,9 +406,9 @@ class TritonExporter(Exporter):
         import tritonclient
 
         return ExportInfo(
-            input_names=["TEXT"],
+            input_names=[contract.TEXT],
             output_names=[n for n, _, _ in _outputs(spec)],
-            dynamic_axes={"TEXT": {"0": "batch"}},
+            dynamic_axes={contract.TEXT: {"0": "batch"}},
             shape_profiles={"seq_buckets": list(opts.seq_buckets), "max_seq_len": max_len},
             hardware={"device": cfg.device, "hw": cfg.hw, "kind": opts.kind},
             tool_versions={

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-INPUT_NAMES = ["input_ids", "attention_mask"]
+from engines import contract
+
+INPUT_NAMES = list(contract.TEXT_MODEL_INPUTS)
 
 
 def output_name(task: str) -> str:
-    return "logits" if task == "classification" else "last_hidden_state"
+    return contract.model_output(task)
 
 
 def wrap(model: Any, task: str):

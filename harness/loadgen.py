@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engines import contract
 from engines.errors import BillionbenchError, ConfigError
 from harness.data import Workload
 from harness.measure import Latency, Throughput
@@ -157,30 +158,27 @@ class KServe(Protocol):
     name = "kserve"
     needs_model = True
     count_js = "b.outputs.find((o) => o.datatype !== 'BYTES').shape[0]"
-    OUTPUT_NAMES = {
-        "embedding": ("embeddings", "embedding"),
-        "classification": ("probabilities",),
-        "vision-embedding": ("embeddings",),
-    }
 
     def request(self, texts: list[str]) -> Request:
-        if self.target.task == "vision-embedding":  # BYTES of base64 images (JSON encoding)
-            data, name = self.images(texts), "IMAGE"
-        else:
-            data, name = list(texts), "TEXT"
+        name = contract.input_name(self.target.task)
+        # vision: BYTES of base64 images (JSON encoding)
+        data = self.images(texts) if name == contract.IMAGE else list(texts)
         tensor = {"name": name, "shape": [len(texts)], "datatype": "BYTES", "data": data}
         return Request("POST", f"/v2/models/{self.target.model}/infer", {"inputs": [tensor]})
 
     def parse(self, body: Any) -> Parsed:
         outputs = body["outputs"]
         by_name = {o["name"]: o for o in outputs}
-        main = next((by_name[n] for n in self.OUTPUT_NAMES[self.target.task] if n in by_name), None)
+        # "embedding": another server's singular naming
+        names = (contract.output_names(self.target.task)[0], "embedding")
+        main = next((by_name[n] for n in names if n in by_name), None)
         if main is None:  # another server's naming: the first numeric output
             main = next(o for o in outputs if o.get("datatype") != "BYTES")
         arr = np.asarray(main["data"], dtype=np.float64).reshape(main["shape"])
-        labels = [str(x) for x in by_name["labels"]["data"]] if "labels" in by_name else None
-        if "num_vectors" in by_name:  # multi-vector: rows are zero-padded to the longest
-            counts = [int(n) for n in by_name["num_vectors"]["data"]]
+        labels = by_name.get(contract.LABELS)
+        labels = [str(x) for x in labels["data"]] if labels else None
+        if contract.NUM_VECTORS in by_name:  # multi-vector: rows are zero-padded to the longest
+            counts = [int(n) for n in by_name[contract.NUM_VECTORS]["data"]]
             return Parsed([a[:n] for a, n in zip(arr, counts, strict=True)], labels)
         return Parsed(list(arr), labels)
 

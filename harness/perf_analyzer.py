@@ -23,6 +23,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from engines import contract
 from engines.errors import BillionbenchError, EngineError
 
 WHEEL = "tritonclient==2.51.0"
@@ -124,7 +125,7 @@ def version(binary: Path, env: dict[str, str]) -> str:
 
 def input_data(texts: list[str], path: Path) -> Path:
     """perf_analyzer's --input-data JSON: one step per text, TEXT as BYTES [1]."""
-    steps = [{"TEXT": {"content": [t], "shape": [1]}} for t in texts]
+    steps = [{contract.TEXT: {"content": [t], "shape": [1]}} for t in texts]
     path.write_text(json.dumps({"data": steps}))
     return path
 

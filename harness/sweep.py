@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines.errors import BillionbenchError, ConfigError, EngineError
-from engines.server import free_port
+from engines.net import free_port
 from harness.run import (
     _Parser,
     _setup_logging,

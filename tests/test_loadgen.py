@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 import pytest
 
-from engines.server import free_port
+from engines.net import free_port
 
 pytest.importorskip("aiohttp", reason="the HTTP load generator needs aiohttp")
 

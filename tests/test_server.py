@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from engines.server import free_port
+from engines.net import free_port
 
 aiohttp = pytest.importorskip("aiohttp", reason="the server needs aiohttp (base dependency)")
 

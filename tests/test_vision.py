@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 import pytest
 
-from engines.server import free_port
+from engines.net import free_port
 
 PIL = pytest.importorskip(
     "PIL", reason="Pillow is not installed: vision tests need pip install -e '.[vision]'"
