@@ -119,6 +119,9 @@ class Engine(ABC):
     #: model tasks this runtime runs; `task_note` says why the others are refused
     tasks: ClassVar[tuple[str, ...]] = ("classification", "embedding")
     task_note: ClassVar[str] = ""
+    #: the kind of server this engine is a client of (None: it runs the model in this process);
+    #: the harness picks how to sweep and load-test it from this, never from the engine's name
+    remote_server: ClassVar[str | None] = None
 
     def __init__(self, config: EngineConfig):
         self.config = config

@@ -73,6 +73,7 @@ class TritonEngine(Engine):
     artifact_format = "triton"
     requires = (("tritonclient", "triton"),)
     install_hint = INSTALL_HINT
+    remote_server = "triton"
 
     def __init__(self, config):
         super().__init__(config)

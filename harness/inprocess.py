@@ -284,6 +284,119 @@ class _Sampler:
         return cpu
 
 
+class _Copies:
+    """The model copies of one point, started and waiting for `go`: threads or processes."""
+
+    def __init__(self, engine_cfg: EngineConfig, workload: Workload, cfg: InprocessConfig):
+        self.engine_cfg, self.workload, self.cfg = engine_cfg, workload, cfg
+        self.counter = mp.get_context("spawn").Value("q", 0)
+        self.errors: list = []
+        self.procs: list = []
+        self.threads: list[threading.Thread] = []
+        self.sinks: list[list] = []
+        self.engines: list[Engine] = []
+        self.info: dict[str, Any] = {}
+        self.stats0 = None
+
+    def start_processes(self) -> None:
+        cfg, ctx = self.cfg, mp.get_context("spawn")
+        ready, self.go, self.stop = ctx.Barrier(cfg.n_models + 1), ctx.Event(), ctx.Event()
+        self.out_q = ctx.Queue()
+        for m in range(cfg.n_models):
+            args = (self.engine_cfg, self.workload, cfg, m, ready, self.go, self.stop)
+            p = ctx.Process(target=_child, daemon=True, args=(*args, self.counter, self.out_q))
+            p.start()
+            self.procs.append(p)
+        ready.wait(timeout=cfg.deadline_s)
+
+    def start_threads(self, engines: list[Engine]) -> None:
+        cfg = self.cfg
+        self.go, self.stop = threading.Event(), threading.Event()
+        while len(engines) < cfg.n_models:
+            e = create_engine(self.engine_cfg)
+            e.load()
+            engines.append(e)
+        self.engines = engines[: cfg.n_models]
+        for e in self.engines:
+            _warm(e, self.workload, cfg)
+        for m, e in enumerate(self.engines):
+            t, s = _drive(e, self.workload, cfg, m, self.go, self.stop, self.counter, self.errors)
+            self.threads += t
+            self.sinks += s
+        self.info = dict(self.engines[0].info)
+        self.stats0 = self.engines[0].server_stats()
+        if _gpu_peak_mb() is not None:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    def wait(self, progress: Callable[[float, int], None] | None) -> tuple[float, bool]:
+        """Let them run until both minima are met (or the deadline); (start, hit_deadline)."""
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        self.go.set()
+        hit_deadline = False
+        while True:
+            time.sleep(0.05)
+            elapsed = time.perf_counter() - t_start
+            done = self.counter.value
+            if progress:
+                progress(elapsed, done)
+            if self.errors or self.stop.is_set():
+                break
+            if elapsed >= cfg.duration_s and done >= cfg.min_calls:
+                break
+            if elapsed >= cfg.deadline_s:
+                hit_deadline = True
+                log.warning(
+                    "stopped at the %.0f s deadline after %d calls (< --min-calls %d)",
+                    cfg.deadline_s,
+                    done,
+                    cfg.min_calls,
+                )
+                break
+            if self.procs and not any(p.is_alive() for p in self.procs):
+                break
+        self.stop.set()
+        return t_start, hit_deadline
+
+    def collect_processes(self) -> tuple[list[tuple], float | None]:
+        """Each process's records (and GPU memory); raises when any of them failed."""
+        records: list[tuple] = []
+        gpu_mb: float | None = None
+        child_errors = []
+        for _ in self.procs:
+            try:
+                _, recs, err, info, gmb = self.out_q.get(timeout=self.cfg.deadline_s)
+            except queue_mod.Empty:
+                child_errors.append("a model process did not report back")
+                continue
+            if err:
+                child_errors.append(err)
+            records += recs or []
+            self.info = self.info or info
+            if gmb is not None:
+                gpu_mb = (gpu_mb or 0.0) + gmb
+        for p in self.procs:
+            p.join(timeout=30)
+        if child_errors:
+            raise EngineError(f"model process failed: {child_errors[0]}")
+        return records, gpu_mb
+
+    def collect_threads(self) -> tuple[list[tuple], float | None]:
+        for t in self.threads:
+            t.join()
+        if self.errors:
+            raise EngineError(f"inference failed: {self.errors[0]}") from self.errors[0]
+        return [r for s in self.sinks for r in s], _gpu_peak_mb()
+
+    def server_delta(self) -> dict[str, Any]:
+        if self.stats0 is None:
+            return {}
+        e = self.engines[0]
+        return e.server_delta(self.stats0, e.server_stats())
+
+
 def run_inprocess(
     engine_cfg: EngineConfig,
     workload: Workload,
@@ -296,110 +409,35 @@ def run_inprocess(
 
     `engines` lets a sweep reuse loaded copies across batch sizes (thread mode only).
     """
-    counter = mp.get_context("spawn").Value("q", 0)
-    errors: list = []
-    infos: dict[str, Any] = {}
-    gpu_mb: float | None = None
-    procs: list = []
-    stats0 = None
-    server: dict[str, Any] = {}
+    copies = _Copies(engine_cfg, workload, cfg)
     if cfg.processes:
-        ctx = mp.get_context("spawn")
-        ready, go, stop = ctx.Barrier(cfg.n_models + 1), ctx.Event(), ctx.Event()
-        out_q = ctx.Queue()
-        for m in range(cfg.n_models):
-            p = ctx.Process(
-                target=_child,
-                daemon=True,
-                args=(engine_cfg, workload, cfg, m, ready, go, stop, counter, out_q),
-            )
-            p.start()
-            procs.append(p)
-        ready.wait(timeout=cfg.deadline_s)
-        threads = []
-        sinks: list[list] = []
+        copies.start_processes()
     else:
-        go, stop = threading.Event(), threading.Event()
-        if engines is None:
-            engines = []
-        while len(engines) < cfg.n_models:
-            e = create_engine(engine_cfg)
-            e.load()
-            engines.append(e)
-        for e in engines[: cfg.n_models]:
-            _warm(e, workload, cfg)
-        threads, sinks = [], []
-        for m, e in enumerate(engines[: cfg.n_models]):
-            t, s = _drive(e, workload, cfg, m, go, stop, counter, errors)
-            threads += t
-            sinks += s
-        infos = dict(engines[0].info)
-        stats0 = engines[0].server_stats()
-        if _gpu_peak_mb() is not None:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-
+        copies.start_threads(engines if engines is not None else [])
     sampler = _Sampler()
     sampler.start()
-    t_start = time.perf_counter()
-    go.set()
-    hit_deadline = False
-    while True:
-        time.sleep(0.05)
-        elapsed = time.perf_counter() - t_start
-        done = counter.value
-        if progress:
-            progress(elapsed, done)
-        if errors or stop.is_set():
-            break
-        if elapsed >= cfg.duration_s and done >= cfg.min_calls:
-            break
-        if elapsed >= cfg.deadline_s:
-            hit_deadline = True
-            log.warning(
-                "stopped at the %.0f s deadline after %d calls (< --min-calls %d)",
-                cfg.deadline_s,
-                done,
-                cfg.min_calls,
-            )
-            break
-        if procs and not any(p.is_alive() for p in procs):
-            break
-    stop.set()
-    records: list[tuple] = []
+    t_start, hit_deadline = copies.wait(progress)
     if cfg.processes:
-        child_errors = []
-        for _ in procs:
-            try:
-                _, recs, err, info, gmb = out_q.get(timeout=cfg.deadline_s)
-            except queue_mod.Empty:
-                child_errors.append("a model process did not report back")
-                continue
-            if err:
-                child_errors.append(err)
-            records += recs or []
-            infos = infos or info
-            if gmb is not None:
-                gpu_mb = (gpu_mb or 0.0) + gmb
-        cpu = sampler.stop()
-        for p in procs:
-            p.join(timeout=30)
-        if child_errors:
-            raise EngineError(f"model process failed: {child_errors[0]}")
+        try:
+            records, gpu_mb = copies.collect_processes()
+        finally:
+            cpu = sampler.stop()
+        server: dict[str, Any] = {}
     else:
-        for t in threads:
-            t.join()
-        cpu = sampler.stop()
-        if errors:
-            raise EngineError(f"inference failed: {errors[0]}") from errors[0]
-        records = [r for s in sinks for r in s]
-        gpu_mb = _gpu_peak_mb()
-        if stats0 is not None:
-            server = engines[0].server_delta(stats0, engines[0].server_stats())
+        try:
+            records, gpu_mb = copies.collect_threads()
+        finally:
+            cpu = sampler.stop()
+        server = copies.server_delta()
     duration = time.perf_counter() - t_start
     if not records:
         raise EngineError("no call completed; raise --duration or check the engine")
+    return _result(
+        cfg, records, duration, cpu, sampler.peak_rss, gpu_mb, hit_deadline, copies.info, server
+    )
+
+
+def _result(cfg, records, duration, cpu, peak_rss, gpu_mb, hit_deadline, infos, server):
     a = {k: np.asarray(v) for k, v in zip(_FIELDS, zip(*records, strict=True), strict=True)}
     labelled = int(a["labelled"].sum())
     n_inputs = max(int(a["inputs"].sum()), 1)
@@ -423,7 +461,7 @@ def run_inprocess(
         accuracy=(int(a["correct"].sum()) / labelled) if labelled else None,
         duration_s=duration,
         cpu_percent=cpu,
-        peak_rss_mb=sampler.peak_rss / 2**20,
+        peak_rss_mb=peak_rss / 2**20,
         peak_gpu_mem_mb=gpu_mb,
         hit_deadline=hit_deadline,
         engine_info=infos,

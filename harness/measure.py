@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PERCENTILES = (0, 50, 90, 95, 99, 100)
+SEED_STATS = ("avg", "p50", "p90", "p95", "p99")  # the seeds' *_latency_ms columns
+NEURONPERF_STATS = ("p0", "p50", "p90", "p95", "p99", "p100")  # neuronperf's latency_ms_*
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class Latency:
             return cls(0, nan, nan, nan, nan, nan, nan, nan)
         p = np.percentile(ms, PERCENTILES)
         return cls(int(ms.size), float(ms.mean()), *(float(x) for x in p))
+
+    def columns(self, pattern: str, stats: tuple[str, ...] = SEED_STATS) -> dict[str, float]:
+        """Result columns named by `pattern` ("{}_latency_ms" -> p50_latency_ms, ...)."""
+        return {pattern.format(s): getattr(self, s) for s in stats}
 
 
 @dataclass(frozen=True)

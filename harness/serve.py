@@ -6,66 +6,14 @@ Routes: KServe v2 / Triton (`/v2/...`, drivable by tritonclient and perf_analyze
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 from engines.errors import BillionbenchError
-from harness.run import _Parser, add_common_args, prepare_artifact, print_error, resolve_setup
+from harness.cli import build_serve_parser, print_error, setup_logging
+from harness.setup import prepare_artifact, resolve_setup
 
 log = logging.getLogger("billionbench")
-
-
-def add_batcher_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("dynamic batcher")
-    g.add_argument("--max-batch-size", type=int, default=32, help="inputs per forward pass")
-    g.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        default=16384,
-        help="padded tokens per forward pass (batch x longest input)",
-    )
-    g.add_argument(
-        "--max-queue-delay-ms",
-        type=float,
-        default=2.0,
-        help="how long the oldest input may wait for its batch to fill",
-    )
-    g.add_argument(
-        "--max-queue",
-        type=int,
-        default=4096,
-        help="inputs waiting before new requests get 429 + Retry-After",
-    )
-    g.add_argument("--max-request-inputs", type=int, default=256, help="inputs per request")
-    g.add_argument(
-        "--fifo",
-        action="store_true",
-        help="plain FIFO batching instead of grouping inputs by length",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="harness.serve",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.set_defaults(task="classification")
-    add_common_args(p)
-    add_batcher_args(p)
-    g = p.add_argument_group("http")
-    g.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
-    g.add_argument("--port", type=int, default=8000)
-    g.add_argument("--max-body-mb", type=float, default=8.0, help="request body cap")
-    g.add_argument("--max-text-chars", type=int, default=100_000, help="per-input character cap")
-    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    g.add_argument(
-        "--truncate",
-        action="store_true",
-        help="cut inputs at the model's max length instead of answering 413",
-    )
-    return p
 
 
 def batcher_config(args):
@@ -87,19 +35,14 @@ def build_server(args, console):
     from engines.registry import create_engine
     from engines.server import Server, ServerLimits
 
-    spec, engine_cls, profile, detected, engine_cfg = resolve_setup(args)
+    resolved = resolve_setup(args)
+    engine_cfg = resolved.engine_cfg
     bcfg = batcher_config(args)
-    if engine_cls.artifact_format:
-        max_len = args.max_seq_len or spec.max_seq_len
-        engine_cfg, _ = prepare_artifact(
-            args,
-            engine_cls.artifact_format,
-            engine_cfg,
-            profile,
-            batch_range=(1, max(1, bcfg.max_batch_size // 2), bcfg.max_batch_size),
-            seq_range=(min(8, max_len), min(128, max_len), max_len),
-            console=console,
-        )
+    if resolved.engine_cls.artifact_format:
+        batch_range = (1, max(1, bcfg.max_batch_size // 2), bcfg.max_batch_size)
+        engine_cfg = prepare_artifact(
+            args, resolved, batch_range=batch_range, console=console
+        ).engine_cfg
     engine = create_engine(engine_cfg)
     engine.load()
     batcher = DynamicBatcher(engine, bcfg)
@@ -108,17 +51,19 @@ def build_server(args, console):
         max_text_chars=args.max_text_chars,
         truncate=args.truncate,
     )
-    return Server(engine, batcher, limits), profile, detected
+    return Server(engine, batcher, limits), resolved.profile, resolved.detected
+
+
+def build_parser():
+    return build_serve_parser()
 
 
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
-    from harness.run import _setup_logging
-
-    args = build_parser().parse_args(argv)
+    args = build_serve_parser().parse_args(argv)
     console = Console(stderr=True)
-    _setup_logging(console, args.verbose)
+    setup_logging(console, args.verbose)
     try:
         server, profile, detected = build_server(args, console)
     except BillionbenchError as e:

@@ -24,10 +24,12 @@ def test_fake_engine_latency_and_throughput_are_what_was_configured(workload):
     res = run_inprocess(
         fake(20.0), workload, InprocessConfig(batch_size=4, duration_s=1.0, min_calls=10)
     )
-    assert 19.0 <= res.forward.p50 <= 30.0
+    assert res.forward.p50 >= 19.0  # a 20 ms sleep never returns sooner
     assert res.e2e.p50 >= res.forward.p50
-    # one worker, 4 inputs per ~20 ms call -> roughly 200 inputs/s (tokenize adds a little)
-    assert 100 <= res.throughput.avg <= 205
+    # one worker, 4 inputs per call of at least 20 ms: never more than 200 inputs/s (+ the
+    # 1-second buckets' rounding); and the bucketed rate agrees with inputs / window
+    assert res.throughput.avg <= 205
+    assert 0.5 <= res.throughput.avg / (res.inputs / res.duration_s) <= 2.0
     assert res.inputs == 4 * res.calls and res.calls >= 10
     assert res.invalid == 0 and res.peak_rss_mb > 0
 
@@ -39,7 +41,8 @@ def test_model_copies_and_workers_scale_a_sleeping_engine(workload):
         workload,
         InprocessConfig(batch_size=1, n_models=2, workers_per_model=2, duration_s=1.0),
     )
-    assert four.throughput.avg > 2.5 * one.throughput.avg
+    # 4 sleeping callers vs 1, measured in the same test: ideal 4x, asserted with a wide margin
+    assert four.throughput.avg > 2.0 * one.throughput.avg
 
 
 def test_min_calls_extends_a_short_duration(workload):

@@ -282,8 +282,8 @@ PA_CSV = (
 
 
 def test_perf_analyzer_csv_becomes_result_rows():
-    from harness.perf_analyzer import parse_csv, to_row
     from harness.results import COLUMNS
+    from harness.scenarios.perf_analyzer import parse_csv, to_row
 
     (pa,) = parse_csv(PA_CSV)
     row = to_row(pa, batch=2)
@@ -306,7 +306,7 @@ class _Broken:
 
 
 def test_sample_validation_catches_empty_outputs():
-    from harness.perf_analyzer import validate_sample
+    from harness.scenarios.perf_analyzer import validate_sample
 
     bad, problem = validate_sample(_Broken(), ["a", "b"], n=4)
     assert bad == 4 and "shape" in problem
@@ -315,7 +315,7 @@ def test_sample_validation_catches_empty_outputs():
 @pytest.mark.triton
 def test_sample_validation_passes_on_the_real_ensemble(server):
     from engines.registry import create_engine
-    from harness.perf_analyzer import validate_sample
+    from harness.scenarios.perf_analyzer import validate_sample
 
     cfg = EngineConfig(engine="triton", model=TINY, url=server.url)
     with create_engine(cfg) as tri:
@@ -354,7 +354,7 @@ def test_config_sweep_writes_rows_with_settings_and_resumes(repo, tmp_path, caps
 @pytest.mark.triton
 def test_perf_analyzer_runs_against_the_bundled_server(server):
     from engines.errors import BillionbenchError
-    from harness.perf_analyzer import find_binary, run, to_row, version
+    from harness.scenarios.perf_analyzer import find_binary, run, to_row, version
 
     try:
         binary, env = find_binary()

@@ -6,11 +6,11 @@ import argparse
 import sys
 
 from engines.errors import BillionbenchError
-from harness.run import _Parser, _setup_logging, positive_float, print_error
+from harness.cli import Parser, positive_float, print_error, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="harness.report",
         description="Turn results files (from any number of runs and machines) into one offline "
         "HTML report with the seeds' charts, and a Markdown summary next to it.",
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(width=None if Console().is_terminal else 160)
     err = Console(stderr=True, width=160)
-    _setup_logging(err, args.verbose)
+    setup_logging(err, args.verbose)
     metric, limit = args.latency_metric or "p95", args.latency_limit_ms
     for flag, m in (("max_p95_ms", "p95"), ("max_p99_ms", "p99")):
         if getattr(args, flag) is not None:

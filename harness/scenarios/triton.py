@@ -1,0 +1,305 @@
+"""`harness.sweep` against a Triton engine: Model Analyzer's brute search, through real Triton.
+
+Instance count x encoder max_batch_size x dynamic batching (off, or on with a queue delay), each
+at a range of concurrencies. One tritonserver runs for the whole sweep in explicit model-control
+mode; every configuration is written into a working copy of the repository and reloaded through
+the repository API. Outputs are validated by our load generator on every response, so a model
+that answers with empty tensors cannot post good numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from engines.errors import ConfigError
+from engines.triton import counters, stats_delta
+from engines.tritonserver import TritonServer
+from exporters.triton import (
+    ENCODER,
+    TritonExporter,
+    TritonOptions,
+    repository_models,
+    set_encoder_serving,
+)
+from harness.loadgen import Target, measure_ceiling, run_closed_loop
+from harness.runner import Measurement, Plan, Point, Progress, Scenario, best_row, print_rows
+from harness.setup import Setup, prepare_artifact
+
+DIMENSIONS = ("instances", "max_batch", "delay")
+TABLE = [
+    ("vus", "concurrency", 0),
+    ("triton_max_batch", "max batch", 0),
+    ("dynamic", "dynamic batching", 0),
+    ("triton_instances", "instances", 0),
+    ("p95_latency_ms", "p95 ms", 1),
+    ("p99_latency_ms", "p99 ms", 1),
+    ("throughput_req_per_sec", "inputs/s", 2),
+    ("server_avg_batch", "avg batch", 2),
+    ("server_queue_ms", "queue ms", 1),
+    ("server_compute_infer_ms", "infer ms", 1),
+    ("server_rss_mb", "memory MiB", 0),
+    ("failed_requests", "failed", 0),
+    ("1B_cost", "$/1B", 2),
+]
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    """The encoder's serving configuration at one point of the search."""
+
+    instances: int
+    max_batch: int
+    delay_us: int | None  # None: dynamic batching off
+
+    @property
+    def dynamic(self) -> bool:
+        return self.delay_us is not None
+
+    def label(self) -> str:
+        dyn = f"dyn {self.delay_us} us" if self.dynamic else "no dyn"
+        return f"{self.instances} inst · max batch {self.max_batch} · {dyn}"
+
+
+def parse_delays(text: str) -> list[int | None]:
+    out: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if part == "off":
+            out.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise ConfigError(
+                f"--queue-delays-us takes 'off' or microseconds (e.g. off,0,2000); got {part!r}"
+            ) from None
+        if value < 0:
+            raise ConfigError(f"--queue-delays-us must be >= 0; got {value}")
+        out.append(value)
+    if not out:
+        raise ConfigError("--queue-delays-us is empty")
+    return out
+
+
+def grid(args) -> list[TritonConfig]:
+    """The brute-force grid; dimensions not in --search keep their first value."""
+    search = {s.strip() for s in args.search.split(",") if s.strip()}
+    unknown = search - set(DIMENSIONS)
+    if unknown:
+        raise ConfigError(
+            f"--search takes {', '.join(DIMENSIONS)}; got {', '.join(sorted(unknown))}"
+        )
+    instances = args.instances if "instances" in search else args.instances[:1]
+    batches = args.max_batch if "max_batch" in search else args.max_batch[:1]
+    delays = parse_delays(args.queue_delays_us)
+    delays = delays if "delay" in search else delays[:1]
+    client = max(args.inputs_per_request)
+    small = [b for b in batches if b < client]
+    if small:
+        raise ConfigError(
+            f"--max-batch {small[0]} is below --inputs-per-request {client}: Triton would refuse "
+            "the requests; raise --max-batch or lower --inputs-per-request"
+        )
+    if any(i < 1 for i in instances):
+        raise ConfigError("--instances must be >= 1")
+    return [TritonConfig(i, b, d) for i, b, d in itertools.product(instances, batches, delays)]
+
+
+class TritonScenario(Scenario):
+    title = (
+        "Triton config sweep (latency end to end per request; throughput = inputs/s; "
+        "memory = tritonserver + backend stubs RSS)"
+    )
+
+    def __init__(self, args, setup: Setup, console):
+        self.args, self.setup = args, setup
+        self.configs = grid(args)
+        self.concurrency = sorted(set(args.concurrency))
+        if self.concurrency[0] < 1:
+            raise ConfigError("--concurrency must be >= 1")
+        self.client_max = max(args.inputs_per_request)
+        self.backend = args.variant or "python"
+        self.gpu = setup.profile.device == "cuda"
+        # the repository: exported (parity-gated) once, then a working copy the sweep rewrites
+        first = TritonOptions(
+            backend=self.backend,
+            max_batch_size=max(c.max_batch for c in self.configs),
+            client_max_batch=self.client_max,
+            gpu=self.gpu,
+        )
+        prepared = prepare_artifact(
+            args,
+            setup,
+            seq_range=(8, min(128, setup.max_len), setup.max_len),
+            console=console,
+            variant=self.backend,
+            exporter=TritonExporter(first),
+            expect={"format": "triton", "model": setup.spec.name},
+        )
+        self.manifest = prepared.manifest
+        self.backend = self.manifest.details.get("backend", self.backend)
+        self.parity_metric = prepared.parity.get("metric")
+        self.work = Path(args.output_dir) / "triton-repository"
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(prepared.engine_cfg.artifact, self.work)
+        repository_models(self.work)  # every config parses before the server starts
+        self.ceiling = None if args.no_ceiling else measure_ceiling(duration_s=3.0)
+        self.info = {
+            "weights": self.manifest.weights,
+            "model_source": self.manifest.model_id,
+            "tokenizer": self.manifest.tokenizer,
+        }
+        self.server: TritonServer | None = None
+        self.loaded: TritonConfig | None = None
+
+    def header(self) -> list[str]:
+        s, stats = self.setup, self.setup.workload.stats
+        return [
+            f"[bold]billionbench triton sweep[/] · {s.spec.name} · {self.backend} encoder · hw "
+            f"{s.profile.name} = {s.detected.device_name} at ${s.profile.price_per_hour}/hr · "
+            f"{len(self.configs)} configurations x concurrency {self.concurrency} · workload "
+            f"{s.workload.source} (avg {stats.avg:.1f} tokens) · weights={self.manifest.weights}"
+        ]
+
+    def estimate(self) -> int:
+        return len(self.configs) * len(self.concurrency)
+
+    def plan(self) -> Plan:
+        a = self.args
+        for cfg in self.configs:
+            for c in self.concurrency:
+                config = {
+                    **self.setup.identity("http"),
+                    "server": "triton",
+                    "backend": self.backend,
+                    "triton": asdict(cfg),
+                    "concurrency": c,
+                    "inputs_per_request": self.client_max,
+                    "iterations": a.iterations,
+                    "max_duration": a.max_duration,
+                }
+                yield Point(config, f"{cfg.label()} · concurrency {c}", (cfg, c))
+
+    def _load(self, cfg: TritonConfig, progress: Progress) -> list[str]:
+        """Start the server once, and (re)load the encoder with this point's configuration."""
+        messages = []
+        if self.server is None:
+            progress("starting tritonserver ...")
+            self.server = TritonServer(
+                self.work, models=[self.setup.spec.name], ready_timeout_s=600
+            )
+            self.server.start()
+            messages.append(
+                f"tritonserver: {self.server.install.source} at {self.server.url} "
+                f"(log {self.server.log_file()})"
+            )
+        if self.loaded != cfg:
+            progress(f"reloading the encoder: {cfg.label()} ...")
+            opts = TritonOptions(
+                backend=self.backend,
+                max_batch_size=cfg.max_batch,
+                dynamic_batching=cfg.dynamic,
+                max_queue_delay_us=cfg.delay_us or 0,
+                instances=cfg.instances,
+                client_max_batch=self.client_max,
+                gpu=self.gpu,
+            )
+            set_encoder_serving(self.work, opts)
+            self.server.load(ENCODER)
+            self.server.load(self.setup.spec.name)
+            self.loaded = cfg
+        return messages
+
+    def measure(self, point: Point, progress: Progress) -> Measurement:
+        cfg, c = point.params
+        messages = self._load(cfg, progress)
+        spec, server = self.setup.spec, self.server
+        target = Target(
+            url=server.url,
+            protocol="triton",
+            model=spec.name,
+            task=spec.task,
+            dim=spec.dim if spec.task != "classification" else None,
+            normalized=spec.normalize,
+            labels=spec.labels,
+        )
+        progress("load running")
+        before = server.statistics(ENCODER)
+        res = run_closed_loop(
+            target,
+            self.setup.workload,
+            vus=c,
+            iterations=self.args.iterations,
+            max_duration_s=self.args.max_duration,
+            inputs_per_request=self.client_max,
+            ceiling_rps=self.ceiling,
+        )
+        after = server.statistics(ENCODER)
+        row = res.to_row()
+        row.update(
+            self.setup.context(self.info, res.throughput.avg, self.parity_metric),
+            image=f"triton/{self.backend}/{self.args.precision}",
+            batch_size=cfg.max_batch,
+            server_batch_size=cfg.max_batch,
+            vendor="triton",
+            n_models=cfg.instances,
+            repeat=0,
+            triton_instances=cfg.instances,
+            triton_max_batch=cfg.max_batch,
+            triton_dynamic_batching=cfg.dynamic,
+            triton_queue_delay_us=cfg.delay_us,
+            server_rss_mb=server.rss_mb(),
+        )
+        row.update(stats_delta(counters(before), counters(after)))
+        if res.failed_requests:
+            messages.append(
+                f"    [yellow]{res.failed_requests} failed / "
+                f"{res.invalid_embeddings} invalid outputs[/]"
+            )
+        notes = {"errors": res.errors, "tritonserver": server.install.source}
+        return Measurement(row, notes, messages)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self.server, self.loaded = None, None
+
+    def report_limits(self) -> dict[str, float | None]:
+        return {"max_p95_ms": self.args.max_p95_ms, "max_p99_ms": self.args.max_p99_ms}
+
+    def summarize(self, console, rows, store) -> None:
+        """Seed 003's table: concurrency, max batch, dynamic batching, instances, p95, memory."""
+        if not rows:
+            console.print("no points measured")
+            return
+        shown = sorted(
+            ({**r, "dynamic": _dynamic(r)} for r in rows),
+            key=lambda r: (r["triton_instances"], r["triton_max_batch"], r["vus"]),
+        )
+        print_rows(console, self.title, TABLE, shown)
+        limit = self.args.max_p99_ms
+        b = best_row(rows, limit_column="p99_latency_ms", limit=limit)
+        within = f" with p99 <= {limit:g} ms" if limit else ""
+        if b is None:
+            console.print(f"no configuration without failures{within}", highlight=False)
+        else:
+            console.print(
+                f"[bold]best{within}[/]: ${b['1B_cost']:,.2f} per 1B inputs · "
+                f"{b['triton_instances']} instance(s) · max batch {b['triton_max_batch']} · "
+                f"dynamic batching {_dynamic(b)} · concurrency {b['vus']} · "
+                f"{b['throughput_req_per_sec']:,.2f} inputs/s · p99 {b['p99_latency_ms']:,.1f} ms",
+                highlight=False,
+            )
+        console.print(f"results: {store.csv}", highlight=False)
+
+
+def _dynamic(r: dict[str, Any]) -> str:
+    d = r.get("triton_queue_delay_us")
+    return "off" if d is None or d != d else f"on, {int(d)} us"

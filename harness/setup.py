@@ -1,0 +1,313 @@
+"""Flags -> Setup: model spec, engine class, hardware profile, workload, FLOPs and peak.
+
+Every benchmark command resolves its flags here before measuring, so the checks (task vs model,
+engine vs hardware, missing libraries) and the roofline inputs are the same for all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from engines.artifact import Manifest, verify
+from engines.base import EngineConfig, check_task
+from engines.errors import ArtifactRefused, ConfigError, HardwareMismatch, MissingDependency
+from engines.models import DEFAULT_MODEL, get_spec, load_tokenizer
+from engines.registry import engine_class
+from engines.vision import describe_buckets
+from exporters.api import artifact_dir, ensure_artifact, expectation, holds_buckets
+from exporters.base import ExportConfig
+from harness import hardware
+from harness.data import WorkloadSpec, load_workload
+from harness.images import parse_sizes
+from harness.results import context_columns
+
+log = logging.getLogger("billionbench")
+
+
+def workload_spec(args: argparse.Namespace) -> WorkloadSpec:
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1; got {args.num_samples}")
+    return WorkloadSpec(
+        task=args.task,
+        source=args.dataset,
+        n=args.num_samples,
+        tokens_mean=args.tokens_mean,
+        tokens_sd=args.tokens_sd,
+        tokens_min=args.tokens_min,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        seed=args.seed,
+        **_vision_workload(args),
+    )
+
+
+def _vision_workload(args: argparse.Namespace) -> dict[str, Any]:
+    if args.task != "vision-embedding":
+        return {}
+    return dict(
+        image_sizes=parse_sizes(args.image_sizes),
+        image_column=args.image_column,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+    )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Validated flags: the model, the engine and its config, and the hardware it runs on."""
+
+    spec: Any
+    engine_cls: Any
+    profile: Any
+    detected: Any
+    engine_cfg: EngineConfig
+
+    @property
+    def max_len(self) -> int:
+        return self.engine_cfg.max_seq_len or self.spec.max_seq_len
+
+
+def resolve_setup(args: argparse.Namespace) -> Resolved:
+    """Validate model/engine/hardware flags (one-line errors) and build the engine config."""
+    model = args.model or DEFAULT_MODEL[args.task]
+    spec = get_spec(model)
+    if spec.task != args.task:
+        raise ConfigError(
+            f"--model {model} is a {spec.task} model but --task is {args.task}; "
+            f"pass --task {spec.task} or pick a {args.task} model"
+        )
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1; got {args.threads}")
+    engine_cls = engine_class(args.engine)  # unknown / not-yet-built engines fail here
+    check_task(args.engine, engine_cls, spec)
+
+    detected = hardware.detect()
+    profile = hardware.resolve(args.hw, detected, args.price_per_hour)
+    _check_engine_here(args.engine, engine_cls, profile, detected)
+    hardware.check_options(profile, args.precision, args.attn)
+    engine_cfg = EngineConfig(
+        engine=args.engine,
+        model=model,
+        precision=args.precision,
+        attn=args.attn,
+        device=profile.device,
+        weights=args.weights,
+        model_path=args.model_path,
+        max_seq_len=args.max_seq_len,
+        seed=args.seed,
+        fake_latency_ms=args.fake_latency_ms,
+        fake_per_input_ms=args.fake_per_input_ms,
+        variant=args.variant,
+        provider=args.provider,
+        compile_mode=args.compile_mode,
+        url=args.triton_url,
+        transport=args.transport,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        max_image_pixels=args.max_image_pixels,
+    )
+    engine_cls.preflight(engine_cfg)
+    return Resolved(spec, engine_cls, profile, detected, engine_cfg)
+
+
+@dataclass(frozen=True)
+class Setup(Resolved):
+    """What every benchmark command resolves before measuring: flags, workload, roofline."""
+
+    wl_spec: Any
+    tokenizer: Any  # engines.models.LoadedTokenizer
+    workload: Any
+    flops: float | None  # useful FLOPs per input; None for engines that compute nothing
+    peak: float | None  # FLOP/s: measured on CPU, the profile's datasheet figure elsewhere
+
+    def identity(self, mode: str) -> dict[str, Any]:
+        """What every point's config_key holds: mode, engine, hardware, price, workload."""
+        return {
+            "mode": mode,
+            "engine": self.engine_cfg.as_dict(),
+            "hw": self.profile.name,
+            "price": self.profile.price_per_hour,
+            "workload": asdict(self.wl_spec),
+        }
+
+    def context(
+        self, info: dict[str, Any], inputs_per_sec: float, parity_metric: str | None = None
+    ) -> dict[str, Any]:
+        """The columns every row carries: where, on what, at which price, and the cost."""
+        return context_columns(
+            spec=self.spec,
+            engine_cfg=self.engine_cfg,
+            info=info,
+            profile=self.profile,
+            detected=self.detected,
+            workload=self.workload,
+            flops=self.flops,
+            peak=self.peak,
+            inputs_per_sec=inputs_per_sec,
+            parity_metric=parity_metric,
+        )
+
+    def describe(self) -> list[str]:
+        """The run's header: model, engine, hardware and price; workload and roofline inputs."""
+        spec, profile, stats = self.spec, self.profile, self.workload.stats
+        cfg = self.engine_cfg
+        peak = (
+            f"{self.peak / 1e12:.2f} TFLOP/s ({profile.peak_source})"
+            if self.peak
+            else "not measured"
+        )
+        lines = [
+            f"[bold]billionbench[/] · model [cyan]{spec.name}[/] ({spec.hub_id or 'config only'})"
+            f" · engine [cyan]{cfg.engine}[/] {cfg.precision}/{cfg.attn} · hw "
+            f"[cyan]{profile.name}[/] = {self.detected.device_name} at "
+            f"${profile.price_per_hour}/hr ({profile.price_source}, {profile.price_date})",
+            f"workload: {self.workload.source}, tokenizer {self.tokenizer.source}; tokens/input "
+            f"avg {stats.avg:.1f} p50 {stats.p50:.0f} min {stats.min} max {stats.max} · "
+            f"{(self.flops or 0) / 1e9:.2f} GFLOP/input · peak {peak}",
+        ]
+        if self.workload.visual_tokens is not None:
+            budget = cfg.pixel_budget()
+            lines.append(
+                f"images: {self.workload.pixels.mean():,.0f} pixels avg, "
+                f"{self.workload.visual_tokens.mean():.1f} visual tokens avg "
+                f"(min/max pixels {budget.min_pixels:,}/{budget.max_pixels:,}), "
+                f"skipped {self.workload.skipped}"
+            )
+        if not self.engine_cls.computes_model:
+            lines.append(
+                f"[yellow]engine={cfg.engine}: synthetic latencies for tests/demos, "
+                "not a model measurement[/]"
+            )
+        return lines
+
+
+def load_setup(args: argparse.Namespace) -> Setup:
+    """resolve_setup + tokenizer + workload + FLOPs per input + peak, shared by the CLIs."""
+    r = resolve_setup(args)
+    spec, engine_cls, profile, max_len = r.spec, r.engine_cls, r.profile, r.max_len
+    wl_spec = workload_spec(args)
+    tok = load_tokenizer(spec, args.model_path)
+    workload = load_workload(wl_spec, tok.tokenizer, max_len)
+    if workload.truncated:
+        log.warning(
+            "%d inputs are longer than %d tokens and will be truncated", workload.truncated, max_len
+        )
+    stats = workload.stats
+    # the fake engine computes nothing, so no FLOPs, floor or efficiency is claimed for it
+    computes = engine_cls.computes_model
+    flops = (
+        spec.flops_per_input(stats.avg, stats.mean_sq, **workload.flop_args) if computes else None
+    )
+    peak = (
+        hardware.measured_cpu_peak(args.precision)
+        if profile.device == "cpu" and computes
+        else profile.peak_flops(args.precision)
+    )
+    resolved = {f.name: getattr(r, f.name) for f in fields(Resolved)}
+    return Setup(
+        **resolved, wl_spec=wl_spec, tokenizer=tok, workload=workload, flops=flops, peak=peak
+    )
+
+
+def _check_engine_here(name, engine_cls, profile, detected) -> None:
+    """Fail fast, in one line, when the engine's hardware or libraries are not here."""
+    missing = [(m, x) for m, x in engine_cls.requires if importlib.util.find_spec(m) is None]
+    hint = f"; {engine_cls.install_hint}" if engine_cls.install_hint else ""
+    if profile.device not in engine_cls.devices:
+        also = ""
+        if missing:
+            also = f" and {', '.join(m for m, _ in missing)} is not installed"
+        raise HardwareMismatch(
+            f"--engine {name} runs on {'/'.join(engine_cls.devices)}, but this machine is "
+            f"{detected.describe()}{also}{hint}"
+        )
+    if missing:
+        raise MissingDependency(missing[0][0], missing[0][1])
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An artifact ready to benchmark: the engine config that points at it, and its manifest."""
+
+    engine_cfg: EngineConfig
+    manifest: Manifest
+    reused: bool
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        return self.manifest.parity or {}
+
+    @property
+    def parity_metric(self) -> str:
+        verdict = {True: "passed", False: "FAILED"}.get(self.parity.get("passed"), "not run")
+        return self.parity.get("metric") or verdict
+
+
+def prepare_artifact(
+    args,
+    setup: Resolved,
+    *,
+    batch_range=(1, 8, 32),
+    seq_range=None,
+    image_buckets=(),
+    console,
+    fmt: str | None = None,
+    variant: str | None = None,
+    exporter=None,
+    expect: dict[str, Any] | None = None,
+) -> Prepared:
+    """Reuse or export the artifact an engine runs (`--artifact` is verified, never
+    overwritten), and apply the parity gate unless `--skip-parity`.
+
+    `image_buckets`: the fixed (batch, grid h, grid w) buckets a vision ONNX run needs;
+    `expect`: the manifest fields a user's `--artifact` must carry (default: the export's).
+    """
+    engine_cfg = setup.engine_cfg
+    fmt = fmt or setup.engine_cls.artifact_format
+    max_len = setup.max_len
+    cfg = ExportConfig(
+        model=engine_cfg.model,
+        format=fmt,
+        out=args.artifact or "",
+        precision=engine_cfg.precision,
+        variant=engine_cfg.variant if variant is None else variant,
+        device=setup.profile.device,
+        hw=setup.profile.name,
+        weights=engine_cfg.weights,
+        model_path=engine_cfg.model_path,
+        seed=engine_cfg.seed,
+        batch_range=tuple(batch_range),
+        seq_range=tuple(seq_range or (min(8, max_len), min(128, max_len), max_len)),
+        image_buckets=tuple(image_buckets),
+    )
+    if args.artifact:
+        manifest, reused = verify(cfg.out, expect or expectation(cfg)), True
+        if image_buckets and not holds_buckets(manifest, image_buckets):
+            raise ArtifactRefused(
+                f"artifact {cfg.out} lacks image buckets this run needs "
+                f"({describe_buckets(image_buckets)}); export them with python -m exporters "
+                "--format onnx --image-buckets ..."
+            )
+    else:
+        cfg = replace(cfg, out=str(artifact_dir(args.artifacts_dir, cfg)))
+        with console.status(f"preparing the {fmt} artifact in {cfg.out} ..."):
+            manifest, reused = ensure_artifact(cfg, exporter)
+    prepared = Prepared(replace(engine_cfg, artifact=cfg.out), manifest, reused)
+    parity = prepared.parity
+    how = "reused" if reused else f"exported in {manifest.export_seconds} s"
+    verdict = {True: "passed", False: "FAILED"}.get(parity.get("passed"), "not run")
+    console.print(
+        f"artifact: {cfg.out} ({how}); parity vs eager fp32 {verdict} {parity.get('metric', '')}",
+        highlight=False,
+    )
+    if parity.get("passed") is not True and not args.skip_parity:
+        why = "; ".join(parity.get("failures", [])) or parity.get("skipped", "no parity result")
+        raise ArtifactRefused(
+            f"artifact {cfg.out} did not pass parity ({why}); re-export it, or pass "
+            "--skip-parity to benchmark it anyway"
+        )
+    return prepared
