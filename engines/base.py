@@ -47,6 +47,8 @@ class EngineConfig:
     min_pixels: int | None = None
     max_pixels: int | None = None
     max_image_pixels: int | None = None
+    #: load an artifact with native code even when its seal does not verify here (recorded)
+    trust_artifact: bool = False
 
     def __post_init__(self) -> None:
         get_spec(self.model)  # raises a ConfigError listing the known models
@@ -90,6 +92,8 @@ class EngineConfig:
         for late in ("threads", "url", "transport", "min_pixels", "max_pixels", "max_image_pixels"):
             if d[late] is None:
                 del d[late]
+        if not d["trust_artifact"]:
+            del d["trust_artifact"]
         return d
 
 

@@ -205,6 +205,7 @@ class NeuronEngine(Engine):
         m = verify(
             cfg.artifact,
             expect={"format": "neuron", "model": cfg.model, "precision": cfg.precision},
+            trust=cfg.trust_artifact,
         )
         buckets = sorted({(int(b), int(s)) for b, s in m.shape_profiles.get("buckets", [])})
         if not buckets:

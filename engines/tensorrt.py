@@ -113,7 +113,11 @@ class TensorRTEngine(Engine):
                 f"--model {cfg.model} and pass its folder as the artifact"
             )
         folder = Path(cfg.artifact)
-        m = verify(folder, expect={"format": "trt", "model": cfg.model, "precision": cfg.precision})
+        m = verify(
+            folder,
+            expect={"format": "trt", "model": cfg.model, "precision": cfg.precision},
+            trust=cfg.trust_artifact,
+        )
         here = current_hardware()
         reason = plan_compatible(m.hardware, here)
         if reason:

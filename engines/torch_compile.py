@@ -50,7 +50,11 @@ class AotiEngine(Engine):
                 "--engine aoti needs an artifact; export one: python -m exporters "
                 f"--model {cfg.model} --format aoti"
             )
-        m = verify(cfg.artifact, {"format": "aoti", "model": cfg.model, "precision": cfg.precision})
+        m = verify(
+            cfg.artifact,
+            {"format": "aoti", "model": cfg.model, "precision": cfg.precision},
+            trust=cfg.trust_artifact,
+        )
         built = m.hardware or {}
         if built.get("device") != cfg.device or built.get("torch") != torch.__version__:
             raise HardwareMismatch(

@@ -119,7 +119,9 @@ class TritonEngine(Engine):
                 )
             from engines.artifact import verify
 
-            m = verify(cfg.artifact, {"format": "triton", "model": cfg.model})
+            m = verify(
+                cfg.artifact, {"format": "triton", "model": cfg.model}, trust=cfg.trust_artifact
+            )
             provenance = dict(
                 weights=m.weights, model_source=m.model_id, parity=m.parity, tokenizer=m.tokenizer
             )

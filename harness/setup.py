@@ -109,6 +109,7 @@ def resolve_setup(args: argparse.Namespace) -> Resolved:
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
         max_image_pixels=args.max_image_pixels,
+        trust_artifact=getattr(args, "trust_artifact", False),
     )
     engine_cls.preflight(engine_cfg)
     return Resolved(spec, engine_cls, profile, detected, engine_cfg)
@@ -285,7 +286,8 @@ def prepare_artifact(
         image_buckets=tuple(image_buckets),
     )
     if args.artifact:
-        manifest, reused = verify(cfg.out, expect or expectation(cfg)), True
+        trust = engine_cfg.trust_artifact
+        manifest, reused = verify(cfg.out, expect or expectation(cfg), trust=trust), True
         if image_buckets and not holds_buckets(manifest, image_buckets):
             raise ArtifactRefused(
                 f"artifact {cfg.out} lacks image buckets this run needs "
@@ -300,10 +302,18 @@ def prepare_artifact(
     parity = prepared.parity
     how = "reused" if reused else f"exported in {manifest.export_seconds} s"
     verdict = {True: "passed", False: "FAILED"}.get(parity.get("passed"), "not run")
+    if not manifest.sealed:
+        verdict += " (claimed by an unsealed manifest)"
     console.print(
         f"artifact: {cfg.out} ({how}); parity vs eager fp32 {verdict} {parity.get('metric', '')}",
         highlight=False,
     )
+    if not manifest.sealed and not engine_cfg.trust_artifact and not args.skip_parity:
+        raise ArtifactRefused(
+            f"artifact {cfg.out}: its manifest is not sealed by this machine's key (exported "
+            "elsewhere, or edited since), so its parity result cannot be believed; re-export it "
+            "here, or pass --trust-artifact if you trust where it came from"
+        )
     if parity.get("passed") is not True and not args.skip_parity:
         why = "; ".join(parity.get("failures", [])) or parity.get("skipped", "no parity result")
         raise ArtifactRefused(
