@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 
+from rich.markup import escape
+
 from engines.base import PRECISIONS
 from engines.errors import BillionbenchError
 from engines.models import MODELS, WEIGHTS
@@ -58,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--variant", default="", help="'optimized' = ONNX Runtime transformer fusions")
     p.add_argument("--out", default=None, help="artifact folder (default artifacts/<model>/...)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing artifact at --out (kept until the new one is complete)",
+    )
     p.add_argument(
         "--device",
         choices=("cpu", "cuda", "neuron"),
@@ -194,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.out:
             cfg = replace(cfg, out=str(artifact_dir("artifacts", cfg)))
         with console.status(f"exporting {cfg.model} to {cfg.format} {cfg.precision}..."):
-            m = export(cfg, exporter)
-    except BillionbenchError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            m = export(cfg, exporter, force=args.force)
+    except (BillionbenchError, OSError) as e:
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     parity = m.parity or {}
     verdict = {True: "[green]passed[/]", False: "[red]FAILED[/]"}.get(

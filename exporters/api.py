@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engines.artifact import ArtifactError, Manifest, verify, write_manifest
+from engines.artifact import MANIFEST, ArtifactError, Manifest, verify, write_manifest
 from engines.base import EngineConfig
-from engines.errors import BillionbenchError
+from engines.errors import BillionbenchError, ConfigError
 from engines.models import load_model, load_tokenizer
 from engines.registry import create_engine
 from exporters.base import ExportConfig, exporter_class
@@ -48,16 +50,16 @@ def ensure_artifact(cfg: ExportConfig, exporter=None) -> tuple[Manifest, bool]:
     try:
         m = verify(cfg.out, expectation(cfg))
     except ArtifactError:
-        return export(cfg, exporter), False
+        return export(cfg, exporter, force=True), False
     buckets = (exporter or exporter_class(cfg.format)()).vision_buckets(cfg)
     if buckets is not None and not holds_buckets(m, buckets):
         # re-export with the buckets it had plus the new ones, so the cache only grows
         have = [tuple(x["bucket"]) for x in m.shape_profiles.get("image_buckets", [])]
         wider = replace(cfg, image_buckets=tuple(sorted({*have, *buckets})))
-        return export(wider, exporter), False
+        return export(wider, exporter, force=True), False
     if cfg.weights in ("auto", m.weights):
         return m, True
-    return export(cfg, exporter), False
+    return export(cfg, exporter, force=True), False
 
 
 def holds_buckets(m: Manifest, buckets) -> bool:
@@ -66,15 +68,57 @@ def holds_buckets(m: Manifest, buckets) -> bool:
     return {tuple(b) for b in buckets} <= have
 
 
-def export(cfg: ExportConfig, exporter=None) -> Manifest:
-    """Write an artifact folder at `cfg.out` (atomically) and return its manifest."""
+def check_out(out: Path, force: bool) -> None:
+    """Refuse, in one line, an --out that is a file, someone else's folder, or (without
+    --force) an existing artifact: an export never deletes what is not ours to replace."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; pick a folder path")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file():
+            raise ConfigError(
+                f"--out {out} is a non-empty folder that is not a billionbench artifact (no "
+                f"{MANIFEST}); refusing to touch it: pick a new or empty folder"
+            )
+        if not force:
+            raise ConfigError(
+                f"--out {out} already holds an artifact; pass --force to replace it (the old "
+                "one is kept until the new one is complete)"
+            )
+
+
+def _staging(out: Path) -> Path:
+    """A fresh folder beside `out` to build into (never a name a user's folder could have)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise ConfigError(f"cannot write an artifact at {out}: {e.strerror}") from None
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished artifact at `out`; an old one goes only once the new one is in place."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export(cfg: ExportConfig, exporter=None, *, force: bool = False) -> Manifest:
+    """Write an artifact folder at `cfg.out` (atomically) and return its manifest.
+
+    An existing artifact at `cfg.out` is replaced only with `force`; anything else is refused.
+    """
     exporter = exporter or exporter_class(cfg.format)()
     exporter.check(cfg)  # missing library / hardware fails here, before any model work
     spec = cfg.spec
     out = Path(cfg.out)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    check_out(out, force)
+    tmp = _staging(out)
     try:
         loaded = load_model(
             spec,
@@ -122,9 +166,7 @@ def export(cfg: ExportConfig, exporter=None) -> Manifest:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    _swap_in(tmp, out)
     return manifest
 
 

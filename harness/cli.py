@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
 from collections.abc import Callable
 
 from engines.base import ATTENTIONS, COMPILE_MODES, PRECISIONS, PROVIDERS
@@ -120,6 +122,13 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--artifacts-dir", default="artifacts", help="cache of on-demand exports, reused if valid"
+    )
+    g.add_argument(
+        "--trust-artifact",
+        action="store_true",
+        help="load an --artifact with native code (.pt2, TensorRT plan, Neuron, TorchScript) or "
+        "believe its parity result although its manifest is not sealed by this machine's key "
+        "(recorded in the row)",
     )
     g.add_argument(
         "--skip-parity",
@@ -245,10 +254,18 @@ def consoles():
     return out, Console(stderr=True, width=width)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_command(body: Callable[[argparse.Namespace, object], int], args) -> int:
     """Run a benchmark command: one-line errors (exit 2; 1 for OS errors), 130 on Ctrl-C."""
     console, err = consoles()
     setup_logging(err, getattr(args, "verbose", False))
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM cleans up (servers, engines) the way Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return body(args, console)
     except BillionbenchError as e:
@@ -264,6 +281,9 @@ def run_command(body: Callable[[argparse.Namespace, object], int], args) -> int:
             "run the same command again to resume"
         )
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def add_batcher_args(p: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 compile and aoti. Each passes parity at 3 shapes and runs through `python -m harness.run`."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -287,3 +288,55 @@ def test_compile_engine_matches_eager(model):
     with create_engine(cfg) as ref, create_engine(replace(cfg, engine="compile")) as cand:
         verdict = compare(ref, cand, "fp32")
     assert verdict["passed"], verdict["failures"]
+
+
+# --------------------------------------------------------------------------- --out safety
+def _export_cli(out, *extra):
+    from exporters.__main__ import main
+
+    return main(
+        ["--model", "distilbert-sentiment-tiny", "--format", "onnx", "--weights", "random"]
+        + ["--out", str(out), *extra]
+    )
+
+
+def test_export_refuses_a_folder_that_is_not_an_artifact_and_keeps_its_files(tmp_path, capsys):
+    (tmp_path / "v" / "sub").mkdir(parents=True)
+    (tmp_path / "v" / "important.txt").write_text("x")
+    assert _export_cli(tmp_path / "v") == 2
+    err = capsys.readouterr().err
+    assert "not a billionbench artifact" in err and "Traceback" not in err
+    assert (tmp_path / "v" / "important.txt").read_text() == "x"
+    assert (tmp_path / "v" / "sub").is_dir()
+
+
+def test_export_replaces_an_artifact_only_with_force(tmp_path, capsys):
+    out = tmp_path / "a"
+    assert _export_cli(out) == 0
+    first = (out / "manifest.json").read_text()
+    assert _export_cli(out) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == first  # untouched
+    assert _export_cli(out, "--force") == 0
+    assert (out / "model.onnx").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_export_to_a_file_or_an_unwritable_path_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert _export_cli(tmp_path / "f") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # root ignores permissions: a file below a file instead
+            target = tmp_path / "f" / "below"
+        else:
+            target = ro / "a"
+        assert _export_cli(target) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "Traceback" not in err[0]
+    finally:
+        ro.chmod(0o700)

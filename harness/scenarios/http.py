@@ -12,10 +12,10 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Generator
@@ -47,28 +47,47 @@ TABLE = [
 
 
 # ------------------------------------------------------------------------- server process
-class ServerProcess:
-    """`python -m harness.serve` in a subprocess: start(), stop(), log_file()."""
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the sweep dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
 
-    def __init__(self, argv: list[str], port: int, ready_timeout_s: float = 600.0):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ServerProcess:
+    """`python -m harness.serve` in a subprocess: start(), stop(), log_file().
+
+    The server runs in its own process group, which stop() ends; it also gets a parent-death
+    signal, so a sweep killed outright leaves no server listening. Its log goes to `log_path`.
+    """
+
+    def __init__(
+        self, argv: list[str], port: int, log_path: str | Path, ready_timeout_s: float = 600.0
+    ):
         self.argv = argv
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.ready_timeout_s = ready_timeout_s
-        self._log = tempfile.NamedTemporaryFile(prefix="bb-serve-", suffix=".log", delete=False)
+        self._log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
 
     def log_file(self) -> str:
-        return self._log.name
+        return str(self._log_path)
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "harness.serve", *self.argv, "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
-        )
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parents[2],
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -108,12 +127,18 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self._signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._signal(signal.SIGKILL)
                 self.proc.wait()
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)  # the server and anything it started
+        except ProcessLookupError:
+            pass
 
 
 # ------------------------------------------------------------------------- VU search
@@ -282,7 +307,8 @@ class HttpScenario(Scenario):
         if not url:
             self.close()
             progress(f"starting the server (max batch {batch_size}) ...")
-            self.server = ServerProcess(serve_argv(a, batch_size), free_port())
+            log = Path(a.output_dir) / "logs" / f"serve-batch{batch_size}.log"
+            self.server = ServerProcess(serve_argv(a, batch_size), free_port(), log)
             self.server.start()
             self.server_batch, url = batch_size, self.server.url
             meta = self.server.get_json(f"/v2/models/{spec.name}")
