@@ -40,13 +40,13 @@ class PerfAnalyzerUnavailable(BillionbenchError):
 
 
 def _cache() -> Path:
-    from engines.tritonserver import cache_dir
+    from engines.triton.server import cache_dir
 
     return cache_dir() / "perf_analyzer"
 
 
 def _libs_dir() -> Path | None:
-    from engines.tritonserver import _pytriton_root
+    from engines.triton.server import _pytriton_root
 
     root = _pytriton_root()
     return root.parent / "nvidia_pytriton.libs" if root else None

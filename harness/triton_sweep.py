@@ -87,8 +87,8 @@ def grid(args) -> list[Point]:
 
 
 def run(args, console) -> int:
-    from engines.triton import counters, stats_delta
-    from engines.tritonserver import TritonServer
+    from engines.triton.client import counters, stats_delta
+    from engines.triton.server import TritonServer
     from exporters.api import artifact_dir, ensure_artifact
     from exporters.base import ExportConfig
     from exporters.triton import (
