@@ -11,6 +11,7 @@ import numpy as np
 from engines.errors import ConfigError, EngineError
 from engines.models import TASKS, WEIGHTS, ModelSpec, get_spec, load_tokenizer
 from engines.pipeline import Batch, Pipeline, Prediction
+from engines.vision import DEFAULT_MAX_IMAGE_PIXELS, PixelBudget, VisionPipeline
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 PROVIDERS = ("cpu", "cuda", "tensorrt")  # ONNX Runtime execution providers
@@ -80,10 +81,8 @@ class EngineConfig:
         if self.min_pixels is not None or self.max_pixels is not None:
             self.pixel_budget()  # validates
 
-    def pixel_budget(self):
+    def pixel_budget(self) -> PixelBudget:
         """The vision resize budget (defaults where unset); raises ConfigError when invalid."""
-        from engines.vision import PixelBudget
-
         d = PixelBudget()
         return PixelBudget(self.min_pixels or d.min_pixels, self.max_pixels or d.max_pixels)
 
@@ -166,8 +165,6 @@ class Engine(ABC):
         tok = load_tokenizer(self.spec, self.config.model_path)
         self.info["tokenizer"] = tok.source
         if self.spec.task == "vision-embedding":
-            from engines.vision import DEFAULT_MAX_IMAGE_PIXELS, VisionPipeline
-
             cfg = self.config
             budget = cfg.pixel_budget()
             limit = cfg.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS

@@ -15,6 +15,7 @@ from engines.artifact import verify
 from engines.base import Engine
 from engines.errors import EngineError, MissingDependency
 from engines.models import TASKS
+from engines.vision import bucket_pixels, describe_buckets
 
 _PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -101,14 +102,10 @@ class OnnxEngine(Engine):
             artifact=str(cfg.artifact),
         )
         if self._buckets:
-            from engines.vision import describe_buckets
-
             self.info["onnx_buckets"] = describe_buckets(sorted(self._buckets))
 
     def bucket_for(self, inputs: dict[str, np.ndarray]) -> tuple[int, int, int]:
         """The vision bucket matching this collated batch exactly, or a one-line refusal."""
-        from engines.vision import bucket_pixels, describe_buckets
-
         grids = {tuple(int(x) for x in g) for g in inputs["image_grid_thw"]}
         have = describe_buckets(sorted(self._buckets))
         if len(grids) > 1:

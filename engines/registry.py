@@ -16,7 +16,7 @@ ENGINES: dict[str, str | None] = {
     "onnx": "engines.onnxruntime:OnnxEngine",
     "trt": "engines.tensorrt:TensorRTEngine",
     "neuron": "engines.neuron:NeuronEngine",
-    "triton": "engines.triton:TritonEngine",
+    "triton": "engines.triton.client:TritonEngine",
 }
 _PLANNED_IN: dict[str, int] = {}
 

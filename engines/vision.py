@@ -1,10 +1,11 @@
-"""Vision embedding (ColQwen2): image decoding, the offline processor, and the vision pipeline.
+"""Vision embedding (ColQwen2): image decoding, fixed-size buckets, and the vision pipeline.
 
 Images arrive as encoded bytes (PNG/JPEG/...), base64 / data-URI strings, or PIL images. They
 are decoded and checked (corrupt, truncated, zero-pixel, over the pixel limit -> `ImageError`
 with a one-line reason), then run through the Qwen2-VL image processor on its PIL backend, so
 torchvision is never needed. Each image becomes one `VisionItem`; `collate` pads them into a
-`Batch` that every engine feeds to the model unchanged.
+`Batch` that every engine feeds to the model unchanged. The image processor and its resize
+budget live with the tokenizers (`engines.models.tokenizers`) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,42 +14,22 @@ import base64
 import binascii
 import io
 import logging
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engines.errors import ConfigError, MissingDependency
-from engines.models import ModelSpec
+from engines.errors import ConfigError
+from engines.models.specs import ModelSpec
+from engines.models.tokenizers import MERGE_SIZE, PATCH_SIZE, PixelBudget, pil, smart_resize
 from engines.pipeline import Batch, Prediction, to_numpy
 
 log = logging.getLogger(__name__)
 
-# Qwen2-VL's image processor constants (preprocessor_config.json of Qwen2-VL-2B / colqwen2)
-PATCH_SIZE = 14
-MERGE_SIZE = 2
-TEMPORAL_PATCH_SIZE = 2
-IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
-IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-# colpali's ColQwen2Processor caps an image at 768 visual tokens: max_pixels = 768 * 28 * 28
-DEFAULT_MIN_PIXELS = 4 * 28 * 28
-DEFAULT_MAX_PIXELS = 768 * 28 * 28
 # decoded images above this many pixels are refused before they are resized (decompression bombs)
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 VISUAL_PROMPT = (
     "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
     "Describe the image.<|im_end|><|endoftext|>"
-)
-# the fallback tokenizer puts these first, so their ids are fixed (see models.VISION_TOKEN_IDS)
-SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
 )
 
 
@@ -60,32 +41,6 @@ class ImageError(ConfigError):
 
 class ImageTooLarge(ImageError):
     status = 413
-
-
-def pil():
-    """The PIL module, or a MissingDependency naming the `vision` extra."""
-    try:
-        import PIL.Image
-    except ImportError as e:
-        raise MissingDependency("pillow", "vision") from e
-    return PIL.Image
-
-
-def smart_resize(
-    height: int, width: int, min_pixels: int, max_pixels: int, factor: int = 28
-) -> tuple[int, int]:
-    """Qwen2-VL's resize rule: both sides multiples of `factor`, pixels in [min, max]."""
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
-    if h * w > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h = max(factor, math.floor(height / beta / factor) * factor)
-        w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / factor) * factor
-        w = math.ceil(width * beta / factor) * factor
-    return h, w
 
 
 def image_bytes(data: Any) -> bytes:
@@ -213,46 +168,6 @@ def data_uri(raw: bytes, mime: str = "image/png") -> str:
 
 
 # --------------------------------------------------------------------------- processor
-
-
-@dataclass(frozen=True)
-class PixelBudget:
-    """How images are resized before the vision tower (recorded in every result)."""
-
-    min_pixels: int = DEFAULT_MIN_PIXELS
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def __post_init__(self) -> None:
-        unit = (PATCH_SIZE * MERGE_SIZE) ** 2
-        if self.min_pixels < unit:
-            raise ConfigError(f"--min-pixels must be >= {unit}; got {self.min_pixels}")
-        if self.max_pixels < self.min_pixels:
-            raise ConfigError(
-                f"--max-pixels must be >= --min-pixels ({self.min_pixels}); got {self.max_pixels}"
-            )
-
-    def visual_tokens(self, width: int, height: int) -> int:
-        """Merged visual tokens (= image-token placeholders) for an image of this size."""
-        h, w = smart_resize(height, width, self.min_pixels, self.max_pixels)
-        return (h // PATCH_SIZE) * (w // PATCH_SIZE) // (MERGE_SIZE**2)
-
-
-def image_processor(budget: PixelBudget):
-    """Qwen2-VL's image processor on the PIL backend, from its known config values."""
-    pil()
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-        Qwen2VLImageProcessorPil,
-    )
-
-    return Qwen2VLImageProcessorPil(
-        min_pixels=budget.min_pixels,
-        max_pixels=budget.max_pixels,
-        patch_size=PATCH_SIZE,
-        merge_size=MERGE_SIZE,
-        temporal_patch_size=TEMPORAL_PATCH_SIZE,
-        image_mean=list(IMAGE_MEAN),
-        image_std=list(IMAGE_STD),
-    )
 
 
 def set_budget(processor: Any, budget: PixelBudget) -> None:

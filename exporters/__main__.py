@@ -10,9 +10,12 @@ import sys
 from rich.markup import escape
 
 from engines.base import PRECISIONS
-from engines.errors import BillionbenchError
+from engines.errors import BillionbenchError, ConfigError
 from engines.models import MODELS, WEIGHTS
+from engines.vision import PixelBudget, image_grid
+from exporters.api import artifact_dir, export
 from exporters.base import EXPORTERS, ExportConfig
+from exporters.triton import TritonExporter, TritonOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,9 +35,6 @@ def _range(text: str) -> tuple[int, int, int]:
 
 def parse_image_buckets(text: str) -> tuple[tuple[int, int, int], ...]:
     """'1:600x400,2:600x400' -> (batch, grid h, grid w) under the default resize budget."""
-    from engines.errors import ConfigError
-    from engines.vision import PixelBudget, image_grid
-
     out = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         try:
@@ -139,9 +139,6 @@ def _triton(args, cfg: ExportConfig):
     """The Triton exporter with the CLI's serving options; default out model_repository/<name>."""
     from dataclasses import replace
 
-    from engines.errors import ConfigError
-    from exporters.triton import TritonExporter, TritonOptions
-
     try:
         preferred = tuple(int(x) for x in args.preferred_batch_sizes.split(",") if x.strip())
     except ValueError:
@@ -172,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "torch", "onnxruntime", "root"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        from exporters.api import artifact_dir, export
-
         device, label = this_device()
         cfg = ExportConfig(
             model=args.model,

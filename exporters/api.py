@@ -16,8 +16,9 @@ from engines.base import EngineConfig
 from engines.errors import BillionbenchError, ConfigError
 from engines.models import load_model, load_tokenizer
 from engines.registry import create_engine
+from engines.vision import budget_for_buckets
 from exporters.base import ExportConfig, exporter_class
-from exporters.parity import compare
+from exporters.parity import bucket_shapes, compare
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,6 @@ def run_parity(
         return {"passed": None, "skipped": "needs a CUDA GPU to run the export"}
     extra: dict[str, Any] = {}
     if vision_buckets is not None:
-        from engines.vision import budget_for_buckets
-
         budget = budget_for_buckets(vision_buckets)
         extra = dict(min_pixels=budget.min_pixels, max_pixels=budget.max_pixels)
     ref_cfg = EngineConfig(
@@ -210,8 +209,6 @@ def run_parity(
             if vision_buckets is None:
                 result = compare(ref, cand, cfg.precision)
             else:
-                from exporters.parity import bucket_shapes
-
                 shapes = bucket_shapes(vision_buckets)
                 result = compare(ref, cand, cfg.precision, vision_shapes=shapes)
     except BillionbenchError as e:

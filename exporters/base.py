@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 from engines.errors import ConfigError, NotImplementedYet
 from engines.models import WEIGHTS, ModelSpec, get_spec
+from engines.registry import engine_class
+from engines.vision import check_bucket
 
 # (batch, tokens) shapes every export is checked at; 200 > ModernBERT's 128-token local window
 PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (4, 64), (2, 200))
@@ -45,8 +47,6 @@ class ExportConfig:
     def __post_init__(self) -> None:
         get_spec(self.model)
         if self.image_buckets:
-            from engines.vision import check_bucket
-
             for b in self.image_buckets:
                 check_bucket(b)
         if self.weights not in WEIGHTS:
@@ -92,8 +92,6 @@ class Exporter(ABC):
     def check(self, cfg: ExportConfig) -> None:
         """Validate task/precision/variant; subclasses add library and hardware checks."""
         if cfg.spec.task not in self.tasks:
-            from engines.registry import engine_class
-
             note = engine_class(self.engine).task_note
             raise ConfigError(
                 f"--format {self.format} does not export {cfg.spec.task} models ({cfg.model})"

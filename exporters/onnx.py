@@ -10,6 +10,15 @@ from typing import Any
 from engines import contract
 from engines.errors import ConfigError, EngineError, MissingDependency
 from engines.models import ModelSpec
+from engines.vision import (
+    VisionPipeline,
+    bucket_name,
+    bucket_pixels,
+    budget_for_buckets,
+    describe_buckets,
+    encode_png,
+)
+from engines.vision import synthetic_page as page
 from exporters.base import DEFAULT_IMAGE_BUCKETS, ExportConfig, Exporter, ExportInfo
 from exporters.wrap import INPUT_NAMES, example_inputs, output_name, wrap
 
@@ -68,8 +77,6 @@ BUCKETS_NOTE = (
 def vision_bucket_file(bucket) -> str:
     """Relative path of one bucket's graph in an artifact folder (one folder each, so the
     external-data files of >2 GB models never collide)."""
-    from engines.vision import bucket_name
-
     return f"buckets/{bucket_name(bucket)}/model.onnx"
 
 
@@ -82,9 +89,6 @@ def export_vision_bucket(model: Any, processor: Any, spec: ModelSpec, bucket, pa
     import copy
 
     import torch
-
-    from engines.vision import VisionPipeline, bucket_pixels, budget_for_buckets, encode_png
-    from engines.vision import synthetic_page as page
 
     b, gh, gw = bucket
     w, h = bucket_pixels(gh, gw)
@@ -194,8 +198,6 @@ class OnnxExporter(Exporter):
     def export_vision(self, cfg: ExportConfig, model: Any, processor: Any, out_dir: Path):
         import onnx
         import onnxruntime
-
-        from engines.vision import bucket_pixels, describe_buckets
 
         buckets = self.vision_buckets(cfg)
         entries = []

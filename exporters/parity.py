@@ -9,6 +9,7 @@ import numpy as np
 
 from engines.base import Engine
 from engines.textgen import texts_with_token_counts
+from engines.vision import bucket_pixels, encode_png, synthetic_page
 from exporters.base import PARITY_SHAPES
 
 
@@ -46,15 +47,11 @@ VISION_SHAPES: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = (
 def bucket_shapes(buckets) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]:
     """Vision parity shapes for fixed (batch, grid h, grid w) buckets: each batch holds `batch`
     different pages of the one size the processor keeps at that grid."""
-    from engines.vision import bucket_pixels
-
     return tuple((b, (bucket_pixels(gh, gw),) * b) for b, gh, gw in buckets)
 
 
 def parity_images(shapes=VISION_SHAPES, seed: int = 12345) -> list[list[bytes]]:
     """Fresh synthetic document pages per shape (PNG bytes, as a client would send)."""
-    from engines.vision import encode_png, synthetic_page
-
     return [
         [encode_png(synthetic_page(w, h, seed=seed + 10 * i + j)) for j, (w, h) in enumerate(sizes)]
         for i, (_, sizes) in enumerate(shapes)

@@ -21,6 +21,7 @@ from engines.tensorrt import (
     plan_compatible,
 )
 from exporters.base import ExportConfig, Exporter, ExportInfo
+from exporters.onnx import export_onnx_file
 
 __all__ = [
     "TensorRTExporter",
@@ -126,8 +127,6 @@ class TensorRTExporter(Exporter):
             config.set_timing_cache(config.create_timing_cache(b""), False)
 
     def export(self, cfg: ExportConfig, model: Any, tokenizer: Any, out_dir: Path) -> ExportInfo:
-        from exporters.onnx import export_onnx_file
-
         trt = import_tensorrt()
         out_dir = Path(out_dir)
         onnx_path, plan_path = out_dir / ONNX_FILE, out_dir / PLAN_FILE

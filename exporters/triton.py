@@ -24,7 +24,9 @@ from typing import Any
 from engines import contract
 from engines.errors import ConfigError, MissingDependency
 from engines.models import ModelSpec
-from exporters.base import ExportConfig, Exporter, ExportInfo
+from exporters.api import artifact_dir, ensure_artifact
+from exporters.base import PARITY_SHAPES, ExportConfig, Exporter, ExportInfo
+from exporters.wrap import example_inputs, wrap
 
 # backend -> (platform or backend name, model file in the version folder)
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -426,8 +428,6 @@ class TritonExporter(Exporter):
 
     # -- the encoder in its format ----------------------------------------------------------
     def _encoder(self, cfg: ExportConfig, opts: TritonOptions, model: Any, dest: Path) -> _Encoder:
-        from exporters.api import artifact_dir, ensure_artifact
-
         if opts.backend == "pytorch":
             return _torchscript(cfg, model, dest)
         fmt = "trt" if opts.backend == "tensorrt" else "onnx"
@@ -446,8 +446,8 @@ class TritonExporter(Exporter):
 
 def _shim(cls: str) -> str:
     return (
-        '"""Triton python-backend model; the code lives in billionbench (engines/triton_backend.py)."""\n\n'
-        f"from engines.triton_backend import {cls} as TritonPythonModel  # noqa: F401\n"
+        '"""Triton python-backend model; the code lives in billionbench (engines/triton/backend.py)."""\n\n'
+        f"from engines.triton.backend import {cls} as TritonPythonModel  # noqa: F401\n"
     )
 
 
@@ -455,9 +455,6 @@ def _torchscript(cfg: ExportConfig, model: Any, dest: Path) -> _Encoder:
     """Trace the tensor-in wrapper to TorchScript and check it against the eager model."""
     import numpy as np
     import torch
-
-    from exporters.base import PARITY_SHAPES
-    from exporters.wrap import example_inputs, wrap
 
     wrapped = wrap(model, cfg.spec.task)
     with torch.no_grad():

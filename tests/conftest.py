@@ -18,7 +18,7 @@ from harness.hardware import has_cuda, has_neuron, has_tensorrt  # noqa: E402
 def _triton_missing() -> str | None:
     """Why no tritonserver can run here (naming the package), or None when one can."""
     from engines.errors import BillionbenchError
-    from engines.tritonserver import find_installation
+    from engines.triton.server import find_installation
 
     try:
         find_installation()

@@ -142,6 +142,9 @@ def test_repository_layout_and_readme(repo):
     assert enc.dynamic_batching.max_queue_delay_microseconds == 20000
     assert enc.instance_group[0].count == 2 and "KIND_CPU" in to_text(enc)
     assert (repo / "encoder/1/model.onnx").exists() and (repo / "encoder/1/model.py").exists()
+    for name, cls in (("tokenizer", "TokenizerModel"), ("postprocess", "PostprocessModel")):
+        shim = (repo / name / "1" / "model.py").read_text()
+        assert f"from engines.triton.backend import {cls} as TritonPythonModel" in shim
     assert models[TINY].platform == "ensemble"
     readme = (repo / "README.md").read_text()
     assert "tritonserver --model-repository" in readme and "nvcr.io/nvidia/tritonserver" in readme
@@ -167,7 +170,7 @@ def test_cli_refuses_tensorrt_on_cpu_in_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    from engines.tritonserver import TritonServer
+    from engines.triton.server import TritonServer
 
     s = TritonServer(repo, models=[TINY]).start()
     yield s
@@ -250,7 +253,7 @@ def test_load_generator_triton_protocol_validates_outputs(server):
 
 @pytest.mark.triton
 def test_reload_through_repository_api_changes_the_instance_count(repo, tmp_path):
-    from engines.tritonserver import TritonServer
+    from engines.triton.server import TritonServer
     from exporters.triton import set_encoder_serving
 
     work = tmp_path / "repo"
@@ -269,6 +272,35 @@ def test_reload_through_repository_api_changes_the_instance_count(repo, tmp_path
         assert cfg["instance_group"][0]["count"] == 1
         assert "dynamic_batching" not in cfg or not cfg["dynamic_batching"]
         assert s.model_ready(TINY)
+
+
+@pytest.mark.triton
+def test_a_repository_naming_the_old_backend_module_still_serves(repo, eager, tmp_path):
+    """Repositories written before the Triton code moved name `engines.triton_backend`."""
+    from engines.registry import create_engine
+    from engines.triton.server import TritonServer
+
+    work = tmp_path / "old"
+    shutil.copytree(repo, work)
+    for shim in work.glob("*/1/model.py"):
+        text = shim.read_text().replace("engines.triton.backend", "engines.triton_backend")
+        assert "from engines.triton_backend import" in text
+        shim.write_text(text)
+    with TritonServer(work, models=[TINY]) as s:
+        cfg = EngineConfig(engine="triton", model=TINY, url=s.url)
+        with create_engine(cfg) as tri:
+            got = tri.predict_remote(TEXTS)
+    assert got.labels == eager.predict(TEXTS).labels
+
+
+def test_the_old_tritonserver_module_still_runs_as_a_command():
+    r = subprocess.run(
+        [sys.executable, "-m", "engines.tritonserver", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert r.returncode == 0 and "prepare" in r.stdout and "serve" in r.stdout
 
 
 # --------------------------------------------------------------------------- perf_analyzer

@@ -122,7 +122,7 @@ def test_pixel_budget_is_applied_and_matches_workload_counts():
 
 
 def test_missing_pillow_names_the_extra(monkeypatch, capsys, tmp_path):
-    from engines.models import _load_tokenizer_cached
+    from engines.models.tokenizers import _load_tokenizer_cached
     from harness.run import main
 
     _load_tokenizer_cached.cache_clear()

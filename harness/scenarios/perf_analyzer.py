@@ -27,7 +27,7 @@ from pathlib import Path
 from engines import contract
 from engines.errors import BillionbenchError, ConfigError, EngineError
 from engines.registry import create_engine
-from engines.tritonserver import _pytriton_root, cache_dir
+from engines.triton.server import cache_dir, pytriton_root
 from harness.results import TRITON_CONFIG_COLUMNS
 from harness.runner import Measurement, Plan, Point, Progress, Scenario, print_rows
 from harness.setup import Setup, prepare_artifact
@@ -50,7 +50,7 @@ def _cache() -> Path:
 
 
 def _libs_dir() -> Path | None:
-    root = _pytriton_root()
+    root = pytriton_root()
     return root.parent / "nvidia_pytriton.libs" if root else None
 
 

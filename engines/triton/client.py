@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from engines import contract
+from engines.artifact import verify
 from engines.base import Engine
 from engines.errors import EngineError, MissingDependency
 from engines.pipeline import Prediction, check_texts
-from engines.tritonserver import INSTALL_HINT, TritonServer
+from engines.triton.server import INSTALL_HINT, TritonServer
 
 ENCODER = "encoder"
 
@@ -117,8 +118,6 @@ class TritonEngine(Engine):
                     "--engine triton needs a server (--triton-url) or a repository to serve; "
                     f"write one: python -m exporters --model {cfg.model} --format triton"
                 )
-            from engines.artifact import verify
-
             m = verify(
                 cfg.artifact, {"format": "triton", "model": cfg.model}, trust=cfg.trust_artifact
             )

@@ -1,0 +1,152 @@
+"""Building the torch model of a spec.
+
+A model is built, in order of preference, from an explicit local directory, the local Hugging
+Face cache, the Hub (only when it is reachable), or its architecture config alone with random
+weights. Whatever was used is recorded (`weights=pretrained|local|random`) and travels into
+every result row.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from engines.errors import ConfigError, EngineError, MissingDependency
+from engines.models.specs import WEIGHTS, ModelSpec, transformers_module
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """True when the Hub answers a TCP connect; honours HF_HUB_OFFLINE. Never hangs."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", "0"
+    ) not in ("0", "", "false"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        with socket.create_connection((host or "huggingface.co", 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    weights: str  # pretrained | local | random
+    source: str  # hub id, directory, or "config:<spec>"
+
+
+def load_model(
+    spec: ModelSpec,
+    *,
+    weights: str = "auto",
+    model_path: str | None = None,
+    attn: str = "sdpa",
+    seed: int = 0,
+) -> LoadedModel:
+    """Build the torch model for a spec, falling back as the module docstring says."""
+    if weights not in WEIGHTS:
+        raise ConfigError(f"--weights must be one of {WEIGHTS}, got {weights!r}")
+    if spec.arch_config.get("backend") == "colpali":
+        return _load_colpali(spec, weights=weights, model_path=model_path, attn=attn)
+    tf = transformers_module()
+    if spec.task == "vision-embedding":
+        auto = tf.ColQwen2ForRetrieval
+    elif spec.task == "classification":
+        auto = tf.AutoModelForSequenceClassification
+    else:
+        auto = tf.AutoModel
+    kw = dict(attn_implementation=attn)
+    if weights != "random":
+        if model_path:
+            if not os.path.isdir(model_path):
+                raise ConfigError(f"--model-path {model_path!r} is not a directory")
+            return LoadedModel(auto.from_pretrained(model_path, **kw), "local", model_path)
+        if spec.hub_id:
+            try:  # the local HF cache first: works offline, never touches the network
+                m = auto.from_pretrained(
+                    spec.hub_id, revision=spec.revision, local_files_only=True, **kw
+                )
+                return LoadedModel(m, "pretrained", spec.hub_id)
+            except (OSError, ValueError):
+                pass
+            if hub_reachable():
+                try:
+                    m = auto.from_pretrained(spec.hub_id, revision=spec.revision, **kw)
+                except (OSError, ValueError) as e:
+                    raise EngineError(
+                        f"could not download {spec.hub_id}: {str(e).splitlines()[0]}; "
+                        "pass --model-path DIR or --weights random"
+                    ) from e
+                return LoadedModel(m, "pretrained", spec.hub_id)
+            if weights == "pretrained":
+                raise EngineError(
+                    f"{spec.hub_id} is not in the local cache and the Hub is unreachable; "
+                    "pass --model-path DIR or --weights random"
+                )
+            log.warning(
+                "Hub unreachable and %s not cached: building %s from its config with RANDOM weights",
+                spec.hub_id,
+                spec.name,
+            )
+        elif weights == "pretrained":
+            raise EngineError(
+                f"model {spec.name!r} has no pretrained weights; use --weights random"
+            )
+    import torch
+
+    torch.manual_seed(seed)  # identical random weights in every copy and every run
+    model = (
+        auto.from_config(spec.build_config(), **kw)
+        if spec.is_text
+        else auto(_with_attn(spec.build_config(), attn))
+    )
+    return LoadedModel(model, "random", f"config:{spec.name}")
+
+
+def _with_attn(config, attn: str):
+    # ColQwen2ForRetrieval has no auto class for from_config; set the attention on the config
+    config._attn_implementation = attn
+    config.vlm_config._attn_implementation = attn
+    return config
+
+
+def colpali_module():
+    """colpali-engine's models module (the `colpali` extra), or a MissingDependency."""
+    try:
+        import colpali_engine.models as cm
+    except ImportError as e:
+        raise MissingDependency("colpali-engine", "colpali") from e
+    return cm
+
+
+def _load_colpali(spec: ModelSpec, *, weights: str, model_path: str | None, attn: str):
+    """colpali-engine's ColQwen2 (optional extra); pretrained or local weights only."""
+    if weights == "random":
+        raise EngineError(
+            f"{spec.name} loads colpali-engine checkpoints only; for config-only random "
+            "weights use --model colqwen2 (transformers-native)"
+        )
+    cm = colpali_module()
+    import torch
+
+    src = model_path or spec.hub_id
+    local = bool(model_path) or not hub_reachable()
+    try:
+        model = cm.ColQwen2.from_pretrained(
+            src, torch_dtype=torch.float32, attn_implementation=attn, local_files_only=local
+        )
+    except (OSError, ValueError) as e:
+        raise EngineError(
+            f"could not load {src} with colpali-engine: {str(e).splitlines()[0]}; "
+            "it needs the Hub or a local copy (--model-path)"
+        ) from e
+    return LoadedModel(model, "local" if model_path else "pretrained", src)
