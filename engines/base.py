@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,9 +22,40 @@ ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
 DEVICES = ("cpu", "cuda", "neuron")
 
 
+def option(default: Any, *, flag: str, help: str, choices: tuple | None = None) -> Any:
+    """A field of an engine's Options: its CLI flag, help and allowed values live with it."""
+    return field(default=default, metadata={"flag": flag, "help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """An engine's own options. Each engine subclasses it with `option()` fields; the CLI flags
+    and the config_json entries are generated from those fields, so a new option is one line."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise ConfigError(
+                    f"{f.metadata['flag']} must be one of {', '.join(choices)}; got {value!r}"
+                )
+
+    def check(self, config: EngineConfig) -> None:
+        """Checks that need the rest of the config (device, precision); one-line errors."""
+        return None
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> EngineOptions:
+        """This engine's options out of a mapping holding any engines' (CLI args, kwargs)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
 @dataclass(frozen=True)
 class EngineConfig:
-    """Everything an engine needs to load; a pure value (the CLI reads the environment)."""
+    """Everything an engine needs to load; a pure value (the CLI reads the environment).
+
+    The fields here are the same for every engine; `options` holds the engine's own.
+    """
 
     engine: str
     model: str
@@ -36,20 +68,15 @@ class EngineConfig:
     seed: int = 0
     artifact: str | None = None  # artifact folder, for engines that run exported formats
     variant: str = ""  # exporter variant of the artifact, e.g. "optimized" ONNX
-    provider: str | None = None  # onnx engine: ONNX Runtime provider (None: the device's own)
-    compile_mode: str = "default"  # compile engine: torch.compile mode
-    fake_latency_ms: float = 2.0  # fake engine only
-    fake_per_input_ms: float = 0.2  # fake engine only
-    # added later; left out of as_dict() while unset, so older result rows keep their keys
+    # left out of as_dict() while unset
     threads: int | None = None  # intra-op threads (onnx, eager); None: the runtime's default
-    url: str | None = None  # triton engine: the server (None: start the bundled tritonserver)
-    transport: str | None = None  # triton engine: http | grpc (None: http)
     # vision models: the image processor's resize budget, and the decoded-image pixel limit
     min_pixels: int | None = None
     max_pixels: int | None = None
     max_image_pixels: int | None = None
     #: load an artifact with native code even when its seal does not verify here (recorded)
     trust_artifact: bool = False
+    options: EngineOptions = field(default_factory=EngineOptions)
 
     def __post_init__(self) -> None:
         get_spec(self.model)  # raises a ConfigError listing the known models
@@ -58,24 +85,14 @@ class EngineConfig:
             ("attn", self.attn, ATTENTIONS),
             ("device", self.device, DEVICES),
             ("weights", self.weights, WEIGHTS),
-            ("provider", self.provider or "cpu", PROVIDERS),
-            ("compile-mode", self.compile_mode, COMPILE_MODES),
         ):
             if value not in allowed:
                 raise ConfigError(f"--{name} must be one of {', '.join(allowed)}; got {value!r}")
-        if self.provider and PROVIDER_DEVICE[self.provider] != self.device:
-            raise ConfigError(
-                f"--provider {self.provider} runs on {PROVIDER_DEVICE[self.provider]}, but this "
-                f"run is on {self.device}; use --provider {'cuda' if self.device == 'cuda' else 'cpu'}"
-            )
+        self.options.check(self)
         if self.max_seq_len is not None and self.max_seq_len < 4:
             raise ConfigError(f"--max-seq-len must be >= 4; got {self.max_seq_len}")
-        if self.fake_latency_ms < 0 or self.fake_per_input_ms < 0:
-            raise ConfigError("fake engine latencies must be >= 0")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be >= 1; got {self.threads}")
-        if self.transport not in (None, "http", "grpc"):
-            raise ConfigError(f"--transport must be http or grpc; got {self.transport!r}")
         if self.max_image_pixels is not None and self.max_image_pixels < 1:
             raise ConfigError(f"--max-image-pixels must be >= 1; got {self.max_image_pixels}")
         if self.min_pixels is not None or self.max_pixels is not None:
@@ -87,8 +104,10 @@ class EngineConfig:
         return PixelBudget(self.min_pixels or d.min_pixels, self.max_pixels or d.max_pixels)
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for late in ("threads", "url", "transport", "min_pixels", "max_pixels", "max_image_pixels"):
+        """The config as recorded in config_json: common fields, then the engine's options."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
+        d.update(asdict(self.options))
+        for late in ("threads", "min_pixels", "max_pixels", "max_image_pixels"):
             if d[late] is None:
                 del d[late]
         if not d["trust_artifact"]:
@@ -122,12 +141,22 @@ class Engine(ABC):
     #: model tasks this runtime runs; `task_note` says why the others are refused
     tasks: ClassVar[tuple[str, ...]] = ("classification", "embedding")
     task_note: ClassVar[str] = ""
+    #: this engine's own options (flags and config_json entries are generated from its fields)
+    Options: ClassVar[type[EngineOptions]] = EngineOptions
     #: the kind of server this engine is a client of (None: it runs the model in this process);
     #: the harness picks how to sweep and load-test it from this, never from the engine's name
     remote_server: ClassVar[str | None] = None
 
     def __init__(self, config: EngineConfig):
+        if type(config.options) is not self.Options:
+            if type(config.options) is not EngineOptions:
+                raise ConfigError(
+                    f"--engine {config.engine} takes {self.Options.__name__}, "
+                    f"got {type(config.options).__name__}"
+                )
+            config = replace(config, options=self.Options())  # the engine's defaults
         self.config = config
+        self.options = config.options
         self.spec = get_spec(config.model)
         check_task(config.engine, type(self), self.spec)
         self.pipeline: Pipeline | Any = None  # Pipeline, or VisionPipeline for vision models
@@ -150,6 +179,11 @@ class Engine(ABC):
     def preflight(cls, config: EngineConfig) -> None:
         """Cheap checks the CLI runs before any work (e.g. that a server is reachable)."""
         return None
+
+    @classmethod
+    def needs_artifact(cls, config: EngineConfig) -> bool:
+        """Whether the harness must export (or verify) an artifact before this run."""
+        return cls.artifact_format is not None
 
     # -- engines that call a server (triton) override these ---------------------------------
     def server_stats(self) -> dict[str, float] | None:

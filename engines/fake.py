@@ -7,17 +7,37 @@ from __future__ import annotations
 
 import time
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
-from engines.base import Engine
+from engines.base import Engine, EngineOptions, option
+from engines.errors import ConfigError
 from engines.models import TASKS
+
+
+@dataclass(frozen=True)
+class FakeOptions(EngineOptions):
+    fake_latency_ms: float = option(
+        2.0, flag="--fake-latency-ms", help="fake engine only: fixed latency per call"
+    )
+    fake_per_input_ms: float = option(
+        0.2,
+        flag="--fake-per-input-ms",
+        help="fake engine only: extra latency per input in the batch",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fake_latency_ms < 0 or self.fake_per_input_ms < 0:
+            raise ConfigError("fake engine latencies must be >= 0")
 
 
 class FakeEngine(Engine):
     devices = ("cpu", "cuda", "neuron")
     computes_model = False
     tasks = TASKS
+    Options = FakeOptions
 
     def load(self) -> None:
         self._load_pipeline()
@@ -28,9 +48,9 @@ class FakeEngine(Engine):
 
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         ids = inputs["input_ids"]
-        cfg = self.config
+        opts = self.options
         # sleep releases the GIL, like a real accelerator call would
-        time.sleep((cfg.fake_latency_ms + cfg.fake_per_input_ms * ids.shape[0]) / 1000.0)
+        time.sleep((opts.fake_latency_ms + opts.fake_per_input_ms * ids.shape[0]) / 1000.0)
         rows = []
         for row, mask in zip(ids, inputs["attention_mask"], strict=True):
             seed = zlib.crc32(row[mask.astype(bool)].tobytes())

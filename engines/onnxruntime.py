@@ -7,13 +7,14 @@ matches it exactly, and any other batch is refused (never resized or padded).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from engines.artifact import verify
-from engines.base import Engine
-from engines.errors import EngineError, MissingDependency
+from engines.base import PROVIDER_DEVICE, PROVIDERS, Engine, EngineOptions, option
+from engines.errors import ConfigError, EngineError, MissingDependency
 from engines.models import TASKS
 from engines.vision import bucket_pixels, describe_buckets
 
@@ -24,11 +25,30 @@ _PROVIDERS = {
 }
 
 
+@dataclass(frozen=True)
+class OnnxOptions(EngineOptions):
+    provider: str | None = option(
+        None,
+        flag="--provider",
+        help="onnx engine: ONNX Runtime execution provider (default: cpu on CPU, cuda on GPU)",
+        choices=PROVIDERS,
+    )
+
+    def check(self, config) -> None:
+        if self.provider and PROVIDER_DEVICE[self.provider] != config.device:
+            use = "cuda" if config.device == "cuda" else "cpu"
+            raise ConfigError(
+                f"--provider {self.provider} runs on {PROVIDER_DEVICE[self.provider]}, but this "
+                f"run is on {config.device}; use --provider {use}"
+            )
+
+
 class OnnxEngine(Engine):
     devices = ("cpu", "cuda")
     artifact_format = "onnx"
     tasks = TASKS  # vision-embedding: per fixed image-size bucket
     requires = (("onnxruntime", "onnx"),)
+    Options = OnnxOptions
 
     def load(self) -> None:
         try:
@@ -36,7 +56,7 @@ class OnnxEngine(Engine):
         except ImportError as e:
             raise MissingDependency("onnxruntime", "onnx") from e
         cfg = self.config
-        provider = cfg.provider or cfg.device  # EngineConfig checked it matches the device
+        provider = self.options.provider or cfg.device  # the options checked the device
         if not cfg.artifact:
             raise EngineError(
                 "--engine onnx needs an artifact; export one: python -m exporters "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import fields
+from typing import Any
 
 from engines.base import Engine, EngineConfig
 from engines.errors import ConfigError, NotImplementedYet
@@ -38,3 +40,11 @@ def engine_class(name: str) -> type[Engine]:
 
 def create_engine(config: EngineConfig) -> Engine:
     return engine_class(config.engine)(config)
+
+
+def engine_config(engine: str, model: str, **kw: Any) -> EngineConfig:
+    """An EngineConfig from flat keywords: the common fields, and this engine's own options."""
+    cls = engine_class(engine)
+    own = {f.name for f in fields(cls.Options)}
+    options = cls.Options(**{k: kw.pop(k) for k in list(kw) if k in own})
+    return EngineConfig(engine=engine, model=model, options=options, **kw)

@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from engines.artifact import verify
-from engines.base import Engine
+from engines.base import COMPILE_MODES, Engine, EngineOptions, option
 from engines.errors import EngineError, HardwareMismatch
 from engines.torch_eager import EagerEngine
+
+
+@dataclass(frozen=True)
+class CompileOptions(EngineOptions):
+    compile_mode: str = option(
+        "default", flag="--compile-mode", help="compile engine: mode", choices=COMPILE_MODES
+    )
 
 
 class CompileEngine(EagerEngine):
     """Eager model + torch.compile(mode, dynamic=True); CUDA graphs come with reduce-overhead /
     max-autotune on GPU. Compilation happens in load(), timed, so it is never in a timed call."""
 
+    Options = CompileOptions
+
     def load(self) -> None:
         super().load()
         import torch
 
-        mode = self.config.compile_mode
+        mode = self.options.compile_mode
         self.model = torch.compile(self.model, mode=mode, dynamic=True)
         t0 = time.perf_counter()
         # two shapes so the dynamic-shape graph, not a specialised one, is compiled up front

@@ -7,11 +7,12 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import fields
 
-from engines.base import ATTENTIONS, COMPILE_MODES, PRECISIONS, PROVIDERS
+from engines.base import ATTENTIONS, PRECISIONS
 from engines.errors import BillionbenchError
 from engines.models import DEFAULT_MODEL, MODELS, TASKS, WEIGHTS
-from engines.registry import ENGINES
+from engines.registry import ENGINES, engine_class
 
 log = logging.getLogger("billionbench")
 
@@ -100,24 +101,6 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         "backend of the repository it writes (python | onnxruntime | pytorch | tensorrt)",
     )
     g.add_argument(
-        "--triton-url",
-        default=None,
-        help="--engine triton: a running Triton (http://host:8000, or host:8001 with --transport "
-        "grpc); default: serve the exported repository with the bundled tritonserver",
-    )
-    g.add_argument(
-        "--transport", choices=("http", "grpc"), default=None, help="tritonclient transport"
-    )
-    g.add_argument(
-        "--provider",
-        choices=PROVIDERS,
-        default=None,
-        help="onnx engine: ONNX Runtime execution provider (default: cpu on CPU, cuda on GPU)",
-    )
-    g.add_argument(
-        "--compile-mode", choices=COMPILE_MODES, default="default", help="compile engine: mode"
-    )
-    g.add_argument(
         "--artifact", default=None, help="use this artifact folder instead of exporting on demand"
     )
     g.add_argument(
@@ -135,18 +118,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="benchmark an artifact that failed (or skipped) the parity gate",
     )
-    g.add_argument(
-        "--fake-latency-ms",
-        type=float,
-        default=2.0,
-        help="fake engine only: fixed latency per call",
-    )
-    g.add_argument(
-        "--fake-per-input-ms",
-        type=float,
-        default=0.2,
-        help="fake engine only: extra latency per input in the batch",
-    )
+    add_engine_options(p)
     g = p.add_argument_group("hardware and cost")
     g.add_argument(
         "--hw",
@@ -175,6 +147,27 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="refuse decoded images larger than this (default 40,000,000)",
     )
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Every engine's own options, generated from its Options dataclass (one flag per field)."""
+    g = p.add_argument_group("engine options (each applies to the engine it names)")
+    seen: set[str] = set()
+    for name in ENGINES:
+        for f in fields(engine_class(name).Options):
+            flag = f.metadata["flag"]
+            if flag in seen:
+                continue
+            seen.add(flag)
+            kind = type(f.default) if f.default is not None else str
+            g.add_argument(
+                flag,
+                dest=f.name,
+                type=kind,
+                default=f.default,
+                choices=f.metadata.get("choices"),
+                help=f.metadata["help"],
+            )
 
 
 def add_workload_args(p: argparse.ArgumentParser) -> None:

@@ -38,7 +38,7 @@ def build_server(args, console):
     resolved = resolve_setup(args)
     engine_cfg = resolved.engine_cfg
     bcfg = batcher_config(args)
-    if resolved.engine_cls.artifact_format:
+    if resolved.engine_cls.needs_artifact(engine_cfg):
         batch_range = (1, max(1, bcfg.max_batch_size // 2), bcfg.max_batch_size)
         engine_cfg = prepare_artifact(
             args, resolved, batch_range=batch_range, console=console

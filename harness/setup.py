@@ -99,17 +99,12 @@ def resolve_setup(args: argparse.Namespace) -> Resolved:
         model_path=args.model_path,
         max_seq_len=args.max_seq_len,
         seed=args.seed,
-        fake_latency_ms=args.fake_latency_ms,
-        fake_per_input_ms=args.fake_per_input_ms,
         variant=args.variant,
-        provider=args.provider,
-        compile_mode=args.compile_mode,
-        url=args.triton_url,
-        transport=args.transport,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
         max_image_pixels=args.max_image_pixels,
         trust_artifact=getattr(args, "trust_artifact", False),
+        options=engine_cls.Options.from_values(vars(args)),
     )
     engine_cls.preflight(engine_cfg)
     return Resolved(spec, engine_cls, profile, detected, engine_cfg)

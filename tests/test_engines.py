@@ -3,7 +3,7 @@ import pytest
 
 from engines import EngineConfig, create_engine, engine_class
 from engines.errors import ConfigError, NotImplementedYet
-from engines.registry import ENGINES
+from engines.registry import ENGINES, engine_config
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_padding_does_not_change_an_input(eager_cls):
 
 
 def test_fake_engine_is_deterministic_and_labelled():
-    cfg = EngineConfig(engine="fake", model="gte-modernbert-tiny", fake_latency_ms=0)
+    cfg = engine_config("fake", "gte-modernbert-tiny", fake_latency_ms=0)
     with create_engine(cfg) as a, create_engine(cfg) as b:
         x = a.predict(["same input", "other"]).values
         y = b.predict(["same input"]).values
@@ -62,9 +62,7 @@ def test_fake_engine_is_deterministic_and_labelled():
 def test_fake_latency_is_configurable():
     import time
 
-    cfg = EngineConfig(
-        engine="fake", model="bge-base-tiny", fake_latency_ms=30, fake_per_input_ms=0
-    )
+    cfg = engine_config("fake", "bge-base-tiny", fake_latency_ms=30, fake_per_input_ms=0)
     with create_engine(cfg) as e:
         b = e.preprocess(["x"])
         t = time.perf_counter()

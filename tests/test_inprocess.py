@@ -2,6 +2,7 @@ import pytest
 
 from engines import EngineConfig
 from engines.errors import ConfigError, EngineError
+from engines.registry import engine_config
 from harness.data import WorkloadSpec, synthetic
 from harness.inprocess import InprocessConfig, run_inprocess
 
@@ -12,9 +13,9 @@ def workload(tiny_tokenizer):
 
 
 def fake(latency_ms=10.0, per_input_ms=0.0):
-    return EngineConfig(
-        engine="fake",
-        model="distilbert-sentiment-tiny",
+    return engine_config(
+        "fake",
+        "distilbert-sentiment-tiny",
         fake_latency_ms=latency_ms,
         fake_per_input_ms=per_input_ms,
     )

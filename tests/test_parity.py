@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from engines import EngineConfig, create_engine
+from engines import create_engine
 from engines.fake import FakeEngine
+from engines.registry import engine_config
 from exporters.base import PARITY_SHAPES
 from exporters.parity import THRESHOLDS, compare, parity_texts
 
@@ -19,7 +20,7 @@ class Noisy(FakeEngine):
 
 
 def engines(model, noise):
-    cfg = EngineConfig(engine="fake", model=model, fake_latency_ms=0, fake_per_input_ms=0)
+    cfg = engine_config("fake", model, fake_latency_ms=0, fake_per_input_ms=0)
     ref = create_engine(cfg)
     cand = Noisy(cfg)
     cand.noise = noise

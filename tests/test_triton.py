@@ -15,6 +15,7 @@ import pytest
 from engines.base import EngineConfig
 from engines.errors import ConfigError
 from engines.models import get_spec
+from engines.registry import engine_config
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (the triton extra) is missing")
 
@@ -191,7 +192,7 @@ def test_triton_matches_eager_labels_and_probabilities(server, eager, transport)
     from engines.registry import create_engine
 
     url = server.url if transport == "http" else server.grpc_url
-    cfg = EngineConfig(engine="triton", model=TINY, url=url, transport=transport)
+    cfg = engine_config("triton", TINY, triton_url=url, transport=transport)
     want = eager.predict(TEXTS)
     with create_engine(cfg) as tri:
         remote = tri.predict_remote(TEXTS)  # strings in: the ensemble tokenizes and pools
@@ -205,7 +206,7 @@ def test_triton_matches_eager_labels_and_probabilities(server, eager, transport)
 def test_dynamic_batching_happens_under_concurrency(server):
     from engines.registry import create_engine
 
-    cfg = EngineConfig(engine="triton", model=TINY, url=server.url)
+    cfg = engine_config("triton", TINY, triton_url=server.url)
     with create_engine(cfg) as tri:
         before = tri.server_stats()
         with cf.ThreadPoolExecutor(16) as pool:
@@ -287,7 +288,7 @@ def test_a_repository_naming_the_old_backend_module_still_serves(repo, eager, tm
         assert "from engines.triton_backend import" in text
         shim.write_text(text)
     with TritonServer(work, models=[TINY]) as s:
-        cfg = EngineConfig(engine="triton", model=TINY, url=s.url)
+        cfg = engine_config("triton", TINY, triton_url=s.url)
         with create_engine(cfg) as tri:
             got = tri.predict_remote(TEXTS)
     assert got.labels == eager.predict(TEXTS).labels
@@ -349,7 +350,7 @@ def test_sample_validation_passes_on_the_real_ensemble(server):
     from engines.registry import create_engine
     from harness.scenarios.perf_analyzer import validate_sample
 
-    cfg = EngineConfig(engine="triton", model=TINY, url=server.url)
+    cfg = engine_config("triton", TINY, triton_url=server.url)
     with create_engine(cfg) as tri:
         assert validate_sample(tri, TEXTS, n=4) == (0, None)
 

@@ -12,6 +12,7 @@ the bundled tritonserver on loopback, shared by all copies of the engine in this
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from engines import contract
 from engines.artifact import verify
-from engines.base import Engine
+from engines.base import Engine, EngineOptions, option
 from engines.errors import EngineError, MissingDependency
 from engines.pipeline import Prediction, check_texts
 from engines.triton.server import INSTALL_HINT, TritonServer
@@ -69,12 +70,26 @@ def host_port(url: str) -> tuple[str, bool]:
     return url.split("://", 1)[-1].rstrip("/"), ssl
 
 
+@dataclass(frozen=True)
+class TritonClientOptions(EngineOptions):
+    triton_url: str | None = option(
+        None,
+        flag="--triton-url",
+        help="--engine triton: a running Triton (http://host:8000, or host:8001 with --transport "
+        "grpc); default: serve the exported repository with the bundled tritonserver",
+    )
+    transport: str | None = option(
+        None, flag="--transport", help="tritonclient transport", choices=("http", "grpc")
+    )
+
+
 class TritonEngine(Engine):
     devices = ("cpu", "cuda")
     artifact_format = "triton"
     requires = (("tritonclient", "triton"),)
     install_hint = INSTALL_HINT
     remote_server = "triton"
+    Options = TritonClientOptions
 
     def __init__(self, config):
         super().__init__(config)
@@ -83,35 +98,41 @@ class TritonEngine(Engine):
         self._server: TritonServer | None = None
         self._repo: str | None = None
         self.url = ""
+        self.transport = self.options.transport or "http"
+
+    @classmethod
+    def needs_artifact(cls, config) -> bool:
+        """A repository is exported and served here only when no --triton-url is given."""
+        return not getattr(config.options, "triton_url", None)
 
     @classmethod
     def preflight(cls, config) -> None:
         """With --triton-url, fail in one line before any work when nothing listens there."""
         import socket
 
-        if not config.url:
+        url = getattr(config.options, "triton_url", None)
+        if not url:
             return
-        hostport, _ = host_port(config.url)
+        hostport, _ = host_port(url)
         host, _, port = hostport.rpartition(":")
         try:
             with socket.create_connection((host or "127.0.0.1", int(port or 80)), timeout=3):
                 pass
         except (OSError, ValueError) as e:
             raise EngineError(
-                f"Triton at {config.url} is unreachable ({e.__class__.__name__}: {e}); start it "
+                f"Triton at {url} is unreachable ({e.__class__.__name__}: {e}); start it "
                 "(python -m engines.tritonserver serve REPO) or fix --triton-url"
             ) from None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> None:
-        cfg = self.config
-        transport = cfg.transport or "http"
+        cfg, transport = self.config, self.transport
         self._mod = client_module(transport)
         self._grpc = transport == "grpc"
         self.ensemble = self.spec.name
         provenance: dict[str, Any] = {}
-        if cfg.url:
-            address = cfg.url
+        if self.options.triton_url:
+            address = self.options.triton_url
         else:
             if not cfg.artifact:
                 raise EngineError(

@@ -51,7 +51,7 @@ class InprocessScenario(Scenario):
     def __init__(self, args: argparse.Namespace, setup: Setup, console):
         self.args, self.setup = args, setup
         self.parity_metric: str | None = None
-        if setup.engine_cls.artifact_format and not getattr(setup.engine_cfg, "url", None):
+        if setup.engine_cls.needs_artifact(setup.engine_cfg):
             prepared = prepare_artifact(
                 args, setup, console=console, **artifact_shapes(setup, args.batch_sizes)
             )

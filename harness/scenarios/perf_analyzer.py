@@ -281,7 +281,7 @@ class PerfAnalyzerScenario(Scenario):
         self.binary, self.env = find_binary()
         self.version = version(self.binary, self.env)
         self.parity_metric = None
-        if not setup.engine_cfg.url:
+        if setup.engine_cls.needs_artifact(setup.engine_cfg):
             b = sorted(args.batch_sizes)
             prepared = prepare_artifact(
                 args,
@@ -331,7 +331,7 @@ class PerfAnalyzerScenario(Scenario):
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
         batch, c = point.params
-        transport = self.setup.engine_cfg.transport or "http"
+        transport = self.engine.transport
         (pa,) = run(
             self.binary,
             self.env,
