@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,27 @@ def test_flops_per_input_matches_parameter_count():
     dense = spec.flops_per_input(t, 0)
     assert dense == pytest.approx(2 * enc * t, rel=1e-6)
     assert spec.flops_per_input(t) > dense  # attention adds T^2 work
+
+
+def test_fallback_tokenizers_are_the_same_in_every_process():
+    """Servers started with the same model must tokenize identically (hash seeds differ)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib;from engines.models import get_spec;"
+        "from engines.models.tokenizers import _fallback_tokenizer as f;"
+        "print(*(hashlib.sha256(f(get_spec(m)).tokenizer.backend_tokenizer.to_str().encode())"
+        ".hexdigest() for m in ('distilbert-sentiment', 'gte-modernbert')))"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in (0, 1, 2)
+    }
+    assert len(seen) == 1, seen

@@ -13,6 +13,7 @@ import functools
 import logging
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +179,18 @@ def _corpus(n_lines: int = 2000, seed: int = 1234) -> list[str]:
     return lines
 
 
+def _wordpiece_vocab(pre_tokenizer, specials: list[str], size: int) -> dict[str, int]:
+    """Specials, every character (alone and as a ## continuation), then the corpus's words by
+    frequency (ties alphabetical): a deterministic WordPiece vocabulary of at most `size`."""
+    counts: Counter[str] = Counter(
+        w for line in _corpus() for w, _ in pre_tokenizer.pre_tokenize_str(line)
+    )
+    chars = sorted({c for w in counts for c in w})
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    tokens = [*specials, *chars, *(f"##{c}" for c in chars), *words][:size]
+    return {t: i for i, t in enumerate(tokens)}
+
+
 def _fallback_tokenizer(spec: ModelSpec) -> LoadedTokenizer:
     from tokenizers import (
         Tokenizer,
@@ -202,17 +215,18 @@ def _fallback_tokenizer(spec: ModelSpec) -> LoadedTokenizer:
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
+        tok.train_from_iterator(_corpus(), trainer=trainer)
         kind = "fallback-bpe"
     else:
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        # the WordPiece trainer breaks frequency ties in hash order, which differs per process;
+        # the vocabulary is built here instead, in a fixed order, so every process agrees
+        pre = pre_tokenizers.BertPreTokenizer()
+        vocab = _wordpiece_vocab(pre, specials, vocab_size)
+        tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=False)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.pre_tokenizer = pre
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, special_tokens=specials, show_progress=False
-        )
         kind = "fallback-wordpiece"
-    tok.train_from_iterator(_corpus(), trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
