@@ -11,7 +11,10 @@ import logging
 import sys
 
 from engines.errors import BillionbenchError
+from engines.registry import create_engine
 from harness.run import _Parser, add_common_args, prepare_artifact, print_error, resolve_setup
+from serving.batcher import BatcherConfig, DynamicBatcher
+from serving.server import Server, ServerLimits
 
 log = logging.getLogger("billionbench")
 
@@ -68,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def batcher_config(args):
-    from engines.batcher import BatcherConfig
-
+def batcher_config(args) -> BatcherConfig:
     return BatcherConfig(
         max_batch_size=args.max_batch_size,
         max_batch_tokens=args.max_batch_tokens,
@@ -83,10 +84,6 @@ def batcher_config(args):
 
 def build_server(args, console):
     """Load the engine (exporting its artifact if needed) and wrap it in batcher + server."""
-    from engines.batcher import DynamicBatcher
-    from engines.registry import create_engine
-    from engines.server import Server, ServerLimits
-
     spec, engine_cls, profile, detected, engine_cfg = resolve_setup(args)
     bcfg = batcher_config(args)
     if engine_cls.artifact_format:

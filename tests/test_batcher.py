@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 
 from engines import EngineConfig, create_engine
-from engines.batcher import (
+from engines.errors import ConfigError
+from engines.fake import FakeEngine
+from harness.data import WorkloadSpec, synthetic
+from serving.batcher import (
     BatcherConfig,
     BatcherStopped,
     DynamicBatcher,
     QueueFull,
     RequestTooLarge,
 )
-from engines.errors import ConfigError
-from engines.fake import FakeEngine
-from harness.data import WorkloadSpec, synthetic
 
 WORDS = "the product arrived broken great value service never again quality".split()
 

@@ -14,8 +14,8 @@ from engines.net import free_port
 aiohttp = pytest.importorskip("aiohttp", reason="the server needs aiohttp (base dependency)")
 
 from engines import EngineConfig, create_engine  # noqa: E402
-from engines.batcher import BatcherConfig, DynamicBatcher  # noqa: E402
-from engines.server import Server, ServerLimits  # noqa: E402
+from serving.batcher import BatcherConfig, DynamicBatcher  # noqa: E402
+from serving.server import Server, ServerLimits  # noqa: E402
 
 
 class Running:

@@ -20,9 +20,9 @@ import numpy as np
 
 from engines import contract
 from engines.base import Engine
-from engines.batcher import BatcherStopped, DynamicBatcher, QueueFull
 from engines.errors import BillionbenchError
-from engines.kserve import HEADER, ProtocolError, build_response, parse_request
+from serving.batcher import BatcherStopped, DynamicBatcher, QueueFull
+from serving.kserve import HEADER, ProtocolError, build_response, parse_request
 
 log = logging.getLogger(__name__)
 
