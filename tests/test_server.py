@@ -276,3 +276,49 @@ def test_tiny_real_model_over_http_matches_in_process():
         want = s.engine.predict(texts)
         for row, probs in zip(got, want.values, strict=True):
             assert np.allclose([row[lab] for lab in s.engine.spec.labels], probs, atol=1e-5)
+
+
+def test_metrics_exposition_names_and_values():
+    from serving.batcher import BatcherStats, LatencySummary
+    from serving.metrics import HttpMetrics, exposition
+
+    http = HttpMetrics()
+    http.observe("v1", 200, 0.02)
+    http.observe("v1", 429, 0.001)
+    none = LatencySummary.from_ns([])
+    stats = BatcherStats(
+        queue_depth=3,
+        pending_requests=1,
+        requests_completed=4,
+        requests_failed=0,
+        rejected=1,
+        batches=3,
+        failed_batches=0,
+        inputs=5,
+        batch_size_histogram={2: 1, 1: 2},
+        useful_tokens=30,
+        padded_tokens=40,
+        padding_ratio=0.25,
+        forward_ms=none,
+        queue_wait_ms=none,
+    )
+    lines = exposition(stats, http).splitlines()
+    for line in (
+        "bb_queue_depth 3",
+        'bb_batch_size_bucket{le="1"} 2',
+        'bb_batch_size_bucket{le="2"} 3',
+        'bb_batch_size_bucket{le="+Inf"} 3',
+        "bb_batch_size_sum 4",
+        "bb_useful_tokens_total 30",
+        "bb_padded_tokens_total 40",
+        "bb_padding_ratio 0.250000",
+        "bb_rejected_total 1",
+        'bb_requests_total{route="v1",status="200"} 1',
+        'bb_requests_total{route="v1",status="429"} 1',
+        'bb_request_latency_seconds_bucket{le="0.01"} 0',
+        'bb_request_latency_seconds_bucket{le="0.025"} 1',
+        'bb_request_latency_seconds_bucket{le="+Inf"} 1',
+        "bb_request_latency_seconds_count 1",
+    ):
+        assert line in lines
+    assert all(line.startswith(("# HELP bb_", "# TYPE bb_", "bb_")) for line in lines)
