@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         f"serving {server.name} ({server.engine.info.get('weights')} weights) with "
         f"{args.engine} on {profile.name} = {detected.device_name} at "
         f"http://{args.host}:{args.port}  (KServe v2: /v2/models/{server.name}/infer, "
-        f"{'/classify' if server.spec.task == 'classification' else '/v1/embeddings'}, /metrics)",
+        f"{server.codec.route}, /metrics)",
         highlight=False,
     )
     try:

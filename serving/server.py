@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from engines import contract
 from engines.base import Engine
 from engines.errors import BillionbenchError
+from engines.pipeline import Prediction
 from serving.batcher import BatcherStopped, DynamicBatcher, QueueFull
+from serving.codecs import HttpError, codec_for
 from serving.kserve import HEADER, ProtocolError, build_response, parse_request
 from serving.metrics import HttpMetrics, exposition
 
@@ -34,14 +34,6 @@ class ServerLimits:
     truncate: bool = False  # TEI's default: over-long inputs are an error, not silently cut
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
-
-
 class Server:
     """The request handlers; `app()` wires them into an aiohttp application."""
 
@@ -52,7 +44,13 @@ class Server:
         self.spec = engine.spec
         self.name = engine.spec.name
         self.metrics = HttpMetrics()
-        self._max_inputs = batcher.config.max_request_inputs
+        self.codec = codec_for(
+            engine.spec,
+            engine.pipeline,
+            max_inputs=batcher.config.max_request_inputs,
+            max_text_chars=self.limits.max_text_chars,
+            truncate=self.limits.truncate,
+        )
 
     # ---------------------------------------------------------------- plumbing
     def app(self):
@@ -110,57 +108,22 @@ class Server:
 
         return errors
 
-    async def _json(self, request) -> Any:
+    async def _json_input(self, request) -> dict[str, Any]:
+        """The JSON body of an OpenAI / Infinity request: an object with 'input'."""
         raw = await request.read()
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise HttpError(400, f"malformed JSON: {str(e).splitlines()[0]}") from None
+        if not isinstance(body, dict) or "input" not in body:
+            raise HttpError(400, "body must be a JSON object with 'input'")
+        return body
 
-    def _check_texts(self, texts: Any) -> list[str]:
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, list) or not texts:
-            raise HttpError(400, "input must be a non-empty string or list of strings")
-        if len(texts) > self._max_inputs:
-            raise HttpError(
-                413, f"{len(texts)} inputs in one request; the limit is {self._max_inputs}"
-            )
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise HttpError(400, f"input {i} is {type(t).__name__}, not a string")
-            if not t.strip():
-                raise HttpError(400, f"input {i} is empty")
-            if len(t) > self.limits.max_text_chars:
-                raise HttpError(
-                    413,
-                    f"input {i} has {len(t)} characters; the limit is {self.limits.max_text_chars}",
-                )
-        if not self.limits.truncate:
-            self._check_tokens(texts)
-        return texts
-
-    def _check_tokens(self, texts: list[str]) -> None:
-        pipe = self.engine.pipeline
-        limit = pipe.max_seq_len
-        # a text cannot have more tokens than characters + specials; only long ones are counted
-        long = [i for i, t in enumerate(texts) if len(t) + 2 > limit]
-        if not long:
-            return
-        ids = pipe.tokenizer([texts[i] for i in long], truncation=False)["input_ids"]
-        for i, x in zip(long, ids, strict=True):
-            if len(x) > limit:
-                raise HttpError(
-                    413,
-                    f"input {i} has {len(x)} tokens; the model takes at most "
-                    f"{limit} (start the server with --truncate to cut inputs)",
-                )
-
-    async def _predict(self, texts: list[str]):
+    async def _predict(self, inputs: list) -> Prediction:
         loop = asyncio.get_running_loop()
         try:
             # tokenization happens in submit(); keep it off the event loop
-            fut = await loop.run_in_executor(None, self.batcher.submit, texts)
+            fut = await loop.run_in_executor(None, self.batcher.submit, inputs)
         except BatcherStopped:
             raise HttpError(503, "the server is shutting down", {"Retry-After": "1"}) from None
         except QueueFull as e:
@@ -200,33 +163,6 @@ class Server:
             {"name": "billionbench", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
         )
 
-    @property
-    def _vision(self) -> bool:
-        return self.spec.task == "vision-embedding"
-
-    async def _decode_images(self, items: Any) -> list:
-        """Check and decode every image off the event loop; 4xx names the first bad one."""
-        from engines.vision import ImageError
-
-        if not isinstance(items, list) or not items:
-            raise HttpError(400, "input must be a non-empty list of images (base64 or data URI)")
-        if len(items) > self._max_inputs:
-            raise HttpError(
-                413, f"{len(items)} inputs in one request; the limit is {self._max_inputs}"
-            )
-        pipe = self.engine.pipeline
-
-        def decode() -> list:
-            out = []
-            for i, x in enumerate(items):
-                try:
-                    out.append(pipe.decode([x])[0])
-                except ImageError as e:
-                    raise HttpError(e.status, f"input {i}: {e}") from None
-            return out
-
-        return await asyncio.get_running_loop().run_in_executor(None, decode)
-
     async def model_metadata(self, request):
         from aiohttp import web
 
@@ -236,13 +172,7 @@ class Server:
                 "name": self.name,
                 "versions": ["1"],
                 "platform": f"billionbench_{self.engine.config.engine}",
-                "inputs": [
-                    {
-                        "name": contract.input_name(self.spec.task),
-                        "datatype": "BYTES",
-                        "shape": [-1],
-                    }
-                ],
+                "inputs": [{"name": self.codec.input_name, "datatype": "BYTES", "shape": [-1]}],
                 "outputs": contract.outputs_metadata(self.spec),
                 # provenance, so a remote load generator can label its rows honestly
                 "parameters": {k: v for k, v in self.engine.info.items() if k != "parity"}
@@ -265,7 +195,7 @@ class Server:
 
         self._model(request)
         body = await request.read()
-        name = contract.input_name(self.spec.task)
+        name = self.codec.input_name
         try:
             req, values = parse_request(body, request.headers.get(HEADER), (contract.IMAGE,))
         except ProtocolError as e:
@@ -278,27 +208,9 @@ class Server:
         shape = spec_in["shape"]
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
             raise HttpError(400, f"input {name!r} must have shape [n] or [n, 1], got {shape}")
-        if self._vision:
-            pred = await self._predict(await self._decode_images(list(values[name])))
-        else:
-            texts = self._check_texts(
-                [str(v) if not isinstance(v, str) else v for v in values[name]]
-            )
-            pred = await self._predict(texts)
-        if self._vision:
-            outputs = {
-                contract.EMBEDDINGS: ("FP32", pred.values),
-                contract.NUM_VECTORS: ("INT64", np.asarray(pred.lengths, dtype=np.int64)),
-            }
-        elif self.spec.task == "classification":
-            outputs = {
-                contract.PROBABILITIES: ("FP32", pred.values),
-                contract.LABELS: ("BYTES", pred.labels),
-            }
-        else:
-            outputs = {contract.EMBEDDINGS: ("FP32", pred.values)}
+        pred = await self._predict(await self.codec.kserve_inputs(values[name]))
         try:
-            payload, header_len = build_response(req, self.name, outputs)
+            payload, header_len = build_response(req, self.name, self.codec.kserve_outputs(pred))
         except ProtocolError as e:
             raise HttpError(400, str(e)) from None
         headers = {HEADER: str(header_len)} if header_len is not None else {}
@@ -309,53 +221,26 @@ class Server:
     async def openai_embeddings(self, request):
         from aiohttp import web
 
-        if self.spec.task == "classification":
-            raise HttpError(400, f"{self.name} is a classifier; use /classify")
-        body = await self._json(request)
-        if not isinstance(body, dict) or "input" not in body:
-            raise HttpError(400, "body must be a JSON object with 'input'")
-        modality = body.get("modality", "image" if self._vision else "text")
-        if modality not in ("text", "image"):
-            raise HttpError(400, f"modality must be 'text' or 'image'; got {modality!r}")
-        if (modality == "image") != self._vision:
-            kind = "images" if self._vision else "text"
-            raise HttpError(400, f"{self.name} embeds {kind}; got modality {modality!r}")
-        if self._vision:  # Infinity's image input: base64 data URIs (one string or a list)
-            items = body["input"] if isinstance(body["input"], list) else [body["input"]]
-            pred = await self._predict(await self._decode_images(items))
-            # one list of 128-d vectors per image, as Infinity returns multi-vector embeddings
-            rows = [v[:n].tolist() for v, n in zip(pred.values, pred.lengths, strict=True)]
-        else:
-            texts = self._check_texts(body["input"])
-            pred = await self._predict(texts)
-            rows = [v.tolist() for v in pred.values]
+        self.codec.accept("embeddings")
+        body = await self._json_input(request)
+        self.codec.check_modality(body.get("modality", self.codec.modality))
+        pred = await self._predict(await self.codec.json_inputs(body["input"]))
+        rows = self.codec.embeddings(pred)
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(rows)]
         return web.json_response({"object": "list", "data": data, "model": self.name})
 
     async def infinity_embeddings_image(self, request):
         """Infinity's older image route: {"model", "input": [data URI, ...]}."""
-        if not self._vision:
-            raise HttpError(400, f"{self.name} embeds text; use /v1/embeddings")
+        self.codec.accept("embeddings_image")
         return await self.openai_embeddings(request)
 
     async def classify(self, request):
         from aiohttp import web
 
-        if self.spec.task != "classification":
-            raise HttpError(400, f"{self.name} is an embedding model; use /v1/embeddings")
-        body = await self._json(request)
-        if not isinstance(body, dict) or "input" not in body:
-            raise HttpError(400, "body must be a JSON object with 'input'")
-        texts = self._check_texts(body["input"])
-        pred = await self._predict(texts)
-        labels = self.spec.labels
-        data = [
-            sorted(
-                ({"label": labels[j], "score": float(p[j])} for j in range(len(labels))),
-                key=lambda d: -d["score"],
-            )
-            for p in np.asarray(pred.values)
-        ]
+        self.codec.accept("classify")
+        body = await self._json_input(request)
+        pred = await self._predict(await self.codec.json_inputs(body["input"]))
+        data = self.codec.classify(pred)
         return web.json_response({"object": "classify", "data": data, "model": self.name})
 
     # ---------------------------------------------------------------- metrics
@@ -364,3 +249,6 @@ class Server:
 
         text = exposition(self.batcher.stats(), self.metrics)
         return web.Response(text=text, content_type="text/plain")
+
+
+__all__ = ["HttpError", "Server", "ServerLimits"]

@@ -322,3 +322,18 @@ def test_metrics_exposition_names_and_values():
     ):
         assert line in lines
     assert all(line.startswith(("# HELP bb_", "# TYPE bb_", "bb_")) for line in lines)
+
+
+def test_every_task_has_a_codec_with_a_method_for_each_route_it_serves():
+    from engines.models import TASKS
+    from serving.codecs import CODECS
+
+    assert set(CODECS) == set(TASKS)
+    for codec in CODECS.values():
+        for route, method in (
+            ("embeddings", "embeddings"),
+            ("embeddings_image", "embeddings"),
+            ("classify", "classify"),
+        ):
+            assert route in codec.refuses or callable(getattr(codec, method, None)), (codec, route)
+        assert codec.route.lstrip("/").replace("v1/", "") not in codec.refuses
