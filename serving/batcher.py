@@ -3,7 +3,8 @@
 Three kinds of threads share the work so the forward pass never waits on Python pre/post work:
 callers tokenize their own request (`submit`; `asubmit` uses a small pool), one forward thread
 forms padded batches and calls `engine.infer`, and one post-processing thread runs
-`engine.postprocess` and hands each request its slice of the results.
+`engine.postprocess` and hands each request its slice of the results. Which queued inputs form
+the next batch is `serving.policy`'s decision; this module owns the threads, lock and clock.
 """
 
 from __future__ import annotations
