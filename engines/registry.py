@@ -43,8 +43,12 @@ def create_engine(config: EngineConfig) -> Engine:
 
 
 def engine_config(engine: str, model: str, **kw: Any) -> EngineConfig:
-    """An EngineConfig from flat keywords: the common fields, and this engine's own options."""
+    """An EngineConfig from flat keywords: the common fields, and this engine's own options
+    (other engines' options are ignored, as the CLI ignores their flags)."""
     cls = engine_class(engine)
     own = {f.name for f in fields(cls.Options)}
+    others = {f.name for name in ENGINES for f in fields(engine_class(name).Options)} - own
     options = cls.Options(**{k: kw.pop(k) for k in list(kw) if k in own})
+    for k in others & set(kw):
+        del kw[k]
     return EngineConfig(engine=engine, model=model, options=options, **kw)

@@ -10,15 +10,16 @@ import logging
 import sys
 
 from engines.errors import BillionbenchError
+from engines.registry import create_engine
 from harness.cli import build_serve_parser, print_error, setup_logging
 from harness.setup import prepare_artifact, resolve_setup
+from serving.batcher import BatcherConfig, DynamicBatcher
+from serving.server import Server, ServerLimits
 
 log = logging.getLogger("billionbench")
 
 
-def batcher_config(args):
-    from engines.batcher import BatcherConfig
-
+def batcher_config(args) -> BatcherConfig:
     return BatcherConfig(
         max_batch_size=args.max_batch_size,
         max_batch_tokens=args.max_batch_tokens,
@@ -31,10 +32,6 @@ def batcher_config(args):
 
 def build_server(args, console):
     """Load the engine (exporting its artifact if needed) and wrap it in batcher + server."""
-    from engines.batcher import DynamicBatcher
-    from engines.registry import create_engine
-    from engines.server import Server, ServerLimits
-
     resolved = resolve_setup(args)
     engine_cfg = resolved.engine_cfg
     bcfg = batcher_config(args)
@@ -78,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         f"serving {server.name} ({server.engine.info.get('weights')} weights) with "
         f"{args.engine} on {profile.name} = {detected.device_name} at "
         f"http://{args.host}:{args.port}  (KServe v2: /v2/models/{server.name}/infer, "
-        f"{'/classify' if server.spec.task == 'classification' else '/v1/embeddings'}, /metrics)",
+        f"{server.codec.route}, /metrics)",
         highlight=False,
     )
     try:

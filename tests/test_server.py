@@ -10,21 +10,20 @@ import numpy as np
 import pytest
 
 from engines.net import free_port
+from engines.registry import engine_config
 
 aiohttp = pytest.importorskip("aiohttp", reason="the server needs aiohttp (base dependency)")
 
-from engines import EngineConfig, create_engine  # noqa: E402
-from engines.batcher import BatcherConfig, DynamicBatcher  # noqa: E402
-from engines.server import Server, ServerLimits  # noqa: E402
+from engines import create_engine  # noqa: E402
+from serving.batcher import BatcherConfig, DynamicBatcher  # noqa: E402
+from serving.server import Server, ServerLimits  # noqa: E402
 
 
 class Running:
     """A server on 127.0.0.1 in a background thread, stopped at exit."""
 
     def __init__(self, model: str, engine: str = "fake", limits=None, latency_ms=2.0, **batcher):
-        cfg = EngineConfig(
-            engine=engine, model=model, fake_latency_ms=latency_ms, fake_per_input_ms=0.1
-        )
+        cfg = engine_config(engine, model, fake_latency_ms=latency_ms, fake_per_input_ms=0.1)
         self.engine = create_engine(cfg)
         self.engine.load()
         self.batcher = DynamicBatcher(self.engine, BatcherConfig(**batcher))
@@ -276,3 +275,64 @@ def test_tiny_real_model_over_http_matches_in_process():
         want = s.engine.predict(texts)
         for row, probs in zip(got, want.values, strict=True):
             assert np.allclose([row[lab] for lab in s.engine.spec.labels], probs, atol=1e-5)
+
+
+def test_metrics_exposition_names_and_values():
+    from serving.batcher import BatcherStats, LatencySummary
+    from serving.metrics import HttpMetrics, exposition
+
+    http = HttpMetrics()
+    http.observe("v1", 200, 0.02)
+    http.observe("v1", 429, 0.001)
+    none = LatencySummary.from_ns([])
+    stats = BatcherStats(
+        queue_depth=3,
+        pending_requests=1,
+        requests_completed=4,
+        requests_failed=0,
+        rejected=1,
+        batches=3,
+        failed_batches=0,
+        inputs=5,
+        batch_size_histogram={2: 1, 1: 2},
+        useful_tokens=30,
+        padded_tokens=40,
+        padding_ratio=0.25,
+        forward_ms=none,
+        queue_wait_ms=none,
+    )
+    lines = exposition(stats, http).splitlines()
+    for line in (
+        "bb_queue_depth 3",
+        'bb_batch_size_bucket{le="1"} 2',
+        'bb_batch_size_bucket{le="2"} 3',
+        'bb_batch_size_bucket{le="+Inf"} 3',
+        "bb_batch_size_sum 4",
+        "bb_useful_tokens_total 30",
+        "bb_padded_tokens_total 40",
+        "bb_padding_ratio 0.250000",
+        "bb_rejected_total 1",
+        'bb_requests_total{route="v1",status="200"} 1',
+        'bb_requests_total{route="v1",status="429"} 1',
+        'bb_request_latency_seconds_bucket{le="0.01"} 0',
+        'bb_request_latency_seconds_bucket{le="0.025"} 1',
+        'bb_request_latency_seconds_bucket{le="+Inf"} 1',
+        "bb_request_latency_seconds_count 1",
+    ):
+        assert line in lines
+    assert all(line.startswith(("# HELP bb_", "# TYPE bb_", "bb_")) for line in lines)
+
+
+def test_every_task_has_a_codec_with_a_method_for_each_route_it_serves():
+    from engines.models import TASKS
+    from serving.codecs import CODECS
+
+    assert set(CODECS) == set(TASKS)
+    for codec in CODECS.values():
+        for route, method in (
+            ("embeddings", "embeddings"),
+            ("embeddings_image", "embeddings"),
+            ("classify", "classify"),
+        ):
+            assert route in codec.refuses or callable(getattr(codec, method, None)), (codec, route)
+        assert codec.route.lstrip("/").replace("v1/", "") not in codec.refuses

@@ -321,8 +321,8 @@ class Serving:
     """The tiny ColQwen2 behind our server on 127.0.0.1, in a background thread."""
 
     def __init__(self, engine, **limits):
-        from engines.batcher import BatcherConfig, DynamicBatcher
-        from engines.server import Server, ServerLimits
+        from serving.batcher import BatcherConfig, DynamicBatcher
+        from serving.server import Server, ServerLimits
 
         self.batcher = DynamicBatcher(engine, BatcherConfig(max_batch_size=4))
         self.server = Server(engine, self.batcher, ServerLimits(**limits))

@@ -3,7 +3,8 @@
 Three kinds of threads share the work so the forward pass never waits on Python pre/post work:
 callers tokenize their own request (`submit`; `asubmit` uses a small pool), one forward thread
 forms padded batches and calls `engine.infer`, and one post-processing thread runs
-`engine.postprocess` and hands each request its slice of the results.
+`engine.postprocess` and hands each request its slice of the results. Which queued inputs form
+the next batch is `serving.policy`'s decision; this module owns the threads, lock and clock.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from engines.base import Engine
 from engines.errors import BillionbenchError, ConfigError, EngineError
 from engines.pipeline import Batch, Prediction
+from serving.policy import BatchLimits, select_batch
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +229,9 @@ class DynamicBatcher:
         self.config = config
         self._pipeline = engine.pipeline
         self._delay_ns = int(config.max_queue_delay_ms * 1e6)
+        self._limits = BatchLimits(
+            config.max_batch_size, config.max_batch_tokens, config.length_aware
+        )
         self._cond = threading.Condition(threading.Lock())
         # guarded by _cond: waiting items in arrival order, the same keyed by (tokens, seq)
         self._fifo: collections.OrderedDict[int, _Item] = collections.OrderedDict()
@@ -429,10 +434,12 @@ class DynamicBatcher:
                         return None
                     self._cond.wait()
                     continue
-                chosen, full = self._select_locked()
+                queue = ((item.seq, item.n) for item in self._fifo.values())
+                selection = select_batch(queue, self._limits, self._by_len)
+                chosen = [self._fifo[seq] for seq in selection.seqs]
                 oldest = chosen[0]
                 wait_ns = oldest.t_ns + self._delay_ns - time.perf_counter_ns()
-                if full or wait_ns <= 0 or self._stopping:
+                if selection.full or wait_ns <= 0 or self._stopping:
                     now = time.perf_counter_ns()
                     for item in chosen:
                         self._remove_locked(item)
@@ -442,53 +449,6 @@ class DynamicBatcher:
         with self._stats_lock:
             self._wait_ns.extend(waits)
         return chosen
-
-    def _select_locked(self) -> tuple[list[_Item], bool]:
-        """The next batch around the oldest input; `full` when size or token budget binds."""
-        cfg = self.config
-        oldest = next(iter(self._fifo.values()))
-        chosen = [oldest]
-        longest = oldest.n
-        if not cfg.length_aware:
-            for item in itertools.islice(self._fifo.values(), 1, None):
-                if len(chosen) >= cfg.max_batch_size:
-                    return chosen, True
-                width = max(longest, item.n)
-                if (len(chosen) + 1) * width > cfg.max_batch_tokens:
-                    return chosen, True
-                chosen.append(item)
-                longest = width
-            return chosen, len(chosen) >= cfg.max_batch_size
-        # length-aware: grow a window in token-count order outwards from the oldest input,
-        # always taking the neighbour whose length is closest to it
-        by_len = self._by_len
-        pos = bisect.bisect_left(by_len, (oldest.n, oldest.seq))
-        left, right = pos - 1, pos + 1
-        right_open = True
-        budget_bound = False
-        while len(chosen) < cfg.max_batch_size:
-            cand_l = by_len[left] if left >= 0 else None
-            cand_r = by_len[right] if right_open and right < len(by_len) else None
-            if cand_l is None and cand_r is None:
-                return chosen, budget_bound
-            # on a tie prefer the shorter neighbour: it adds no padding to the others
-            if cand_r is None or (
-                cand_l is not None and oldest.n - cand_l[0] <= cand_r[0] - oldest.n
-            ):
-                if (len(chosen) + 1) * longest > cfg.max_batch_tokens:
-                    return chosen, True
-                chosen.append(self._fifo[cand_l[1]])
-                left -= 1
-            else:
-                width = max(longest, cand_r[0])
-                if (len(chosen) + 1) * width > cfg.max_batch_tokens:
-                    right_open = False  # anything further right is longer still
-                    budget_bound = True
-                    continue
-                chosen.append(self._fifo[cand_r[1]])
-                longest = width
-                right += 1
-        return chosen, True
 
     def _remove_locked(self, item: _Item) -> None:
         del self._fifo[item.seq]

@@ -1,0 +1,254 @@
+"""HTTP server over the dynamic batcher: KServe v2 / Triton, OpenAI `/v1/embeddings`,
+Infinity-style `/classify`, and Prometheus `/metrics`.
+
+Every bad request gets a 4xx with a one-line reason and the server keeps serving; a full queue
+answers 429 with Retry-After, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from engines import contract
+from engines.base import Engine
+from engines.errors import BillionbenchError
+from engines.pipeline import Prediction
+from serving.batcher import BatcherStopped, DynamicBatcher, QueueFull
+from serving.codecs import HttpError, codec_for
+from serving.kserve import HEADER, ProtocolError, build_response, parse_request
+from serving.metrics import HttpMetrics, exposition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_body_bytes: int = 8 * 2**20
+    max_text_chars: int = 100_000
+    truncate: bool = False  # TEI's default: over-long inputs are an error, not silently cut
+
+
+class Server:
+    """The request handlers; `app()` wires them into an aiohttp application."""
+
+    def __init__(self, engine: Engine, batcher: DynamicBatcher, limits: ServerLimits | None = None):
+        self.engine = engine
+        self.batcher = batcher
+        self.limits = limits or ServerLimits()
+        self.spec = engine.spec
+        self.name = engine.spec.name
+        self.metrics = HttpMetrics()
+        self.codec = codec_for(
+            engine.spec,
+            engine.pipeline,
+            max_inputs=batcher.config.max_request_inputs,
+            max_text_chars=self.limits.max_text_chars,
+            truncate=self.limits.truncate,
+        )
+
+    # ---------------------------------------------------------------- plumbing
+    def app(self):
+        from aiohttp import web
+
+        app = web.Application(
+            client_max_size=self.limits.max_body_bytes, middlewares=[self._errors]
+        )
+        r = app.router
+        r.add_get("/v2/health/ready", self.ready)
+        r.add_get("/v2/health/live", self.live)
+        r.add_get("/v2", self.server_metadata)
+        r.add_get("/v2/models/{name}", self.model_metadata)
+        r.add_get("/v2/models/{name}/ready", self.model_ready)
+        r.add_post("/v2/models/{name}/infer", self.kserve_infer)
+        r.add_get("/v2/models/{name}/versions/{v}", self.model_metadata)
+        r.add_post("/v2/models/{name}/versions/{v}/infer", self.kserve_infer)
+        r.add_post("/v1/embeddings", self.openai_embeddings)
+        r.add_post("/embeddings", self.openai_embeddings)
+        r.add_post("/embeddings_image", self.infinity_embeddings_image)
+        r.add_post("/classify", self.classify)
+        r.add_get("/metrics", self.prometheus)
+        return app
+
+    @property
+    def _errors(self):
+        from aiohttp import web
+
+        @web.middleware
+        async def errors(request, handler):
+            t0 = time.perf_counter()
+            status = 500
+            try:
+                resp = await handler(request)
+                status = resp.status
+                return resp
+            except HttpError as e:
+                status = e.status
+                return web.json_response({"error": e.reason}, status=e.status, headers=e.headers)
+            except web.HTTPException as e:  # 404/405/413 from aiohttp itself
+                status = e.status
+                reason = e.reason
+                if e.status == 413:
+                    reason = f"request body over {self.limits.max_body_bytes} bytes"
+                return web.json_response({"error": reason}, status=e.status)
+            except Exception as e:  # never take the server down; say what failed
+                log.exception("request failed")
+                return web.json_response(
+                    {"error": f"internal error: {type(e).__name__}: {e}"}, status=500
+                )
+            finally:
+                self.metrics.observe(
+                    request.path.split("/")[1] or "/", status, time.perf_counter() - t0
+                )
+
+        return errors
+
+    async def _json_input(self, request) -> dict[str, Any]:
+        """The JSON body of an OpenAI / Infinity request: an object with 'input'."""
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HttpError(400, f"malformed JSON: {str(e).splitlines()[0]}") from None
+        if not isinstance(body, dict) or "input" not in body:
+            raise HttpError(400, "body must be a JSON object with 'input'")
+        return body
+
+    async def _predict(self, inputs: list) -> Prediction:
+        loop = asyncio.get_running_loop()
+        try:
+            # tokenization happens in submit(); keep it off the event loop
+            fut = await loop.run_in_executor(None, self.batcher.submit, inputs)
+        except BatcherStopped:
+            raise HttpError(503, "the server is shutting down", {"Retry-After": "1"}) from None
+        except QueueFull as e:
+            retry = max(1, math.ceil(e.retry_after_s))
+            raise HttpError(429, f"queue full: {e.reason}", {"Retry-After": str(retry)}) from None
+        except BillionbenchError as e:
+            raise HttpError(400, str(e)) from None
+        except ValueError as e:
+            raise HttpError(413, str(e)) from None
+        try:
+            return await asyncio.wrap_future(fut)
+        except BatcherStopped:
+            raise HttpError(503, "the server is shutting down", {"Retry-After": "1"}) from None
+        except BillionbenchError as e:
+            raise HttpError(400, str(e)) from None
+
+    def _model(self, request) -> None:
+        name = request.match_info["name"]
+        if name != self.name:
+            raise HttpError(404, f"unknown model {name!r}; this server has {self.name!r}")
+
+    # ---------------------------------------------------------------- KServe v2
+    async def ready(self, request):
+        from aiohttp import web
+
+        return web.json_response({"ready": True})
+
+    async def live(self, request):
+        from aiohttp import web
+
+        return web.json_response({"live": True})
+
+    async def server_metadata(self, request):
+        from aiohttp import web
+
+        return web.json_response(
+            {"name": "billionbench", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+        )
+
+    async def model_metadata(self, request):
+        from aiohttp import web
+
+        self._model(request)
+        return web.json_response(
+            {
+                "name": self.name,
+                "versions": ["1"],
+                "platform": f"billionbench_{self.engine.config.engine}",
+                "inputs": [{"name": self.codec.input_name, "datatype": "BYTES", "shape": [-1]}],
+                "outputs": contract.outputs_metadata(self.spec),
+                # provenance, so a remote load generator can label its rows honestly
+                "parameters": {k: v for k, v in self.engine.info.items() if k != "parity"}
+                | {
+                    "engine": self.engine.config.engine,
+                    "precision": self.engine.config.precision,
+                    "parity_metric": (self.engine.info.get("parity") or {}).get("metric"),
+                },
+            }
+        )
+
+    async def model_ready(self, request):
+        from aiohttp import web
+
+        self._model(request)
+        return web.json_response({"name": self.name, "ready": True})
+
+    async def kserve_infer(self, request):
+        from aiohttp import web
+
+        self._model(request)
+        body = await request.read()
+        name = self.codec.input_name
+        try:
+            req, values = parse_request(body, request.headers.get(HEADER), (contract.IMAGE,))
+        except ProtocolError as e:
+            raise HttpError(400, str(e)) from None
+        spec_in = next((t for t in req["inputs"] if t.get("name") == name), None)
+        if spec_in is None:
+            raise HttpError(400, f"missing input {name!r}; inputs are {list(values)}")
+        if spec_in["datatype"] != "BYTES":
+            raise HttpError(400, f"input {name!r} must be BYTES, got {spec_in['datatype']}")
+        shape = spec_in["shape"]
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise HttpError(400, f"input {name!r} must have shape [n] or [n, 1], got {shape}")
+        pred = await self._predict(await self.codec.kserve_inputs(values[name]))
+        try:
+            payload, header_len = build_response(req, self.name, self.codec.kserve_outputs(pred))
+        except ProtocolError as e:
+            raise HttpError(400, str(e)) from None
+        headers = {HEADER: str(header_len)} if header_len is not None else {}
+        ctype = "application/octet-stream" if header_len is not None else "application/json"
+        return web.Response(body=payload, headers=headers, content_type=ctype)
+
+    # ---------------------------------------------------------------- OpenAI / Infinity
+    async def openai_embeddings(self, request):
+        from aiohttp import web
+
+        self.codec.accept("embeddings")
+        body = await self._json_input(request)
+        self.codec.check_modality(body.get("modality", self.codec.modality))
+        pred = await self._predict(await self.codec.json_inputs(body["input"]))
+        rows = self.codec.embeddings(pred)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(rows)]
+        return web.json_response({"object": "list", "data": data, "model": self.name})
+
+    async def infinity_embeddings_image(self, request):
+        """Infinity's older image route: {"model", "input": [data URI, ...]}."""
+        self.codec.accept("embeddings_image")
+        return await self.openai_embeddings(request)
+
+    async def classify(self, request):
+        from aiohttp import web
+
+        self.codec.accept("classify")
+        body = await self._json_input(request)
+        pred = await self._predict(await self.codec.json_inputs(body["input"]))
+        data = self.codec.classify(pred)
+        return web.json_response({"object": "classify", "data": data, "model": self.name})
+
+    # ---------------------------------------------------------------- metrics
+    async def prometheus(self, request):
+        from aiohttp import web
+
+        text = exposition(self.batcher.stats(), self.metrics)
+        return web.Response(text=text, content_type="text/plain")
+
+
+__all__ = ["HttpError", "Server", "ServerLimits"]
