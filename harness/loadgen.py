@@ -32,8 +32,8 @@ import numpy as np
 
 from engines import contract
 from engines.errors import BillionbenchError, ConfigError
-from harness.data import Workload
 from harness.measure import Latency, Throughput
+from harness.workloads import Workload
 
 log = logging.getLogger(__name__)
 

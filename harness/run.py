@@ -212,7 +212,7 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
 
 
 def workload_spec(args: argparse.Namespace):
-    from harness.data import WorkloadSpec
+    from harness.workloads import WorkloadSpec
 
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1; got {args.num_samples}")
@@ -233,7 +233,7 @@ def workload_spec(args: argparse.Namespace):
 def _vision_workload(args: argparse.Namespace) -> dict[str, Any]:
     if args.task != "vision-embedding":
         return {}
-    from harness.images import parse_sizes
+    from harness.workloads import parse_sizes
 
     return dict(
         image_sizes=parse_sizes(args.image_sizes),
@@ -458,7 +458,7 @@ def load_setup(args: argparse.Namespace) -> Setup:
     """resolve_setup + tokenizer + workload + FLOPs per input + peak, shared by the CLIs."""
     from engines.models import load_tokenizer
     from harness import hardware
-    from harness.data import load_workload
+    from harness.workloads import load_workload
 
     spec, engine_cls, profile, detected, engine_cfg = resolve_setup(args)
     wl_spec = workload_spec(args)
@@ -523,7 +523,7 @@ def _run(args: argparse.Namespace, console) -> int:
         lo = min(8, stats.min)
         image_buckets: tuple = ()
         if spec.task == "vision-embedding" and engine_cls.artifact_format == "onnx":
-            from harness.images import workload_buckets
+            from harness.workloads import workload_buckets
 
             image_buckets = workload_buckets(
                 workload.texts, engine_cfg.pixel_budget(), args.batch_sizes

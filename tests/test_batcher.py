@@ -21,7 +21,8 @@ from engines.batcher import (
 )
 from engines.errors import ConfigError
 from engines.fake import FakeEngine
-from harness.data import WorkloadSpec, synthetic
+from harness.workloads import WorkloadSpec
+from harness.workloads.text import synthetic
 
 WORDS = "the product arrived broken great value service never again quality".split()
 

@@ -25,7 +25,6 @@ pytest.importorskip("aiohttp", reason="the HTTP load generator needs aiohttp")
 from aiohttp import web  # noqa: E402
 
 from engines.errors import BillionbenchError, ConfigError  # noqa: E402
-from harness.data import Workload  # noqa: E402
 from harness.loadgen import (  # noqa: E402
     K6Missing,
     Target,
@@ -40,6 +39,7 @@ from harness.loadgen import (  # noqa: E402
     run_open_loop,
 )
 from harness.results import COLUMNS  # noqa: E402
+from harness.workloads import Workload  # noqa: E402
 
 DIM = 8
 LABELS = ("positive", "neutral", "negative")
