@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 def _sweep(args, console) -> int:
     from dataclasses import asdict
 
-    from harness.loadgen import Target, measure_ceiling, run_closed_loop, run_open_loop
+    from harness.load import Target, measure_ceiling, run_closed_loop, run_open_loop
     from harness.results import ResultsStore, config_key, context_columns
     from harness.run import load_setup
 

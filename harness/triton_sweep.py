@@ -98,7 +98,7 @@ def run(args, console) -> int:
         repository_models,
         set_encoder_serving,
     )
-    from harness.loadgen import Target, measure_ceiling, run_closed_loop
+    from harness.load import Target, measure_ceiling, run_closed_loop
     from harness.results import ResultsStore, config_key, context_columns
     from harness.run import load_setup
 

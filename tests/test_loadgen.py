@@ -25,7 +25,7 @@ pytest.importorskip("aiohttp", reason="the HTTP load generator needs aiohttp")
 from aiohttp import web  # noqa: E402
 
 from engines.errors import BillionbenchError, ConfigError  # noqa: E402
-from harness.loadgen import (  # noqa: E402
+from harness.load import (  # noqa: E402
     K6Missing,
     Target,
     TargetError,
@@ -259,7 +259,7 @@ def test_open_loop_sends_rate_times_duration_and_throughput_counts_inputs(server
 
 
 def test_open_loop_at_the_concurrency_cap_sends_late_and_measures_from_schedule(server, caplog):
-    with caplog.at_level(logging.WARNING, logger="harness.loadgen"):
+    with caplog.at_level(logging.WARNING, logger="harness.load"):
         res = run_open_loop(
             emb(server),
             workload(["sleep 0.05"]),
@@ -434,7 +434,7 @@ def test_to_row_uses_only_result_columns(server):
 def test_ceiling_is_measured_and_a_run_near_it_warns(server, caplog):
     ceiling = measure_ceiling(duration_s=1.0, vus=8)
     assert ceiling > 0
-    with caplog.at_level(logging.WARNING, logger="harness.loadgen"):
+    with caplog.at_level(logging.WARNING, logger="harness.load"):
         res = run_closed_loop(emb(server), workload(["a"]), 1, 5, ceiling_rps=ceiling * 1000)
         warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert not any("ceiling" in r.getMessage() for r in warned)

@@ -237,7 +237,7 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server):
 
 @pytest.mark.triton
 def test_load_generator_triton_protocol_validates_outputs(server):
-    from harness.loadgen import Target, run_closed_loop
+    from harness.load import Target, run_closed_loop
     from harness.workloads import Workload
 
     spec = get_spec(TINY)

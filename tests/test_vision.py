@@ -450,7 +450,7 @@ def test_http_bad_images_get_4xx_and_server_keeps_serving(served, images):
 
 @pytest.mark.parametrize("protocol", ["openai", "kserve"])
 def test_loadgen_checks_vectors_over_http(served, images, protocol):
-    from harness.loadgen import Target, run_closed_loop
+    from harness.load import Target, run_closed_loop
     from harness.workloads import Workload
 
     wl = Workload(list(images), None, np.zeros(3, dtype=np.int64), "test")
