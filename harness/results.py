@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.costs import cost_columns
+from harness.sysinfo import git_sha, host_name, tool_versions
+
 log = logging.getLogger(__name__)
 
 # Column dtypes. STR and JSON are text (JSON: a serialised dict); BOOL counts as 0/1 in views.
@@ -267,9 +270,6 @@ def context_columns(
     parity_metric: str | None,
 ) -> dict[str, Any]:
     """What every row says about where, on what and at which price it was measured, plus cost."""
-    from harness.costs import cost_columns
-    from harness.sysinfo import git_sha, host_name, tool_versions
-
     stats = workload.stats
     # attention is a runtime choice for in-memory models only; artifacts fixed it at export
     attn = info.get("attn")

@@ -15,6 +15,7 @@ import numpy as np
 
 from engines import contract
 from engines.errors import ConfigError
+from engines.vision import data_uri
 
 TASKS = ("embedding", "classification", "vision-embedding")
 
@@ -49,8 +50,6 @@ class Protocol(ABC):
 
     def images(self, items: list) -> list[str]:
         """Images as base64 data URIs, encoded once per workload item (not per request)."""
-        from engines.vision import data_uri
-
         out = []
         for x in items:
             if isinstance(x, str):

@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from engines.errors import BillionbenchError
+from harness.report import write_report
+from harness.report.render import INSTALL_HINT
 from harness.run import _Parser, _setup_logging, positive_float, print_error
 
 
@@ -72,9 +74,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 return 2
             metric, limit = m, getattr(args, flag)
-    from harness.report import write_report
-    from harness.report.render import INSTALL_HINT
-
     try:
         html, md = write_report(
             args.results, args.out, latency_metric=metric, latency_limit_ms=limit

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 
@@ -524,12 +525,14 @@ def _provenance(df: pd.DataFrame) -> Section:
 
 
 def build(
-    df: pd.DataFrame, *, metric: str = "p95", limit_ms: float | None = None
+    df: pd.DataFrame,
+    *,
+    metric: str = "p95",
+    limit_ms: float | None = None,
+    charts: ModuleType | None = None,
 ) -> tuple[dict, list[Section]]:
-    """The report's content, independent of the output format."""
-    from harness.report import charts_or_none  # looked up per call: tests swap it out
-
-    ch = charts_or_none()
+    """The report's content, independent of the output format; figures only with `charts`."""
+    ch = charts
     dup = loading.duplicates(df)
     sections = [
         _best(df, metric, limit_ms),
@@ -686,16 +689,15 @@ def write(
     *,
     metric: str = "p95",
     limit_ms: float | None = None,
+    charts: ModuleType | None = None,
 ) -> tuple[Path | None, Path]:
-    """Write <out> (HTML, when plotly is installed) and report.md next to it."""
-    from harness.report import charts_or_none
-
+    """Write report.md next to <out>, and <out> (HTML) when given the `charts` module (plotly)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    head, sections = build(df, metric=metric, limit_ms=limit_ms)
+    head, sections = build(df, metric=metric, limit_ms=limit_ms, charts=charts)
     md_path = out.with_suffix(".md") if out.suffix == ".html" else out.parent / "report.md"
     html_path: Path | None = None
-    if charts_or_none() is not None:
+    if charts is not None:
         from plotly.offline import get_plotlyjs
 
         doc = to_html(head, sections, get_plotlyjs())
