@@ -100,7 +100,7 @@ class Client:
         return "http_other", None, detail
 
     async def send(self, index: int, sched_ns: int | None = None, *, record: bool = True):
-        """One request for the index-th batch; returns (kind, status, payload)."""
+        """One request for the index-th batch; returns (kind, status, payload, detail)."""
         import aiohttp
 
         texts, labels = self.workload.batch(index, self.k)
