@@ -21,8 +21,8 @@ import numpy as np
 from engines.base import Engine, EngineConfig
 from engines.errors import ConfigError, EngineError
 from engines.registry import create_engine
-from harness.data import Workload
 from harness.measure import Latency, Throughput
+from harness.workloads import Workload
 
 log = logging.getLogger(__name__)
 

@@ -12,127 +12,153 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.costs import cost_columns
+from harness.sysinfo import git_sha, host_name, tool_versions
+
 log = logging.getLogger(__name__)
 
+# Column dtypes. STR and JSON are text (JSON: a serialised dict); BOOL counts as 0/1 in views.
+INT, FLOAT, STR, BOOL, JSON = "int", "float", "str", "bool", "json"
+DTYPES = (INT, FLOAT, STR, BOOL, JSON)
+
 # The seeds' columns first (so their analyses run unchanged), then neuronperf's, then ours.
-SEED_COLUMNS = [
-    "total_requests",
-    "successful_requests",
-    "failed_requests",
-    "test_duration_sec",
-    "avg_latency_ms",
-    "p50_latency_ms",
-    "p90_latency_ms",
-    "p95_latency_ms",
-    "p99_latency_ms",
-    "throughput_req_per_sec",
-    "throughput_peak",
-    "hw_type",
-    "batch_size",
-    "vus",
-    "engine",
-    "image",
-    "vendor",
-    "n_models",
-    "workers_per_model",
-    "avg_num_vectors",
-    "min_num_vectors",
-    "max_num_vectors",
-    "invalid_embeddings",
-    "seconds_per_billion",
-    "cost_per_sec",
-    "cost_per_1m_inf",
-    "1B_cost",
-    "cost_per_1m_tokens",
-    "inputs_per_request",
-]
-NEURONPERF_COLUMNS = [
-    "latency_ms_p0",
-    "latency_ms_p50",
-    "latency_ms_p90",
-    "latency_ms_p95",
-    "latency_ms_p99",
-    "latency_ms_p100",
-    "throughput_avg",
-]
-EXTRA_COLUMNS = [
-    "task",
-    "model_name",
-    "model_id",
-    "weights",
-    "tokenizer",
-    "precision",
-    "attn",
-    "mode",
-    "protocol",
-    "dataset",
-    "avg_tokens",
-    "p50_tokens",
-    "min_tokens",
-    "max_tokens",
-    "padding_ratio",
-    "truncated_inputs",
-    "accuracy",
-    "parity_metric",
-    "flops_per_input",
-    "achieved_tflops",
-    "peak_tflops",
-    "peak_source",
-    "floor_1B_cost",
-    "efficiency",
-    "price_per_hour",
-    "price_source",
-    "throughput_method",
-    "cpu_percent",
-    "peak_rss_mb",
-    "peak_gpu_mem_mb",
+_SEED = {
+    "total_requests": INT,
+    "successful_requests": INT,
+    "failed_requests": INT,
+    "test_duration_sec": FLOAT,
+    "avg_latency_ms": FLOAT,
+    "p50_latency_ms": FLOAT,
+    "p90_latency_ms": FLOAT,
+    "p95_latency_ms": FLOAT,
+    "p99_latency_ms": FLOAT,
+    "throughput_req_per_sec": FLOAT,
+    "throughput_peak": FLOAT,
+    "hw_type": STR,
+    "batch_size": INT,
+    "vus": INT,
+    "engine": STR,
+    "image": STR,
+    "vendor": STR,
+    "n_models": INT,
+    "workers_per_model": INT,
+    "avg_num_vectors": FLOAT,
+    "min_num_vectors": INT,
+    "max_num_vectors": INT,
+    "invalid_embeddings": INT,
+    "seconds_per_billion": FLOAT,
+    "cost_per_sec": FLOAT,
+    "cost_per_1m_inf": FLOAT,
+    "1B_cost": FLOAT,
+    "cost_per_1m_tokens": FLOAT,
+    "inputs_per_request": INT,
+}
+_NEURONPERF = {
+    "latency_ms_p0": FLOAT,
+    "latency_ms_p50": FLOAT,
+    "latency_ms_p90": FLOAT,
+    "latency_ms_p95": FLOAT,
+    "latency_ms_p99": FLOAT,
+    "latency_ms_p100": FLOAT,
+    "throughput_avg": FLOAT,
+}
+_EXTRA = {
+    "task": STR,
+    "model_name": STR,
+    "model_id": STR,
+    "weights": STR,
+    "tokenizer": STR,
+    "precision": STR,
+    "attn": STR,
+    "mode": STR,
+    "protocol": STR,
+    "dataset": STR,
+    "avg_tokens": FLOAT,
+    "p50_tokens": FLOAT,
+    "min_tokens": INT,
+    "max_tokens": INT,
+    "padding_ratio": FLOAT,
+    "truncated_inputs": INT,
+    "accuracy": FLOAT,
+    "parity_metric": STR,
+    "flops_per_input": FLOAT,
+    "achieved_tflops": FLOAT,
+    "peak_tflops": FLOAT,
+    "peak_source": STR,
+    "floor_1B_cost": FLOAT,
+    "efficiency": FLOAT,
+    "price_per_hour": FLOAT,
+    "price_source": STR,
+    "throughput_method": STR,
+    "cpu_percent": FLOAT,
+    "peak_rss_mb": FLOAT,
+    "peak_gpu_mem_mb": FLOAT,
     # HTTP runs: failures by kind, open-loop lateness, and the load generator's own budget
-    "http_4xx",
-    "http_429",
-    "http_5xx",
-    "timeouts",
-    "connection_errors",
-    "dropped_requests",
-    "late_requests",
-    "max_late_ms",
-    "client_cpu_percent",
-    "loadgen_ceiling_rps",
-    "load_generator",
-    "server_batch_size",
-    "repeat",
-    "host_name",
-    "device_name",
-    "cpu_name",
-    "tool_versions",
-    "git_sha",
-    "timestamp",
-    "config_key",
-    "config_json",
+    "http_4xx": INT,
+    "http_429": INT,
+    "http_5xx": INT,
+    "timeouts": INT,
+    "connection_errors": INT,
+    "dropped_requests": INT,
+    "late_requests": INT,
+    "max_late_ms": FLOAT,
+    "client_cpu_percent": FLOAT,
+    "loadgen_ceiling_rps": FLOAT,
+    "load_generator": STR,
+    "server_batch_size": INT,
+    "repeat": INT,
+    "host_name": STR,
+    "device_name": STR,
+    "cpu_name": STR,
+    "tool_versions": JSON,
+    "git_sha": STR,
+    "timestamp": STR,
+    "config_key": STR,
+    "config_json": JSON,
     # vision models: decoded pixels and merged visual tokens per image
-    "avg_pixels",
-    "avg_visual_tokens",
-]
+    "avg_pixels": FLOAT,
+    "avg_visual_tokens": FLOAT,
+}
 # Triton: the serving config of the measured point and the server's own latency breakdown
 # (per request, from its statistics endpoint), as perf_analyzer and seed 003 report them
-TRITON_CONFIG_COLUMNS = [
-    "triton_instances",
-    "triton_max_batch",
-    "triton_dynamic_batching",
-    "triton_queue_delay_us",
-]
-TRITON_COLUMNS = TRITON_CONFIG_COLUMNS + [
-    "server_requests",
-    "server_executions",
-    "server_inferences",
-    "server_avg_batch",
-    "server_queue_ms",
-    "server_compute_input_ms",
-    "server_compute_infer_ms",
-    "server_compute_output_ms",
-    "server_request_ms",
-    "server_rss_mb",
-]
-COLUMNS = SEED_COLUMNS + NEURONPERF_COLUMNS + EXTRA_COLUMNS + TRITON_COLUMNS
+_TRITON_CONFIG = {
+    "triton_instances": INT,
+    "triton_max_batch": INT,
+    "triton_dynamic_batching": BOOL,
+    "triton_queue_delay_us": INT,
+}
+_TRITON_SERVER = {
+    "server_requests": INT,
+    "server_executions": INT,
+    "server_inferences": INT,
+    "server_avg_batch": FLOAT,
+    "server_queue_ms": FLOAT,
+    "server_compute_input_ms": FLOAT,
+    "server_compute_infer_ms": FLOAT,
+    "server_compute_output_ms": FLOAT,
+    "server_request_ms": FLOAT,
+    "server_rss_mb": FLOAT,
+}
+# The one result schema: every column, in file order, with its dtype.
+SCHEMA: dict[str, str] = {**_SEED, **_NEURONPERF, **_EXTRA, **_TRITON_CONFIG, **_TRITON_SERVER}
+COLUMNS: list[str] = list(SCHEMA)
+TRITON_CONFIG_COLUMNS: list[str] = list(_TRITON_CONFIG)
+
+
+def columns_of(*dtypes: str) -> list[str]:
+    """The schema's columns of these dtypes, in column order."""
+    unknown = set(dtypes) - set(DTYPES)
+    if unknown:
+        raise ValueError(f"dtypes are {', '.join(DTYPES)}; got {sorted(unknown)}")
+    return [c for c, t in SCHEMA.items() if t in dtypes]
+
+
+def read_csv(path: str | os.PathLike):
+    """A results CSV read with the schema's dtypes: text and JSON columns stay text (a git sha or
+    config_key made of digits is not a number); numbers and booleans are parsed."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={c: str for c in columns_of(STR, JSON)})
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -176,7 +202,7 @@ class ResultsStore:
         import pandas as pd
 
         if self.csv.exists():
-            return pd.read_csv(self.csv)
+            return read_csv(self.csv)
         if self.parquet.exists():
             return pd.read_parquet(self.parquet)
         return pd.DataFrame(columns=COLUMNS)
@@ -203,16 +229,14 @@ class ResultsStore:
 
     def _migrate(self) -> None:
         """A file written under an older column contract is rewritten to the current one
-        (missing columns empty, unknown ones kept at the end) before anything is appended."""
+        (missing columns empty; unknown columns are refused) before anything is appended."""
         if not self.csv.exists():
             return
         with open(self.csv, newline="") as f:
             header = next(csv.reader(f), [])
         if header == COLUMNS or not header:
             return
-        import pandas as pd
-
-        old = pd.read_csv(self.csv)
+        old = read_csv(self.csv)
         extra = [c for c in old.columns if c not in COLUMNS]
         if extra:
             raise KeyError(f"{self.csv} has columns outside the contract: {extra}")
@@ -246,9 +270,6 @@ def context_columns(
     parity_metric: str | None,
 ) -> dict[str, Any]:
     """What every row says about where, on what and at which price it was measured, plus cost."""
-    from harness.costs import cost_columns
-    from harness.sysinfo import git_sha, host_name, tool_versions
-
     stats = workload.stats
     # attention is a runtime choice for in-memory models only; artifacts fixed it at export
     attn = info.get("attn")

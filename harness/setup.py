@@ -21,9 +21,8 @@ from engines.vision import describe_buckets
 from exporters.api import artifact_dir, ensure_artifact, expectation, holds_buckets
 from exporters.base import ExportConfig
 from harness import hardware
-from harness.data import WorkloadSpec, load_workload
-from harness.images import parse_sizes
 from harness.results import context_columns
+from harness.workloads import WorkloadSpec, load_workload, parse_sizes
 
 log = logging.getLogger("billionbench")
 

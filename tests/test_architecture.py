@@ -27,14 +27,6 @@ COMMANDS = {
     "harness.report.__main__",
     "exporters.__main__",
 }
-# Edges in harness/ that break a rule today and are being removed on other branches; the lead
-# empties this set once those branches are merged. Every other edge is held to the rules, and an
-# edge listed here that no longer exists fails `test_known_exceptions_still_exist`.
-KNOWN_HARNESS_EXCEPTIONS = {
-    # circle: harness.data <-> harness.images (both imports inside functions)
-    ("harness.data", "harness.images"),
-    ("harness.images", "harness.data"),
-}
 
 
 def module_name(path: Path) -> str:
@@ -114,10 +106,6 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def without_known(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    return {m: {t for t in ts if (m, t) not in KNOWN_HARNESS_EXCEPTIONS} for m, ts in graph.items()}
-
-
 def room(module: str) -> str:
     return module.split(".")[0]
 
@@ -135,7 +123,7 @@ def test_the_graph_sees_the_project():
 
 
 def test_no_import_circles():
-    cycle = find_cycle(without_known(import_graph()))
+    cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle or ())
 
 
@@ -152,18 +140,11 @@ def test_rooms_import_one_way():
 def test_no_library_module_imports_a_command_module():
     bad = [
         f"{m} -> {t}"
-        for m, targets in without_known(import_graph()).items()
+        for m, targets in import_graph().items()
         for t in sorted(targets)
         if is_command(t) and not is_command(m)
     ]
     assert not bad, "library modules importing command modules: " + ", ".join(bad)
-
-
-def test_known_exceptions_still_exist():
-    graph = import_graph()
-    for m, t in KNOWN_HARNESS_EXCEPTIONS:
-        assert room(m) == room(t) == "harness", (m, t)
-        assert t in graph.get(m, ()), f"{m} -> {t} is gone: remove it from the exceptions"
 
 
 def test_find_cycle_reports_a_circle():

@@ -14,7 +14,8 @@ from engines import EngineConfig, create_engine
 from engines.errors import ConfigError
 from engines.fake import FakeEngine
 from engines.registry import engine_config
-from harness.data import WorkloadSpec, synthetic
+from harness.workloads import WorkloadSpec
+from harness.workloads.text import synthetic
 from serving.batcher import (
     BatcherConfig,
     BatcherStopped,

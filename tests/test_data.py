@@ -3,7 +3,8 @@ import pytest
 
 from engines.errors import ConfigError
 from engines.models import get_spec, load_tokenizer
-from harness.data import WorkloadSpec, load_workload, synthetic
+from harness.workloads import WorkloadSpec, load_workload
+from harness.workloads.text import synthetic
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,9 @@ import pytest
 from engines import EngineConfig
 from engines.errors import ConfigError, EngineError
 from engines.registry import engine_config
-from harness.data import WorkloadSpec, synthetic
 from harness.inprocess import InprocessConfig, run_inprocess
+from harness.workloads import WorkloadSpec
+from harness.workloads.text import synthetic
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from harness.results import COLUMNS, ResultsStore, config_key
+from harness.results import COLUMNS, DTYPES, SCHEMA, ResultsStore, columns_of, config_key
 
 DESIGN_COLUMNS = (
     "total_requests successful_requests failed_requests test_duration_sec avg_latency_ms "
@@ -58,3 +58,19 @@ def test_old_column_contract_is_migrated_not_corrupted(tmp_path):
     s.append({"config_key": "new", "batch_size": 2, "http_429": 0})
     df = pd.read_csv(tmp_path / "results.csv")
     assert list(df.columns) == COLUMNS and df["config_key"].tolist() == ["old", "new"]
+
+
+def test_the_schema_gives_every_column_one_dtype():
+    assert list(SCHEMA) == COLUMNS and set(SCHEMA.values()) <= set(DTYPES)
+    assert sorted(columns_of(*DTYPES)) == sorted(COLUMNS)
+    with pytest.raises(ValueError, match="dtypes are"):
+        columns_of("decimal")
+
+
+def test_text_made_of_digits_reads_back_as_text(tmp_path):
+    s = ResultsStore(tmp_path)
+    s.append({"config_key": "0123456789012345", "git_sha": "0012345", "batch_size": 4})
+    df = s.read()
+    assert df["config_key"].tolist() == ["0123456789012345"]
+    assert df["git_sha"].tolist() == ["0012345"] and df["batch_size"].tolist() == [4]
+    assert s.done_keys() == {"0123456789012345"}  # resume finds the row it wrote

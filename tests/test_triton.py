@@ -241,8 +241,8 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server):
 
 @pytest.mark.triton
 def test_load_generator_triton_protocol_validates_outputs(server):
-    from harness.data import Workload
-    from harness.loadgen import Target, run_closed_loop
+    from harness.load import Target, run_closed_loop
+    from harness.workloads import Workload
 
     spec = get_spec(TINY)
     wl = Workload(TEXTS * 4, None, np.full(16, 8, dtype=np.int64), "test")

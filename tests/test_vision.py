@@ -141,7 +141,7 @@ def test_missing_pillow_names_the_extra(monkeypatch, capsys, tmp_path):
 
 
 def test_vector_counts_are_prompt_plus_visual_tokens(eager, images):
-    from harness.images import prompt_tokens
+    from harness.workloads import prompt_tokens
 
     pred = eager.predict(images)
     prompt = prompt_tokens(eager.pipeline.processor)
@@ -233,8 +233,7 @@ def test_colpali_route_needs_its_extra_or_weights():
 def test_workloads_synthetic_folder_parquet(tmp_path):
     import pandas as pd
 
-    from harness.data import WorkloadSpec, load_workload
-    from harness.images import parse_sizes
+    from harness.workloads import WorkloadSpec, load_workload, parse_sizes
 
     proc = load_tokenizer(get_spec(MODEL)).tokenizer
     spec = WorkloadSpec(
@@ -451,8 +450,8 @@ def test_http_bad_images_get_4xx_and_server_keeps_serving(served, images):
 
 @pytest.mark.parametrize("protocol", ["openai", "kserve"])
 def test_loadgen_checks_vectors_over_http(served, images, protocol):
-    from harness.data import Workload
-    from harness.loadgen import Target, run_closed_loop
+    from harness.load import Target, run_closed_loop
+    from harness.workloads import Workload
 
     wl = Workload(list(images), None, np.zeros(3, dtype=np.int64), "test")
     target = Target(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from harness.report import render
 from harness.report.loading import ReportError, duplicates, load
 from harness.report.views import (
     LATENCY_COLUMNS,
@@ -57,14 +58,14 @@ def write_report(
 
     Returns (html_path, md_path); html_path is None when plotly is not installed.
     """
-    from harness.report.render import write
-
     if latency_metric not in LATENCY_COLUMNS:
         raise ReportError(
             f"latency metric must be one of {', '.join(LATENCY_COLUMNS)}; got {latency_metric!r}"
         )
     df = load([paths] if isinstance(paths, (str, Path)) else list(paths))
-    return write(df, out, metric=latency_metric, limit_ms=latency_limit_ms)
+    return render.write(
+        df, out, metric=latency_metric, limit_ms=latency_limit_ms, charts=charts_or_none()
+    )
 
 
 def report_for_run(console, output_dir, *, max_p95_ms=None, max_p99_ms=None) -> None:
@@ -72,8 +73,6 @@ def report_for_run(console, output_dir, *, max_p95_ms=None, max_p99_ms=None) -> 
 
     Never raises: the results are already stored, a report failure must not fail the run.
     """
-    from harness.report.render import INSTALL_HINT
-
     metric, limit = ("p99", max_p99_ms) if max_p99_ms else ("p95", max_p95_ms)
     results = Path(output_dir) / "results.csv"
     try:
@@ -88,7 +87,7 @@ def report_for_run(console, output_dir, *, max_p95_ms=None, max_p99_ms=None) -> 
         return
     if html is None:
         console.print(
-            f"report: {md} (charts need plotly: {INSTALL_HINT})",
+            f"report: {md} (charts need plotly: {render.INSTALL_HINT})",
             highlight=False,
             soft_wrap=True,
             markup=False,

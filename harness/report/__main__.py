@@ -7,6 +7,8 @@ import sys
 
 from engines.errors import BillionbenchError
 from harness.cli import Parser, positive_float, print_error, setup_logging
+from harness.report import write_report
+from harness.report.render import INSTALL_HINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,9 +74,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 return 2
             metric, limit = m, getattr(args, flag)
-    from harness.report import write_report
-    from harness.report.render import INSTALL_HINT
-
     try:
         html, md = write_report(
             args.results, args.out, latency_metric=metric, latency_limit_ms=limit

@@ -14,6 +14,7 @@ from harness.report.tables import money, ms, num
 SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "cross", "pentagon", "hexagon"]
 FONT = dict(family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=13)
 COST_TITLE = "$ per 1B inputs"
+STAR = dict(size=18, color="red", symbol="star", line=dict(width=1.5, color="black"))
 
 
 def _layout(fig: go.Figure, title: str, subtitle: str = "", height: int = 480) -> go.Figure:
@@ -48,6 +49,25 @@ def hover(r) -> str:
     )
 
 
+def _rows_trace(rows: pd.DataFrame, x, y, name: str, marker: dict) -> go.Scatter:
+    """Markers for measured rows, each hovering with everything that identifies it."""
+    return go.Scatter(
+        x=x,
+        y=y,
+        mode="markers",
+        name=name,
+        marker=marker,
+        text=[hover(r) for r in rows.to_dict("records")],
+        hovertemplate="%{text}<extra></extra>",
+    )
+
+
+def _vus_batch_trace(rows: pd.DataFrame, name: str, marker: dict) -> go.Scatter:
+    """Measured rows on the contour's log2 (VUs, batch size) plane."""
+    x, y = np.log2(rows["vus"].astype(float)), np.log2(rows["batch_size"].astype(float))
+    return _rows_trace(rows, x, y, name, marker)
+
+
 def _log_ticks(values) -> tuple[list[float], list[str]]:
     vals = sorted({float(v) for v in values if pd.notna(v) and v > 0})
     return [float(np.log2(v)) for v in vals], [f"{v:g}" for v in vals]
@@ -76,24 +96,15 @@ def cost_vs_latency(df: pd.DataFrame, metric: str, limit_ms: float | None, title
     hw_order = list(dict.fromkeys(k[0] for k, _ in groups))
     for (hw, synth), g in groups:
         name = hw + (f" · {synth}" if synth else "")
-        fig.add_trace(
-            go.Scatter(
-                x=g[col],
-                y=g[views.COST],
-                mode="markers",
-                name=name,
-                marker=dict(
-                    symbol=SYMBOLS[hw_order.index(hw) % len(SYMBOLS)],
-                    size=11,
-                    opacity=0.85,
-                    color=np.log2(g["batch_size"].astype(float)),
-                    coloraxis="coloraxis",
-                    line=dict(width=1, color="#333"),
-                ),
-                text=[hover(r) for r in g.to_dict("records")],
-                hovertemplate="%{text}<extra></extra>",
-            )
+        marker = dict(
+            symbol=SYMBOLS[hw_order.index(hw) % len(SYMBOLS)],
+            size=11,
+            opacity=0.85,
+            color=np.log2(g["batch_size"].astype(float)),
+            coloraxis="coloraxis",
+            line=dict(width=1, color="#333"),
         )
+        fig.add_trace(_rows_trace(g, g[col], g[views.COST], name, marker))
     front = views.pareto_front(pts, col)
     fig.add_trace(
         go.Scatter(
@@ -108,19 +119,7 @@ def cost_vs_latency(df: pd.DataFrame, metric: str, limit_ms: float | None, title
     )
     if not pts.empty:
         m = pts.loc[[pts[views.COST].idxmin()]]
-        fig.add_trace(
-            go.Scatter(
-                x=m[col],
-                y=m[views.COST],
-                mode="markers",
-                name="global minimum",
-                marker=dict(
-                    size=18, color="red", symbol="star", line=dict(width=1.5, color="black")
-                ),
-                text=[hover(r) for r in m.to_dict("records")],
-                hovertemplate="%{text}<extra></extra>",
-            )
-        )
+        fig.add_trace(_rows_trace(m, m[col], m[views.COST], "global minimum", STAR))
     _floor_lines(fig, pts, [pts[col].min(), pts[col].max()] if not pts.empty else [0, 1])
     if limit_ms is not None and not pts.empty:
         costs = list(pts[views.COST]) + list(pts["floor_1B_cost"].dropna())
@@ -202,29 +201,11 @@ def contour(g: pd.DataFrame, title: str):
         )
     )
     pts = views._valid(g, "vus", "batch_size", views.COST)
-    fig.add_trace(
-        go.Scatter(
-            x=np.log2(pts["vus"].astype(float)),
-            y=np.log2(pts["batch_size"].astype(float)),
-            mode="markers",
-            name="measured",
-            marker=dict(size=7, color="white", line=dict(width=1, color="black")),
-            text=[hover(r) for r in pts.to_dict("records")],
-            hovertemplate="%{text}<extra></extra>",
-        )
-    )
+    outline = dict(width=1, color="black")
+    fig.add_trace(_vus_batch_trace(pts, "measured", dict(size=7, color="white", line=outline)))
     per_batch = pts.loc[pts.groupby("batch_size")[views.COST].idxmin()]
-    fig.add_trace(
-        go.Scatter(
-            x=np.log2(per_batch["vus"].astype(float)),
-            y=np.log2(per_batch["batch_size"].astype(float)),
-            mode="markers",
-            name="cheapest per batch size",
-            marker=dict(size=9, color="red", line=dict(width=1, color="black")),
-            text=[hover(r) for r in per_batch.to_dict("records")],
-            hovertemplate="%{text}<extra></extra>",
-        )
-    )
+    cheapest = dict(size=9, color="red", line=outline)
+    fig.add_trace(_vus_batch_trace(per_batch, "cheapest per batch size", cheapest))
     m = pts.loc[[pts[views.COST].idxmin()]]
     fig.add_trace(
         go.Scatter(
@@ -232,7 +213,7 @@ def contour(g: pd.DataFrame, title: str):
             y=np.log2(m["batch_size"].astype(float)),
             mode="markers+text",
             name="global minimum",
-            marker=dict(size=18, color="red", symbol="star", line=dict(width=1.5, color="black")),
+            marker=STAR,
             text=[money(v) for v in m[views.COST]],
             textposition="top center",
             textfont=dict(color="black", size=12),

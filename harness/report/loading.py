@@ -10,47 +10,15 @@ from pathlib import Path
 import pandas as pd
 
 from engines.errors import BillionbenchError
-from harness.results import COLUMNS
+from harness.results import BOOL, COLUMNS, FLOAT, INT, columns_of, read_csv
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".csv", ".parquet")
 # a file found by walking a directory must look like a results file to be read
 REQUIRED = ("1B_cost", "hw_type")
-NUMERIC = [
-    c
-    for c in COLUMNS
-    if c
-    not in {
-        "hw_type",
-        "engine",
-        "image",
-        "vendor",
-        "task",
-        "model_name",
-        "model_id",
-        "weights",
-        "tokenizer",
-        "precision",
-        "attn",
-        "mode",
-        "protocol",
-        "dataset",
-        "parity_metric",
-        "peak_source",
-        "price_source",
-        "throughput_method",
-        "load_generator",
-        "host_name",
-        "device_name",
-        "cpu_name",
-        "tool_versions",
-        "git_sha",
-        "timestamp",
-        "config_key",
-        "config_json",
-    }
-]
+# booleans count as 0/1, as any number does
+NUMERIC = columns_of(INT, FLOAT, BOOL)
 # what identifies a configuration when an old file has no config_key
 IDENTITY = [
     "task",
@@ -114,7 +82,7 @@ def read_file(path: Path, *, explicit: bool = True) -> pd.DataFrame | None:
     """One results file as a DataFrame on the current columns; None for a non-results file
     found while walking a directory."""
     try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else read_csv(path)
     except pd.errors.EmptyDataError:
         df = pd.DataFrame()
     except Exception as e:  # any reader failure is the user's file, not our bug

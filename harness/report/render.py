@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 
@@ -18,6 +19,8 @@ INSTALL_HINT = "pip install 'billionbench[report]'"
 
 @dataclass
 class Section:
+    """One part of the report: a title, how to read it, and its tables, notes and charts."""
+
     id: str
     title: str
     how: str
@@ -26,61 +29,66 @@ class Section:
     figures: list[Callable] = field(default_factory=list)  # each -> a plotly Figure or None
 
 
+Cells = Callable[[pd.Series], list[str]]
+
+
 def _cls(r) -> str:
     return "synthetic" if r["synthetic"] else ""
 
 
-def _best_table(best: pd.DataFrame, metric: str) -> Table:
-    t = Table(
-        [
-            "task",
-            "$ / 1B inputs",
-            "hardware",
-            "engine / image",
-            "mode",
-            "batch",
-            "VUs or n_models × workers",
-            "inputs / request",
-            "p95 ms",
-            "p99 ms",
-            "throughput (inputs/s)",
-            "host",
-            "model",
-        ]
-    )
-    for _, r in best.iterrows():
-        t.add(
-            [
-                r["task"],
-                money(r["1B_cost"]),
-                r["hw_type"],
-                r["image"] + r["label"],
-                r["mode"],
-                integer(r["batch_size"]),
-                r["concurrency"],
-                integer(r["inputs_per_request"]),
-                ms(r["p95_latency_ms"]),
-                ms(r["p99_latency_ms"]),
-                num(r["throughput_req_per_sec"]),
-                r["host_name"],
-                text(r["model_name"]),
-            ],
-            _cls(r),
-        )
+def _image(r) -> str:
+    """The engine / image cell: the image plus its synthetic label, e.g. ' [fake engine]'."""
+    return r["image"] + r["label"]
+
+
+def _table(
+    headers: list[str], rows: pd.DataFrame, cells: Cells, cls=_cls, caption: str = ""
+) -> Table:
+    """One table row per DataFrame row: `cells(r)` gives its cells, `cls(r)` its class."""
+    t = Table(headers, caption=caption)
+    for _, r in rows.iterrows():
+        t.add(cells(r), cls(r))
     return t
 
 
-def build(
-    df: pd.DataFrame, *, metric: str = "p95", limit_ms: float | None = None
-) -> tuple[dict, list[Section]]:
-    """The report's content, independent of the output format."""
-    from harness.report import charts_or_none
+def _best_table(best: pd.DataFrame) -> Table:
+    headers = [
+        "task",
+        "$ / 1B inputs",
+        "hardware",
+        "engine / image",
+        "mode",
+        "batch",
+        "VUs or n_models × workers",
+        "inputs / request",
+        "p95 ms",
+        "p99 ms",
+        "throughput (inputs/s)",
+        "host",
+        "model",
+    ]
+    return _table(
+        headers,
+        best,
+        lambda r: [
+            r["task"],
+            money(r["1B_cost"]),
+            r["hw_type"],
+            _image(r),
+            r["mode"],
+            integer(r["batch_size"]),
+            r["concurrency"],
+            integer(r["inputs_per_request"]),
+            ms(r["p95_latency_ms"]),
+            ms(r["p99_latency_ms"]),
+            num(r["throughput_req_per_sec"]),
+            r["host_name"],
+            text(r["model_name"]),
+        ],
+    )
 
-    ch = charts_or_none()
-    col = views.LATENCY_COLUMNS[metric]
-    sections: list[Section] = []
 
-    # -- best configuration
+def _best(df: pd.DataFrame, metric: str, limit_ms: float | None) -> Section:
     best = views.best_configs(df, metric)
     s = Section(
         "best",
@@ -88,26 +96,28 @@ def build(
         "The cheapest measured row for each task on each hardware (lowest $ per 1B inputs); "
         "the second table keeps only rows within your latency limit.",
     )
-    s.tables.append(_best_table(best, metric))
+    s.tables.append(_best_table(best))
     if limit_ms is None:
         s.notes.append(
             "No latency limit given: pass --latency-limit-ms X (with --latency-metric) or "
             "--max-p99-ms X to see the best configuration within it."
         )
-    else:
-        within = views.best_configs(df, metric, limit_ms)
-        t = _best_table(within, metric)
-        t.caption = f"best with {metric} latency ≤ {limit_ms:g} ms"
-        s.tables.append(t)
-        missing_pairs = sorted(
-            set(map(tuple, best[["task", "hw_type"]].to_numpy()))
-            - set(map(tuple, within[["task", "hw_type"]].to_numpy()))
-        )
-        for task, hw in missing_pairs:
-            s.notes.append(f"{task} on {hw}: no configuration meets {metric} ≤ {limit_ms:g} ms.")
-    sections.append(s)
+        return s
+    within = views.best_configs(df, metric, limit_ms)
+    t = _best_table(within)
+    t.caption = f"best with {metric} latency ≤ {limit_ms:g} ms"
+    s.tables.append(t)
+    missing_pairs = sorted(
+        set(map(tuple, best[["task", "hw_type"]].to_numpy()))
+        - set(map(tuple, within[["task", "hw_type"]].to_numpy()))
+    )
+    for task, hw in missing_pairs:
+        s.notes.append(f"{task} on {hw}: no configuration meets {metric} ≤ {limit_ms:g} ms.")
+    return s
 
-    # -- cost vs latency
+
+def _cost_latency(df: pd.DataFrame, metric: str, limit_ms: float | None, ch) -> Section:
+    col = views.LATENCY_COLUMNS[metric]
     s = Section(
         "cost-latency",
         f"Cost vs {metric} latency",
@@ -116,24 +126,28 @@ def build(
         "minimum, the dotted grey line the hardware's roofline floor. Symbol = hardware, colour "
         "= batch size; hover a point for its configuration.",
     )
+    headers = [
+        f"{metric} ms",
+        "$ / 1B inputs",
+        "hardware",
+        "engine / image",
+        "batch",
+        "concurrency",
+    ]
     for task, g in df.groupby("task"):
-        front = views.pareto_front(g, col)
-        t = Table(
-            [f"{metric} ms", "$ / 1B inputs", "hardware", "engine / image", "batch", "concurrency"]
+        t = _table(
+            headers,
+            views.pareto_front(g, col),
+            lambda r: [
+                ms(r[col]),
+                money(r["1B_cost"]),
+                r["hw_type"],
+                _image(r),
+                integer(r["batch_size"]),
+                r["concurrency"],
+            ],
+            caption=f"{task}: Pareto front",
         )
-        t.caption = f"{task}: Pareto front"
-        for _, r in front.iterrows():
-            t.add(
-                [
-                    ms(r[col]),
-                    money(r["1B_cost"]),
-                    r["hw_type"],
-                    r["image"] + r["label"],
-                    integer(r["batch_size"]),
-                    r["concurrency"],
-                ],
-                _cls(r),
-            )
         s.tables.append(t)
         if ch:
             s.figures.append(
@@ -141,9 +155,10 @@ def build(
                     g, metric, limit_ms, f"{task}: $ per 1B inputs vs {metric} latency"
                 )
             )
-    sections.append(s)
+    return s
 
-    # -- hardware comparison
+
+def _hardware(df: pd.DataFrame, ch) -> Section:
     hw = views.hardware_comparison(df)
     s = Section(
         "hardware",
@@ -153,40 +168,39 @@ def build(
         "inverse. The hardware column is the profile the run was measured under (hw_type), "
         "the device column what was detected on that host.",
     )
-    t = Table(
-        [
-            "task",
-            "hardware",
-            "devices",
-            "best $ / 1B",
-            "throughput (inputs/s)",
-            "p99 ms",
-            "floor $ / 1B",
-            "× floor",
-            "efficiency",
-            "best engine / image",
-            "runs",
-            "hosts",
-        ]
+    headers = [
+        "task",
+        "hardware",
+        "devices",
+        "best $ / 1B",
+        "throughput (inputs/s)",
+        "p99 ms",
+        "floor $ / 1B",
+        "× floor",
+        "efficiency",
+        "best engine / image",
+        "runs",
+        "hosts",
+    ]
+    t = _table(
+        headers,
+        hw,
+        lambda r: [
+            r["task"],
+            r["hw_type"],
+            r["devices"],
+            money(r["best_1B_cost"]),
+            num(r["throughput"]),
+            ms(r["p99_latency_ms"]),
+            money(r["floor_1B_cost"]),
+            "-" if missing(r["cost_over_floor"]) else f"{r['cost_over_floor']:.2f}×",
+            pct(100 * r["efficiency"]) if not missing(r["efficiency"]) else "-",
+            _image(r),
+            str(r["runs"]),
+            r["hosts"],
+        ],
+        cls=lambda r: "synthetic" if r["label"] else "",
     )
-    for _, r in hw.iterrows():
-        t.add(
-            [
-                r["task"],
-                r["hw_type"],
-                r["devices"],
-                money(r["best_1B_cost"]),
-                num(r["throughput"]),
-                ms(r["p99_latency_ms"]),
-                money(r["floor_1B_cost"]),
-                "-" if missing(r["cost_over_floor"]) else f"{r['cost_over_floor']:.2f}×",
-                pct(100 * r["efficiency"]) if not missing(r["efficiency"]) else "-",
-                r["image"] + r["label"],
-                str(r["runs"]),
-                r["hosts"],
-            ],
-            "synthetic" if r["label"] else "",
-        )
     s.tables.append(t)
     if (hw["cost_over_floor"] < 1).any():
         s.notes.append(
@@ -195,9 +209,10 @@ def build(
         )
     if ch:
         s.figures.append(lambda: ch.hardware(hw))
-    sections.append(s)
+    return s
 
-    # -- contour
+
+def _contour(df: pd.DataFrame, ch) -> Section:
     s = Section(
         "contour",
         "Cost over VUs × batch size",
@@ -208,38 +223,35 @@ def build(
         "counts and two batch sizes; where runs share a point, the cheapest is drawn.",
     )
     keys = ["task", "hw_type", "mode", "image", "label"]
-    drawn = 0
     for key, g in df.groupby(keys, dropna=False):
         if views.contour_grid(g) is None:
             continue
-        drawn += 1
         task, hw_, mode, image, label = key
+        title = f"{task} · {hw_} · {mode} · {image}{label}"
         if ch:
-            s.figures.append(
-                lambda g=g, t=f"{task} · {hw_} · {mode} · {image}{label}": ch.contour(g, t)
-            )
+            s.figures.append(lambda g=g, t=title: ch.contour(g, t))
         per_batch = g.loc[views._valid(g, "1B_cost").groupby("batch_size")["1B_cost"].idxmin()]
-        t = Table(["batch", "cheapest VUs", "$ / 1B inputs", "p95 ms"])
-        t.caption = f"{task} · {hw_} · {mode} · {image}{label}: cheapest per batch size"
-        for _, r in per_batch.iterrows():
-            t.add(
-                [
-                    integer(r["batch_size"]),
-                    integer(r["vus"]),
-                    money(r["1B_cost"]),
-                    ms(r["p95_latency_ms"]),
-                ],
-                _cls(r),
-            )
+        t = _table(
+            ["batch", "cheapest VUs", "$ / 1B inputs", "p95 ms"],
+            per_batch,
+            lambda r: [
+                integer(r["batch_size"]),
+                integer(r["vus"]),
+                money(r["1B_cost"]),
+                ms(r["p95_latency_ms"]),
+            ],
+            caption=f"{title}: cheapest per batch size",
+        )
         s.tables.append(t)
-    if not drawn:
+    if not s.tables:
         s.notes.append(
             "No series spans two VU counts and two batch sizes yet: sweep more of both "
             "(harness.sweep --batch-sizes 8,32 --vus-max 32) to get a surface."
         )
-    sections.append(s)
+    return s
 
-    # -- enough VUs
+
+def _vus(df: pd.DataFrame, ch) -> Section:
     groups = views.vu_groups(df)
     s = Section(
         "vus",
@@ -249,48 +261,48 @@ def build(
         "more than the noise margin), the search stopped too early — flagged in red; rerun "
         "with a higher --vus-max.",
     )
-    t = Table(
-        [
-            "status",
-            "task",
-            "hardware",
-            "host",
-            "file",
-            "mode",
-            "engine / image",
-            "batch",
-            "VUs tried",
-            "throughput at max VUs",
-            "last step gain",
-            "noise margin",
-        ]
+    headers = [
+        "status",
+        "task",
+        "hardware",
+        "host",
+        "file",
+        "mode",
+        "engine / image",
+        "batch",
+        "VUs tried",
+        "throughput at max VUs",
+        "last step gain",
+        "noise margin",
+    ]
+    t = _table(
+        headers,
+        groups,
+        lambda r: [
+            "STILL RISING" if r["still_rising"] else "peaked",
+            r["task"],
+            r["hw_type"],
+            r["host_name"],
+            r["source_file"],
+            r["mode"],
+            _image(r),
+            integer(r["batch_size"]),
+            r["vus_tried"],
+            num(r["throughput_at_max"]),
+            pct(100 * r["last_gain"]),
+            pct(100 * r["margin"]),
+        ],
+        cls=lambda r: "flag" if r["still_rising"] else ("synthetic" if r["label"] else ""),
     )
-    for _, r in groups.iterrows():
-        t.add(
-            [
-                "STILL RISING" if r["still_rising"] else "peaked",
-                r["task"],
-                r["hw_type"],
-                r["host_name"],
-                r["source_file"],
-                r["mode"],
-                r["image"] + r["label"],
-                integer(r["batch_size"]),
-                r["vus_tried"],
-                num(r["throughput_at_max"]),
-                pct(100 * r["last_gain"]),
-                pct(100 * r["margin"]),
-            ],
-            "flag" if r["still_rising"] else ("synthetic" if r["label"] else ""),
-        )
     s.tables.append(t)
     if groups.empty:
         s.notes.append("No series was measured at two or more VU counts.")
     elif ch:
         s.figures.append(lambda: ch.vus_lines(df, groups))
-    sections.append(s)
+    return s
 
-    # -- engine savings
+
+def _savings(df: pd.DataFrame, ch) -> Section:
     sav = views.engine_savings(df)
     s = Section(
         "savings",
@@ -299,44 +311,44 @@ def build(
         "cheapest engine/image of each group against every other one, and how much cheaper "
         "it is. Each image is represented by its cheapest run in the group.",
     )
-    t = Table(
-        [
-            "task",
-            "hardware",
-            "mode",
-            "batch",
-            "concurrency",
-            "cheaper",
-            "$ / 1B",
-            "than",
-            "$ / 1B",
-            "saving",
-        ]
+    headers = [
+        "task",
+        "hardware",
+        "mode",
+        "batch",
+        "concurrency",
+        "cheaper",
+        "$ / 1B",
+        "than",
+        "$ / 1B",
+        "saving",
+    ]
+    t = _table(
+        headers,
+        sav,
+        lambda r: [
+            r["task"],
+            r["hw_type"],
+            r["mode"],
+            integer(r["batch_size"]),
+            r["concurrency"],
+            r["cheaper"],
+            money(r["cheaper_cost"]),
+            r["than"],
+            money(r["than_cost"]),
+            pct(r["savings_pct"]),
+        ],
+        cls=lambda r: "",
     )
-    for _, r in sav.iterrows():
-        t.add(
-            [
-                r["task"],
-                r["hw_type"],
-                r["mode"],
-                integer(r["batch_size"]),
-                r["concurrency"],
-                r["cheaper"],
-                money(r["cheaper_cost"]),
-                r["than"],
-                money(r["than_cost"]),
-                pct(r["savings_pct"]),
-            ]
-        )
     s.tables.append(t)
     if sav.empty:
         s.notes.append("No two engines/images were measured under the same conditions.")
     elif ch:
         s.figures.append(lambda: ch.savings(sav))
-    sections.append(s)
+    return s
 
-    # -- sanity checks
-    found = [c for c in views.sanity(df) if c.name != "did we try enough VUs?"]
+
+def _sanity(df: pd.DataFrame, ch) -> Section:
     s = Section(
         "sanity",
         "Sanity checks",
@@ -345,33 +357,40 @@ def build(
         "configurations (accuracy is meaningless with random weights).",
     )
     t = Table(["check", "result", "detail"])
-    for c in found:
-        t.add([c.name, "PASS" if c.passed else "FAIL", c.detail], "" if c.passed else "flag")
+    for c in views.sanity(df):
+        if c.name != "did we try enough VUs?":
+            t.add([c.name, "PASS" if c.passed else "FAIL", c.detail], "" if c.passed else "flag")
     s.tables.append(t)
     bad = df[(df["failed_requests"].fillna(0) > 0) | (df["invalid_embeddings"].fillna(0) > 0)]
     if not bad.empty:
-        t = Table(
-            ["task", "hardware", "engine / image", "batch", "concurrency", "failed", "invalid"]
+        headers = [
+            "task",
+            "hardware",
+            "engine / image",
+            "batch",
+            "concurrency",
+            "failed",
+            "invalid",
+        ]
+        t = _table(
+            headers,
+            bad,
+            lambda r: [
+                r["task"],
+                r["hw_type"],
+                _image(r),
+                integer(r["batch_size"]),
+                r["concurrency"],
+                integer(r["failed_requests"]),
+                integer(r["invalid_embeddings"]),
+            ],
+            cls=lambda r: "flag",
+            caption="rows with failed requests or invalid outputs",
         )
-        t.caption = "rows with failed requests or invalid outputs"
-        for _, r in bad.iterrows():
-            t.add(
-                [
-                    r["task"],
-                    r["hw_type"],
-                    r["image"] + r["label"],
-                    integer(r["batch_size"]),
-                    r["concurrency"],
-                    integer(r["failed_requests"]),
-                    integer(r["invalid_embeddings"]),
-                ],
-                "flag",
-            )
         s.tables.append(t)
     vec = df[["min_num_vectors", "avg_num_vectors", "max_num_vectors"]].dropna(how="all")
     if not vec.empty:
-        t = Table(["", "min", "avg", "max"])
-        t.caption = "vectors per input over all runs"
+        t = Table(["", "min", "avg", "max"], caption="vectors per input over all runs")
         t.add(
             [
                 "num vectors",
@@ -383,9 +402,10 @@ def build(
         s.tables.append(t)
     if ch:
         s.figures += [lambda: ch.vectors(df), lambda: ch.accuracy(df)]
-    sections.append(s)
+    return s
 
-    # -- neuronperf
+
+def _neuronperf(df: pd.DataFrame) -> Section:
     npf = views.neuronperf_table(df)
     s = Section(
         "neuronperf",
@@ -393,73 +413,76 @@ def build(
         "Seed 002's table for in-process runs: latency_ms_* time the model forward only; "
         "throughput and cost count inputs; sequence length is the workload's avg / max tokens.",
     )
-    t = Table(
-        [
-            "task",
-            "hardware",
-            "engine / image",
-            "batch_size",
-            "sequence length (avg / max)",
-            "latency_ms_p50",
-            "latency_ms_p99",
-            "throughput_avg",
-            "n_models",
-            "workers_per_model",
-            "cost_per_1m_inf",
-        ]
+    headers = [
+        "task",
+        "hardware",
+        "engine / image",
+        "batch_size",
+        "sequence length (avg / max)",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "throughput_avg",
+        "n_models",
+        "workers_per_model",
+        "cost_per_1m_inf",
+    ]
+    t = _table(
+        headers,
+        npf,
+        lambda r: [
+            r["task"],
+            r["hw_type"],
+            _image(r),
+            integer(r["batch_size"]),
+            f"{num(r['avg_tokens'])} / {integer(r['max_tokens'])}",
+            num(r["latency_ms_p50"], 3),
+            num(r["latency_ms_p99"], 3),
+            num(r["throughput_avg"], 3),
+            integer(r["n_models"]),
+            integer(r["workers_per_model"]),
+            "-" if missing(r["cost_per_1m_inf"]) else f"{r['cost_per_1m_inf']:.3f}",
+        ],
     )
-    for _, r in npf.iterrows():
-        t.add(
-            [
-                r["task"],
-                r["hw_type"],
-                r["image"] + r["label"],
-                integer(r["batch_size"]),
-                f"{num(r['avg_tokens'])} / {integer(r['max_tokens'])}",
-                num(r["latency_ms_p50"], 3),
-                num(r["latency_ms_p99"], 3),
-                num(r["throughput_avg"], 3),
-                integer(r["n_models"]),
-                integer(r["workers_per_model"]),
-                "-" if missing(r["cost_per_1m_inf"]) else f"{r['cost_per_1m_inf']:.3f}",
-            ],
-            _cls(r),
-        )
     s.tables.append(t)
     if npf.empty:
         s.notes.append("No in-process rows (harness.run) among the inputs.")
-    sections.append(s)
+    return s
 
-    # -- duplicates
-    dup = loading.duplicates(df)
-    n_cfg = dup["config_key"].nunique()
+
+def _duplicates(dup: pd.DataFrame) -> Section:
     s = Section(
         "duplicates",
-        f"Duplicate configurations ({n_cfg})",
+        f"Duplicate configurations ({dup['config_key'].nunique()})",
         "Configurations (same config_key) measured more than once — on one host or across "
         "files. Every measurement is listed and used as is in the views above; none is averaged.",
     )
-    t = Table(["config_key", "host", "file", "row", "engine / image", "batch", "$ / 1B", "p95 ms"])
-    for _, r in dup.iterrows():
-        t.add(
-            [
-                r["config_key"],
-                r["host_name"],
-                r["source_file"],
-                str(r["source_row"]),
-                r["image"] + r["label"],
-                integer(r["batch_size"]),
-                money(r["1B_cost"]),
-                ms(r["p95_latency_ms"]),
-            ],
-            _cls(r),
-        )
+    headers = ["config_key", "host", "file", "row", "engine / image", "batch", "$ / 1B", "p95 ms"]
+    t = _table(
+        headers,
+        dup,
+        lambda r: [
+            r["config_key"],
+            r["host_name"],
+            r["source_file"],
+            str(r["source_row"]),
+            _image(r),
+            integer(r["batch_size"]),
+            money(r["1B_cost"]),
+            ms(r["p95_latency_ms"]),
+        ],
+    )
     s.tables.append(t)
     if dup.empty:
         s.notes.append("None: every configuration was measured once.")
-    sections.append(s)
+    return s
 
-    # -- provenance
+
+def _joined(values: pd.Series) -> str:
+    """Distinct non-missing values as text, sorted and comma-separated ('-' when none)."""
+    return ", ".join(sorted({str(v) for v in values.dropna()})) or "-"
+
+
+def _provenance(df: pd.DataFrame) -> Section:
     s = Section(
         "provenance",
         "What was measured, and where",
@@ -488,18 +511,41 @@ def build(
                 str(len(g)),
                 ", ".join(sorted(set(g["host_name"]))),
                 ", ".join(sorted(set(g["hw_type"]))),
-                ", ".join(sorted({str(d) for d in g["device_name"].dropna()})) or "-",
-                ", ".join(sorted({str(w) for w in g["weights"].dropna()})) or "-",
+                _joined(g["device_name"]),
+                _joined(g["weights"]),
                 ", ".join(sorted(set(g["engine"]))),
-                ", ".join(sorted({str(x) for x in g["git_sha"].dropna()})) or "-",
+                _joined(g["git_sha"]),
                 f"{ts.min()} – {ts.max()}" if len(ts) else "-",
                 "; ".join(sorted({versions(v) for v in g["tool_versions"].dropna()})) or "-",
             ],
             "synthetic" if g["synthetic"].astype(bool).any() else "",
         )
     s.tables.append(t)
-    sections.append(s)
+    return s
 
+
+def build(
+    df: pd.DataFrame,
+    *,
+    metric: str = "p95",
+    limit_ms: float | None = None,
+    charts: ModuleType | None = None,
+) -> tuple[dict, list[Section]]:
+    """The report's content, independent of the output format; figures only with `charts`."""
+    ch = charts
+    dup = loading.duplicates(df)
+    sections = [
+        _best(df, metric, limit_ms),
+        _cost_latency(df, metric, limit_ms, ch),
+        _hardware(df, ch),
+        _contour(df, ch),
+        _vus(df, ch),
+        _savings(df, ch),
+        _sanity(df, ch),
+        _neuronperf(df),
+        _duplicates(dup),
+        _provenance(df),
+    ]
     synth = df[df["synthetic"] != ""]
     head = {
         "files": df["source_file"].nunique(),
@@ -509,7 +555,7 @@ def build(
         "hosts": sorted(set(df["host_name"])),
         "engines": sorted(set(df["engine"])),
         "synthetic": synth["synthetic"].value_counts().to_dict(),
-        "duplicates": n_cfg,
+        "duplicates": dup["config_key"].nunique(),
         "metric": metric,
         "limit_ms": limit_ms,
         "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -643,16 +689,15 @@ def write(
     *,
     metric: str = "p95",
     limit_ms: float | None = None,
+    charts: ModuleType | None = None,
 ) -> tuple[Path | None, Path]:
-    """Write <out> (HTML, when plotly is installed) and report.md next to it."""
-    from harness.report import charts_or_none
-
+    """Write report.md next to <out>, and <out> (HTML) when given the `charts` module (plotly)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    head, sections = build(df, metric=metric, limit_ms=limit_ms)
+    head, sections = build(df, metric=metric, limit_ms=limit_ms, charts=charts)
     md_path = out.with_suffix(".md") if out.suffix == ".html" else out.parent / "report.md"
     html_path: Path | None = None
-    if charts_or_none() is not None:
+    if charts is not None:
         from plotly.offline import get_plotlyjs
 
         doc = to_html(head, sections, get_plotlyjs())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness import checks
+
 LATENCY_COLUMNS = {"p95": "p95_latency_ms", "p99": "p99_latency_ms", "avg": "avg_latency_ms"}
 COST = "1B_cost"
 THROUGHPUT = "throughput_req_per_sec"
@@ -191,7 +193,6 @@ def contour_grid(points: pd.DataFrame, n: int = 60, power: float = 2.0):
     return 2**gx, 2**gy, grid
 
 
-def sanity(df: pd.DataFrame):
-    from harness import checks
-
+def sanity(df: pd.DataFrame) -> list[checks.Check]:
+    """Seed 000's sanity checks (the same the sweep prints) over the report's rows."""
     return checks.run_all(df)

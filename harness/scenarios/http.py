@@ -27,7 +27,7 @@ from engines.errors import ConfigError, EngineError
 from engines.net import free_port
 from harness import checks
 from harness.cli import serve_argv
-from harness.loadgen import Target, measure_ceiling, run_closed_loop, run_open_loop
+from harness.load import Target, measure_ceiling, run_closed_loop, run_open_loop
 from harness.runner import Measurement, Plan, Point, Progress, Scenario, best_row, print_rows
 from harness.setup import Setup
 

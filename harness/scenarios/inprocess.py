@@ -7,12 +7,12 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from harness.costs import cost_per_1m_tokens
-from harness.images import workload_buckets
 from harness.inprocess import InprocessConfig, InprocessResult, run_inprocess
 from harness.measure import NEURONPERF_STATS
 from harness.results import TRITON_CONFIG_COLUMNS
 from harness.runner import Measurement, Plan, Point, Progress, Scenario, print_rows
 from harness.setup import Setup, prepare_artifact
+from harness.workloads import workload_buckets
 
 TABLE = [
     ("batch_size", "batch", 0),

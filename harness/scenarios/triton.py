@@ -25,7 +25,7 @@ from exporters.triton import (
     repository_models,
     set_encoder_serving,
 )
-from harness.loadgen import Target, measure_ceiling, run_closed_loop
+from harness.load import Target, measure_ceiling, run_closed_loop
 from harness.runner import Measurement, Plan, Point, Progress, Scenario, best_row, print_rows
 from harness.setup import Setup, prepare_artifact
 

@@ -21,8 +21,11 @@ from engines.vision import (
     PixelBudget,
     decode_image,
     encode_png,
+    image_bytes,
+    image_grid,
     synthetic_page,
 )
+from harness.workloads.base import Workload, WorkloadSpec, hub_or_synthetic, import_datasets
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +64,7 @@ def prompt_tokens(processor) -> int:
 
 def _workload(
     images: list[bytes], sizes: list[tuple[int, int]], processor, budget, source, *, skipped=0
-):
-    from harness.data import Workload
-
+) -> Workload:
     vt = np.asarray([budget.visual_tokens(w, h) for w, h in sizes], dtype=np.int64)
     pixels = np.asarray([w * h for w, h in sizes], dtype=np.int64)
     counts = prompt_tokens(processor) + vt
@@ -72,7 +73,7 @@ def _workload(
     )
 
 
-def synthetic_images(spec, processor, budget: PixelBudget):
+def synthetic_images(spec: WorkloadSpec, processor, budget: PixelBudget) -> Workload:
     sizes = spec.image_sizes or DEFAULT_SIZES
     rng = random.Random(spec.seed)
     # a few distinct pages are enough: decoding cost per image is what matters, not content
@@ -119,7 +120,7 @@ def _encode(img) -> bytes:
     return buf.getvalue()
 
 
-def from_folder(spec, processor, budget: PixelBudget):
+def from_folder(spec: WorkloadSpec, processor, budget: PixelBudget) -> Workload:
     path = spec.source
     names = sorted(
         f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")
@@ -142,7 +143,7 @@ def _cell_bytes(v):
     return v
 
 
-def from_parquet(spec, processor, budget: PixelBudget):
+def from_parquet(spec: WorkloadSpec, processor, budget: PixelBudget) -> Workload:
     import pandas as pd
 
     path = spec.source
@@ -162,11 +163,8 @@ def from_parquet(spec, processor, budget: PixelBudget):
     return _workload(images, sizes, processor, budget, src, skipped=skipped)
 
 
-def from_hub(spec, processor, budget: PixelBudget):
-    try:
-        import datasets
-    except ImportError as e:
-        raise ConfigError('Hub datasets need the datasets package: pip install -e ".[data]"') from e
+def from_hub(spec: WorkloadSpec, processor, budget: PixelBudget) -> Workload:
+    datasets = import_datasets()
     d = spec.defaults
     ds = datasets.load_dataset(spec.source, split=f"{d['split']}[:{spec.n}]")
     col = spec.image_column or d["image_column"]
@@ -180,10 +178,8 @@ def from_hub(spec, processor, budget: PixelBudget):
     return _workload(images, sizes, processor, budget, src, skipped=skipped)
 
 
-def load_image_workload(spec, processor):
+def load_image_workload(spec: WorkloadSpec, processor) -> Workload:
     """Dispatch on `spec.source` like the text workloads do."""
-    from engines.models import hub_reachable
-
     budget = PixelBudget(
         spec.min_pixels or PixelBudget().min_pixels, spec.max_pixels or PixelBudget().max_pixels
     )
@@ -196,27 +192,15 @@ def load_image_workload(spec, processor):
         if not os.path.isfile(src):
             raise ConfigError(f"--dataset {src!r}: no such file")
         return from_parquet(spec, processor, budget)
-    if src == "auto":
-        if hub_reachable():
-            from dataclasses import replace
-
-            try:
-                return from_hub(replace(spec, source=spec.defaults["dataset"]), processor, budget)
-            except Exception as e:  # no `datasets`, network hiccups: fall back, say so
-                log.warning(
-                    "could not load %s (%s); using synthetic document pages",
-                    spec.defaults["dataset"],
-                    str(e).splitlines()[0],
-                )
-        else:
-            log.warning("Hub unreachable: using synthetic document pages (seed 000: ~600x400)")
-        return synthetic_images(spec, processor, budget)
-    if not hub_reachable():
-        raise ConfigError(
-            f"--dataset {src!r} is not a folder or .parquet file, and the Hub is unreachable; "
-            "pass an image folder, a .parquet file with an image column, or synthetic"
-        )
-    return from_hub(spec, processor, budget)
+    return hub_or_synthetic(
+        spec,
+        lambda s: from_hub(s, processor, budget),
+        lambda: synthetic_images(spec, processor, budget),
+        fallback="synthetic document pages",
+        offline="synthetic document pages (seed 000: ~600x400)",
+        not_local="is not a folder or .parquet file, and the Hub is unreachable; "
+        "pass an image folder, a .parquet file with an image column, or synthetic",
+    )
 
 
 MAX_ONNX_BUCKETS = 16  # each bucket is one more export holding a full copy of the weights
@@ -229,8 +213,6 @@ def workload_buckets(
     sizes: one per distinct image grid and batch size. A batch must hold one image size, so a
     workload of several sizes runs only at batch size 1."""
     from PIL import Image
-
-    from engines.vision import image_bytes, image_grid
 
     grids, seen = set(), set()
     for raw in images:

@@ -1,0 +1,158 @@
+"""What every workload shares: the spec (where inputs come from), the loaded inputs, and the
+choice between a Hub dataset and synthetic inputs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from engines.errors import ConfigError
+from engines.models import hub_reachable
+from harness.measure import TokenStats
+
+log = logging.getLogger(__name__)
+
+# Seed 000's datasets and their measured length profiles.
+TASK_DEFAULTS = {
+    "classification": dict(
+        dataset="tyqiangz/multilingual-sentiments",
+        config="all",
+        split="train",
+        text_column="text",
+        label_column="label",
+        mean=100.0,
+        sd=None,
+        min=50,
+    ),
+    "embedding": dict(
+        dataset="sentence-transformers/trivia-qa-triplet",
+        config=None,
+        split="train",
+        text_column="positive",
+        label_column=None,
+        mean=144.0,
+        sd=14.0,
+        min=8,
+    ),
+    # seed 000's vision data: RLAIF-V images (mostly ~600x400); see harness/workloads/images.py
+    "vision-embedding": dict(
+        dataset="openbmb/RLAIF-V-Dataset",
+        config=None,
+        split="train",
+        image_column="image",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """Where inputs come from. `source`: auto | synthetic | a .jsonl/.csv/.parquet path | hub id."""
+
+    task: str = "classification"
+    source: str = "auto"
+    n: int = 512
+    tokens_mean: float | None = None
+    tokens_sd: float | None = None
+    tokens_min: int | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    seed: int = 0
+    # vision workloads: synthetic page sizes (drawn uniformly), the image column of a
+    # .parquet/Hub dataset, and the image processor's resize budget
+    image_sizes: tuple[tuple[int, int], ...] = ()
+    image_column: str | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_DEFAULTS:
+            raise ConfigError(
+                f"text workloads exist for {', '.join(TASK_DEFAULTS)}; got task {self.task!r}"
+            )
+        if self.n < 1:
+            raise ConfigError(f"--num-samples must be >= 1; got {self.n}")
+        if self.tokens_mean is not None and self.tokens_mean < 3:
+            raise ConfigError(f"--tokens-mean must be >= 3; got {self.tokens_mean}")
+        if self.tokens_min is not None and self.tokens_min < 3:
+            raise ConfigError(f"--tokens-min must be >= 3; got {self.tokens_min}")
+        if self.tokens_sd is not None and self.tokens_sd < 0:
+            raise ConfigError(f"--tokens-sd must be >= 0; got {self.tokens_sd}")
+
+    @property
+    def defaults(self) -> dict:
+        return TASK_DEFAULTS[self.task]
+
+
+@dataclass
+class Workload:
+    """The inputs of a run (texts, or encoded images), their token counts and where they came from."""
+
+    texts: list[str]
+    labels: list | None
+    token_counts: np.ndarray
+    source: str  # what was actually used, recorded in every result
+    truncated: int = 0
+    pixels: np.ndarray | None = None  # vision: pixels per image (as decoded)
+    visual_tokens: np.ndarray | None = None  # vision: merged visual tokens per image
+    skipped: int = 0  # unreadable inputs left out
+
+    @property
+    def flop_args(self) -> dict[str, float]:
+        """Extra arguments of ModelSpec.flops_per_input for this workload (vision: visual tokens)."""
+        if self.visual_tokens is None:
+            return {}
+        vt = self.visual_tokens.astype(np.float64)
+        return {"visual_tokens": float(vt.mean()), "visual_tokens_sq": float((vt * vt).mean())}
+
+    @property
+    def stats(self) -> TokenStats:
+        return TokenStats.from_counts(self.token_counts)
+
+    def batch(self, index: int, batch_size: int) -> tuple[list[str], list | None]:
+        """The index-th batch, cycling through the workload."""
+        n = len(self.texts)
+        idx = [(index * batch_size + j) % n for j in range(batch_size)]
+        labels = [self.labels[i] for i in idx] if self.labels is not None else None
+        return [self.texts[i] for i in idx], labels
+
+
+def import_datasets():
+    """The `datasets` package, or a ConfigError naming the extra that installs it."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise ConfigError('Hub datasets need the datasets package: pip install -e ".[data]"') from e
+    return datasets
+
+
+def hub_or_synthetic(
+    spec: WorkloadSpec,
+    from_hub: Callable[[WorkloadSpec], Workload],
+    synthetic: Callable[[], Workload],
+    *,
+    fallback: str,
+    offline: str,
+    not_local: str,
+) -> Workload:
+    """`auto`: the task's seed dataset when the Hub answers, else synthetic inputs (said in one
+    line); any other source is a Hub id, which needs the Hub."""
+    if spec.source == "auto":
+        if hub_reachable():
+            try:
+                return from_hub(replace(spec, source=spec.defaults["dataset"]))
+            except Exception as e:  # no `datasets`, network hiccups: fall back, say so
+                log.warning(
+                    "could not load %s (%s); using %s",
+                    spec.defaults["dataset"],
+                    str(e).splitlines()[0],
+                    fallback,
+                )
+        else:
+            log.warning("Hub unreachable: using %s", offline)
+        return synthetic()
+    if not hub_reachable():
+        raise ConfigError(f"--dataset {spec.source!r} {not_local}")
+    return from_hub(spec)
