@@ -13,7 +13,7 @@ from exporters.api import ensure_artifact, export
 from exporters.base import ExportConfig, exporter_class
 from harness.run import main as run_main
 
-pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx]'")
+pytestmark = pytest.mark.onnx
 
 MODELS = {"distilbert-sentiment-tiny": "classification", "gte-modernbert-tiny": "embedding"}
 CASES = [
