@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue #3's engine table: full-size DistilBERT and gte-ModernBERT, batch 32, random weights,
-# seed-000 token distributions, every CPU engine. Rows go to results/cpu-engines/.
+# The engine table of results/cpu-engines/README.md: full-size DistilBERT and gte-ModernBERT,
+# batch 32, random weights, seed-000 token distributions, every CPU engine. Rows go to
+# results/cpu-engines/.
 # Takes about 30 minutes on 2 cores (exports included; artifacts are cached in artifacts/).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #4's measurements on full-size DistilBERT (random weights), this CPU:
+# The measurements of results/cpu-http/README.md, on full-size DistilBERT (random weights), this CPU:
 # in-process vs HTTP at the same batch size, FIFO vs length-aware padding, and the load
 # generator's ceiling (measured at the start of each sweep, stored as loadgen_ceiling_rps).
 set -euo pipefail

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue #5's measurements on full-size DistilBERT (random weights), this CPU, loopback only:
+# The measurements of results/cpu-triton/README.md, on full-size DistilBERT (random weights), this
+# CPU, loopback only:
 # a Model Analyzer-style config sweep through the bundled tritonserver (python-backend encoder
 # running the parity-checked ONNX model), then the same ONNX model behind our own server at the
 # same concurrencies, then perf_analyzer against Triton's best-looking setup for a cross-check.

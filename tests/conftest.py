@@ -1,10 +1,19 @@
-"""The one place hardware-gated tests are skipped, always with a visible reason."""
+"""The one place gated tests are skipped, always with a visible reason.
+
+A test that needs hardware, an optional library or an outside binary carries the marker named
+in GATES (or its module sets `pytestmark`); nothing else in tests/ skips on what is installed.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -13,6 +22,15 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 from harness.hardware import has_cuda, has_neuron, has_tensorrt  # noqa: E402
+
+
+def _importable(*modules: str) -> bool:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return False
+    return True
 
 
 def _triton_missing() -> str | None:
@@ -27,20 +45,101 @@ def _triton_missing() -> str | None:
     return None
 
 
-GATES = {
-    "gpu": (has_cuda, "needs an NVIDIA GPU with CUDA; none visible on this machine"),
-    "trt": (has_tensorrt, "needs TensorRT (pip install -e '.[gpu]') and a CUDA GPU"),
-    "neuron": (has_neuron, "needs an AWS Inferentia2 device (/dev/neuron0) and torch-neuronx"),
-    "triton": (lambda: _triton_missing() is None, _triton_missing),
+def _perf_analyzer_missing() -> str | None:
+    """Why perf_analyzer cannot run here (with the command that prepares it), or None."""
+    from engines.errors import BillionbenchError
+    from harness.scenarios.perf_analyzer import find_binary, version
+
+    try:
+        version(*find_binary())
+    except BillionbenchError as e:
+        return str(e)
+    return None
+
+
+class Gate(NamedTuple):
+    needs: str  # the marker's description (pytest --markers)
+    available: Callable[[], bool]
+    reason: str | Callable[[], str | None]  # printed with -rs when the gate skips
+
+
+GATES: dict[str, Gate] = {
+    "gpu": Gate(
+        "an NVIDIA GPU with CUDA",
+        has_cuda,
+        "needs an NVIDIA GPU with CUDA; none visible on this machine",
+    ),
+    "trt": Gate(
+        "TensorRT and a GPU",
+        has_tensorrt,
+        "needs TensorRT (pip install -e '.[gpu]') and a CUDA GPU",
+    ),
+    "neuron": Gate(
+        "an AWS Inferentia2 device and torch-neuronx",
+        has_neuron,
+        "needs an AWS Inferentia2 device (/dev/neuron0) and torch-neuronx",
+    ),
+    "triton": Gate(
+        "a tritonserver binary",
+        lambda: _triton_missing() is None,
+        _triton_missing,
+    ),
+    "perf_analyzer": Gate(
+        "a runnable perf_analyzer binary",
+        lambda: _perf_analyzer_missing() is None,
+        _perf_analyzer_missing,
+    ),
+    "onnx": Gate(
+        "onnxruntime (the onnx extra)",
+        lambda: _importable("onnxruntime"),
+        "needs onnxruntime: pip install -e '.[onnx]'",
+    ),
+    "tritonclient": Gate(
+        "tritonclient[http,grpc] (the triton extra)",
+        lambda: _importable("tritonclient.grpc", "tritonclient.http"),
+        "needs tritonclient[http,grpc]: pip install -e '.[triton]'",
+    ),
+    "vision": Gate(
+        "Pillow (the vision extra)",
+        lambda: _importable("PIL.Image"),
+        "needs Pillow: pip install -e '.[vision]'",
+    ),
+    "k6": Gate(
+        "a k6 binary on PATH",
+        lambda: shutil.which("k6") is not None,
+        "k6 binary not on PATH; the generated script is not run by k6",
+    ),
+    "node": Gate(
+        "node on PATH",
+        lambda: shutil.which("node") is not None,
+        "node not on PATH; the generated k6 JavaScript is not executed",
+    ),
 }
+
+
+def pytest_configure(config):
+    for name, gate in GATES.items():
+        config.addinivalue_line("markers", f"{name}: needs {gate.needs}")
+
+
+@functools.cache
+def _skip_reason(marker: str) -> str | None:
+    """None when the gate is open; each gate is probed once per session."""
+    gate = GATES[marker]
+    if gate.available():
+        return None
+    why = gate.reason() if callable(gate.reason) else gate.reason
+    return f"[{marker}] {why}"
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        for marker, (available, reason) in GATES.items():
-            if item.get_closest_marker(marker) is not None and not available():
-                why = reason() if callable(reason) else reason
-                item.add_marker(pytest.mark.skip(reason=f"[{marker}] {why}"))
+        for marker in GATES:
+            if item.get_closest_marker(marker) is None:
+                continue
+            reason = _skip_reason(marker)
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

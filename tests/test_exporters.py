@@ -14,7 +14,7 @@ from exporters.api import ensure_artifact, export
 from exporters.base import ExportConfig, exporter_class
 from harness.run import main as run_main
 
-pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx]'")
+pytestmark = pytest.mark.onnx
 
 MODELS = {"distilbert-sentiment-tiny": "classification", "gte-modernbert-tiny": "embedding"}
 CASES = [
@@ -57,6 +57,23 @@ def test_optimizer_reports_fusions_and_says_what_it_missed(artifacts):
     modern = artifacts["gte-modernbert-tiny", "onnx", "fp32", "optimized"][0]
     # ORT's BERT fusion does not match ModernBERT's rotary attention: that must be said
     assert "Attention" in modern.details.get("fusion_warning", "")
+
+
+@pytest.mark.parametrize("fmt,prec,variant", [("onnx", "fp32", ""), ("aoti", "fp32", "")])
+def test_dynamic_artifacts_are_reused_for_any_batch_and_sequence(artifacts, fmt, prec, variant):
+    model = "distilbert-sentiment-tiny"
+    m, out = artifacts[model, fmt, prec, variant]
+    cfg = ExportConfig(
+        model=model,
+        format=fmt,
+        precision=prec,
+        variant=variant,
+        out=str(out),
+        batch_range=(64, 128, 256),
+        seq_range=(2, 128, 512),
+    )
+    again, reused = ensure_artifact(cfg)
+    assert reused and again.export_seconds == m.export_seconds
 
 
 def test_int8_is_smaller_than_fp32(artifacts):

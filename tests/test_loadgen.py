@@ -17,20 +17,15 @@ import zlib
 
 import numpy as np
 import pytest
-
-from engines.net import free_port
-
-pytest.importorskip("aiohttp", reason="the HTTP load generator needs aiohttp")
-
 from aiohttp import web  # noqa: E402
 
 from engines.errors import BillionbenchError, ConfigError  # noqa: E402
+from engines.net import free_port  # noqa: E402
 from harness.load import (  # noqa: E402
     K6Missing,
     Target,
     TargetError,
     TargetUnreachable,
-    k6_available,
     k6_script,
     measure_ceiling,
     parse_k6_summary,
@@ -503,7 +498,7 @@ def test_run_k6_without_k6_says_so(monkeypatch, server):
         run_k6(emb(server), workload(["a"]), 1, 1)
 
 
-@pytest.mark.skipif(not k6_available(), reason="k6 binary not on PATH; k6 run test skipped")
+@pytest.mark.k6
 def test_k6_runs_the_generated_script(server):
     res = run_k6(emb(server), workload(["a", "status 503"]), vus=2, iterations=20)
     assert res.total_requests == 20 and res.successful_requests == 10 and res.http_5xx == 10
@@ -553,7 +548,7 @@ def _good(protocol: str, n: int) -> dict:
     return {"data": [{}] * n}
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not on PATH; k6 JS not executed")
+@pytest.mark.node
 @pytest.mark.parametrize("protocol", ["kserve", "openai", "classify", "hf"])
 def test_generated_k6_script_runs_under_stubbed_k6_modules(protocol):
     """Without k6: the script's own JS builds the bodies and counts outcomes as documented."""

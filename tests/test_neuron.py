@@ -296,6 +296,31 @@ def test_engine_refuses_mismatched_artifact_and_long_max_seq(tmp_path, fake_neur
             engine.predict(TEXTS[:2])
 
 
+def test_cached_buckets_are_widened_when_a_run_needs_more(tmp_path, fake_neuron):
+    from dataclasses import replace
+
+    from exporters.api import ensure_artifact
+
+    cfg = _export_cfg(
+        tmp_path / "art", buckets=((1, 16), (4, 32)), weights="random", skip_parity=True
+    )
+    m, reused = ensure_artifact(cfg)
+    assert not reused and len(fake_neuron.calls) == 2
+    _, reused = ensure_artifact(replace(cfg, buckets=((4, 32),)))
+    assert reused and len(fake_neuron.calls) == 2
+
+    # a batch of 8 has no bucket: re-exported with the old buckets and the new one
+    m, reused = ensure_artifact(replace(cfg, buckets=((8, 32),)))
+    assert not reused
+    assert m.shape_profiles["buckets"] == [[1, 16], [4, 32], [8, 32]]
+    # the default buckets follow the run's batch range: --batch-sizes 1,16 needs batch 16
+    m, reused = ensure_artifact(
+        replace(cfg, buckets=(), batch_range=(1, 16, 16), seq_range=(8, 32, 32))
+    )
+    assert not reused
+    assert m.shape_profiles["buckets"] == [[1, 16], [1, 32], [4, 32], [8, 32], [16, 32]]
+
+
 # --------------------------------------------------------------- real hardware (inf2 only)
 
 

@@ -9,12 +9,9 @@ import threading
 import numpy as np
 import pytest
 
+from engines import create_engine  # noqa: E402
 from engines.net import free_port
 from engines.registry import engine_config
-
-aiohttp = pytest.importorskip("aiohttp", reason="the server needs aiohttp (base dependency)")
-
-from engines import create_engine  # noqa: E402
 from serving.batcher import BatcherConfig, DynamicBatcher  # noqa: E402
 from serving.server import Server, ServerLimits  # noqa: E402
 
@@ -134,8 +131,10 @@ def test_kserve_json(classifier):
     assert outs["probabilities"]["shape"] == [2, 3] and len(outs["labels"]["data"]) == 2
 
 
+@pytest.mark.tritonclient
 def test_tritonclient_gets_correct_outputs(embedder):
-    httpclient = pytest.importorskip("tritonclient.http", reason="pip install -e '.[triton]'")
+    import tritonclient.http as httpclient
+
     texts = ["first question about history", "second", "third one here"]
     client = httpclient.InferenceServerClient(f"127.0.0.1:{embedder.port}")
     assert client.is_server_ready() and client.is_model_ready("bge-base-tiny")

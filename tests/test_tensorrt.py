@@ -141,6 +141,68 @@ def test_engine_load_without_gpu_names_the_hardware(fake_tensorrt_no_gpu, tmp_pa
         TensorRTEngine(cfg).load()
 
 
+class StandInPlanExporter(TensorRTExporter):
+    """Records a plan's profile in the manifest as TensorRTExporter does, without TensorRT."""
+
+    def __init__(self):
+        self.builds: list[tuple[tuple[int, int, int], tuple[int, int, int]]] = []
+
+    def export(self, cfg, model, tokenizer, out_dir):
+        from exporters.base import ExportInfo
+
+        self.builds.append((cfg.batch_range, cfg.seq_range))
+        (out_dir / "model.plan").write_bytes(b"stand-in plan")
+        shapes = profile_shapes(cfg, NAMES)
+        return ExportInfo(
+            input_names=list(NAMES),
+            output_names=["logits"],
+            shape_profiles={
+                n: {"min": list(lo), "opt": list(opt), "max": list(hi)}
+                for n, (lo, opt, hi) in shapes.items()
+            },
+            hardware=self.expected_hardware(cfg),
+            tool_versions={"tensorrt": "10.3.0"},
+        )
+
+
+def test_cached_plan_is_rebuilt_when_a_run_needs_a_bigger_profile(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from exporters.api import ensure_artifact
+
+    # no TensorRT and no GPU here: every TensorRT exporter sees the same stand-in GPU
+    built_on = {"gpu": "stand-in", "compute_capability": "8.9", "tensorrt": "10.3.0"}
+    monkeypatch.setattr(TensorRTExporter, "check", lambda self, cfg: None)
+    monkeypatch.setattr(TensorRTExporter, "expected_hardware", lambda self, cfg: built_on)
+    exporter = StandInPlanExporter()
+    cfg = _cfg(
+        tmp_path / "plan",
+        batch_range=(1, 8, 32),
+        seq_range=(8, 128, 256),
+        weights="random",
+        skip_parity=True,
+    )
+    _, reused = ensure_artifact(cfg, exporter)
+    assert not reused
+    # inside the profile: reused (a sequence under its minimum is padded up by the engine)
+    _, reused = ensure_artifact(
+        replace(cfg, batch_range=(1, 4, 8), seq_range=(4, 16, 64)), exporter
+    )
+    assert reused and len(exporter.builds) == 1
+
+    # --batch-sizes 64 after a plan built for batches up to 32: widened, not reused
+    m, reused = ensure_artifact(replace(cfg, batch_range=(64, 64, 64)), exporter)
+    assert not reused
+    assert exporter.builds[-1] == ((1, 64, 64), (8, 128, 256))
+    assert m.shape_profiles["input_ids"] == {"min": [1, 8], "opt": [64, 128], "max": [64, 256]}
+    # longer sequences than the plan holds: widened again, keeping batches 1..64
+    m, reused = ensure_artifact(replace(cfg, seq_range=(8, 128, 512)), exporter)
+    assert not reused
+    assert m.shape_profiles["attention_mask"]["max"] == [64, 512]
+    _, reused = ensure_artifact(replace(cfg, batch_range=(1, 32, 64)), exporter)
+    assert reused and len(exporter.builds) == 3
+
+
 def test_engines_do_not_import_exporters():
     import ast
     from pathlib import Path

@@ -17,7 +17,7 @@ from engines.errors import ConfigError
 from engines.models import get_spec
 from engines.registry import engine_config
 
-pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (the triton extra) is missing")
+pytestmark = pytest.mark.tritonclient
 
 from exporters.triton import (  # noqa: E402
     BACKENDS,
@@ -385,15 +385,11 @@ def test_config_sweep_writes_rows_with_settings_and_resumes(repo, tmp_path, caps
 
 
 @pytest.mark.triton
+@pytest.mark.perf_analyzer
 def test_perf_analyzer_runs_against_the_bundled_server(server):
-    from engines.errors import BillionbenchError
-    from harness.scenarios.perf_analyzer import find_binary, run, to_row, version
+    from harness.scenarios.perf_analyzer import find_binary, run, to_row
 
-    try:
-        binary, env = find_binary()
-        version(binary, env)
-    except BillionbenchError as e:
-        pytest.skip(f"[perf_analyzer] {e}")
+    binary, env = find_binary()
     rows = run(
         binary, env, url=server.url, model=TINY, texts=TEXTS, concurrency=[2], measurement_ms=1500
     )

@@ -17,9 +17,7 @@ import pytest
 
 from engines.net import free_port
 
-PIL = pytest.importorskip(
-    "PIL", reason="Pillow is not installed: vision tests need pip install -e '.[vision]'"
-)
+pytestmark = pytest.mark.vision
 
 from engines import EngineConfig, create_engine  # noqa: E402
 from engines.errors import ConfigError, EngineError  # noqa: E402
@@ -472,5 +470,7 @@ def test_loadgen_checks_vectors_over_http(served, images, protocol):
 
 
 def test_vision_test_images_are_pngs(images):
+    from PIL import Image
+
     for x in images:
-        assert PIL.Image.open(io.BytesIO(x)).format == "PNG"
+        assert Image.open(io.BytesIO(x)).format == "PNG"

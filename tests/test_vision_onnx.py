@@ -8,10 +8,7 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip(
-    "PIL", reason="Pillow is not installed: vision tests need pip install -e '.[vision]'"
-)
-pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install -e '.[onnx]'")
+pytestmark = [pytest.mark.vision, pytest.mark.onnx]
 
 from engines import EngineConfig, create_engine  # noqa: E402
 from engines.errors import ConfigError, EngineError  # noqa: E402
