@@ -335,7 +335,7 @@ Query it:
     curl -s localhost:8000/v2/models/{spec.name}/infer -d \\
       '{{"inputs":[{{"name":"TEXT","shape":[1,1],"datatype":"BYTES","data":["great product"]}}]}}'
 
-Benchmark it: `python -m harness.run --engine triton --url http://localhost:8000 --model {spec.name}`.
+Benchmark it: `python -m harness.run --engine triton --triton-url http://localhost:8000 --model {spec.name}`.
 """
 
 

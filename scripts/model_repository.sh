@@ -8,8 +8,13 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$root/.venv/bin/python}
-cd "${1:-$root}"
+dest=$(cd "${1:-$root}" && pwd)
 model=distilbert-sentiment-tiny
+# the exporter never writes into a folder that holds other files (the checked-in examples have
+# no manifest): each repository is exported under a fresh folder, then copied over the example
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
 # --device cpu: the same files on any machine (a GPU host would write KIND_GPU instances)
 for backend in python onnxruntime pytorch; do
   "$PY" -m exporters --model "$model" --weights random --device cpu --format triton \
@@ -48,3 +53,7 @@ export(
 )
 print(f"artifact: model_repository/{name}-tensorrt  (configs only: no model.plan without a GPU)")
 EOF
+for repo in "$tmp"/model_repository/*; do
+  mkdir -p "$dest/model_repository/$(basename "$repo")"
+  cp -a "$repo/." "$dest/model_repository/$(basename "$repo")/"
+done

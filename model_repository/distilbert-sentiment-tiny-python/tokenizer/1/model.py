@@ -1,3 +1,3 @@
-"""Triton python-backend model; the code lives in billionbench (engines/triton_backend.py)."""
+"""Triton python-backend model; the code lives in billionbench (engines/triton/backend.py)."""
 
-from engines.triton_backend import TokenizerModel as TritonPythonModel  # noqa: F401
+from engines.triton.backend import TokenizerModel as TritonPythonModel  # noqa: F401
