@@ -252,7 +252,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def run_command(body: Callable[[argparse.Namespace, object], int], args) -> int:
-    """Run a benchmark command: one-line errors (exit 2; 1 for OS errors), 130 on Ctrl-C."""
+    """Run a benchmark command: one-line errors with exit code 2, 130 on Ctrl-C."""
     console, err = consoles()
     setup_logging(err, getattr(args, "verbose", False))
     previous = None
@@ -266,7 +266,7 @@ def run_command(body: Callable[[argparse.Namespace, object], int], args) -> int:
         return 2
     except OSError as e:
         print_error(err, e)
-        return 1
+        return 2
     except KeyboardInterrupt:
         out = getattr(args, "output_dir", "results")
         err.print(

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import hashlib
 import json
 import logging
 import math
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
+from engines.errors import BillionbenchError
 from harness.costs import cost_columns
 from harness.sysinfo import git_sha, host_name, tool_versions
 
@@ -175,6 +181,10 @@ def _cell(v: Any) -> Any:
     return v
 
 
+class ResultsLocked(BillionbenchError):
+    """Another run holds the output folder."""
+
+
 class ResultsStore:
     """`<dir>/results.csv` (append-only log) and `<dir>/results.parquet` (rewritten atomically)."""
 
@@ -196,6 +206,69 @@ class ResultsStore:
             if p.exists():
                 p.rename(p.with_name(f"{p.stem}.{stamp}{p.suffix}"))
                 log.warning("--fresh: previous %s kept as %s.%s%s", p.name, p.stem, stamp, p.suffix)
+
+    @contextlib.contextmanager
+    def writing(self, what: str = ""):
+        """Hold the folder's lock while a run writes into it, after repairing what an
+        interrupted run may have left (a torn last CSV line, a Parquet twin behind the CSV).
+
+        A second run into the same folder fails at once, saying who holds it.
+        """
+        lock_path = self.dir / ".results.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ResultsLocked(
+                f"{self.dir} is being written by {holder}; wait for it to finish, or use "
+                "another --output-dir"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            os.pwrite(
+                fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp} {what}".encode(), 0
+            )
+            self.repair()
+            yield self
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def repair(self) -> None:
+        """Drop a torn last CSV line (a write cut by a crash) and rebuild the Parquet twin from
+        the fsync'd CSV when it has fewer or more rows than the CSV."""
+        if not self.csv.exists():
+            return
+        with open(self.csv, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                keep = data.rfind(b"\n") + 1
+                f.truncate(keep)
+                f.flush()
+                os.fsync(f.fileno())
+                log.warning(
+                    "%s: dropped a torn last line (%d bytes an interrupted run left half-written)",
+                    self.csv,
+                    len(data) - keep,
+                )
+        rows = len(self.read())
+        try:
+            stored = pq.ParquetFile(self.parquet).metadata.num_rows if self.parquet.exists() else -1
+        except Exception:  # noqa: BLE001 - an unreadable twin is rebuilt like a missing one
+            stored = -1
+        if stored != rows:
+            self._write_parquet()
+            log.warning(
+                "%s: rebuilt from %s (%d rows; it had %s)",
+                self.parquet.name,
+                self.csv.name,
+                rows,
+                "none" if stored < 0 else stored,
+            )
 
     def read(self):
         """All stored rows as a DataFrame (CSV is the source of truth if Parquet lags)."""

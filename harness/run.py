@@ -21,6 +21,7 @@ from harness.cli import (
     positive_float,
     run_command,
 )
+from harness.results import ResultsStore
 from harness.scenarios.inprocess import InprocessScenario
 from harness.scenarios.perf_analyzer import PerfAnalyzerScenario
 from harness.setup import load_setup
@@ -84,10 +85,14 @@ def _run(args: argparse.Namespace, console) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    setup = load_setup(args)
-    kind = PerfAnalyzerScenario if args.load == "perf_analyzer" else InprocessScenario
-    scenario = kind(args, setup, console)
-    runner.run(scenario, output_dir=args.output_dir, resume=args.resume, console=console)
+    store = ResultsStore(args.output_dir, fresh=not args.resume)
+    with store.writing("python -m harness.run"):  # one run per folder, before any setup
+        setup = load_setup(args)
+        kind = PerfAnalyzerScenario if args.load == "perf_analyzer" else InprocessScenario
+        scenario = kind(args, setup, console)
+        runner.run(
+            scenario, output_dir=args.output_dir, resume=args.resume, console=console, store=store
+        )
     return 0
 
 

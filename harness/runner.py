@@ -109,15 +109,34 @@ def run(
     console,
     executor: Any = None,
     report: bool = True,
+    store: ResultsStore | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure every point of the scenario's plan, appending each row as soon as it exists."""
+    """Measure every point of the scenario's plan, appending each row as soon as it exists.
+
+    `store`: an output folder the caller already holds (`ResultsStore.writing`); else the
+    runner opens and locks `output_dir` itself.
+    """
+    if store is None:
+        store = ResultsStore(output_dir, fresh=not resume)
+        with store.writing(scenario.title):
+            return run(
+                scenario,
+                output_dir=output_dir,
+                resume=resume,
+                console=console,
+                executor=executor,
+                report=report,
+                store=store,
+            )
+    return _run(scenario, store, console, executor or LocalExecutor(scenario), report)
+
+
+def _run(scenario: Scenario, store: ResultsStore, console, executor, report: bool) -> list[dict]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from harness.report import report_for_run
 
-    store = ResultsStore(output_dir, fresh=not resume)
     stored = _stored_rows(store)
-    executor = executor or LocalExecutor(scenario)
     for line in scenario.header():
         console.print(line, highlight=False)
     rows: list[dict[str, Any]] = []
@@ -162,7 +181,7 @@ def run(
         scenario.close()
     scenario.summarize(console, rows, store)
     if report:
-        report_for_run(console, output_dir, **scenario.report_limits())
+        report_for_run(console, store.dir, **scenario.report_limits())
     return rows
 
 

@@ -24,6 +24,7 @@ from harness.cli import (
     positive_float,
     run_command,
 )
+from harness.results import ResultsStore
 from harness.scenarios.http import HttpScenario
 from harness.scenarios.triton import TritonScenario
 from harness.setup import load_setup
@@ -110,9 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args: argparse.Namespace, console) -> int:
-    setup = load_setup(args)
-    scenario = SCENARIOS[setup.engine_cls.remote_server](args, setup, console)
-    runner.run(scenario, output_dir=args.output_dir, resume=args.resume, console=console)
+    store = ResultsStore(args.output_dir, fresh=not args.resume)
+    with store.writing("python -m harness.sweep"):  # one run per folder, before any setup
+        setup = load_setup(args)
+        scenario = SCENARIOS[setup.engine_cls.remote_server](args, setup, console)
+        runner.run(
+            scenario, output_dir=args.output_dir, resume=args.resume, console=console, store=store
+        )
     return 0
 
 

@@ -97,7 +97,7 @@ def test_unwritable_output_dir_is_one_line(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, out = run_cli(capsys, *FAKE, "--output-dir", str(blocker / "sub"))
-    assert code == 1 and "cannot create --output-dir" in out
+    assert code == 2 and "cannot create --output-dir" in out
 
 
 def test_help_documents_every_flag(capsys):

@@ -1,7 +1,17 @@
+import os
+
 import pandas as pd
 import pytest
 
-from harness.results import COLUMNS, DTYPES, SCHEMA, ResultsStore, columns_of, config_key
+from harness.results import (
+    COLUMNS,
+    DTYPES,
+    SCHEMA,
+    ResultsStore,
+    columns_of,
+    config_key,
+    read_csv,
+)
 
 DESIGN_COLUMNS = (
     "total_requests successful_requests failed_requests test_duration_sec avg_latency_ms "
@@ -74,3 +84,45 @@ def test_text_made_of_digits_reads_back_as_text(tmp_path):
     assert df["config_key"].tolist() == ["0123456789012345"]
     assert df["git_sha"].tolist() == ["0012345"] and df["batch_size"].tolist() == [4]
     assert s.done_keys() == {"0123456789012345"}  # resume finds the row it wrote
+
+
+# --------------------------------------------------------------------------- crash safety
+def test_a_torn_last_line_is_dropped_and_the_parquet_rebuilt(tmp_path, caplog):
+    s = ResultsStore(tmp_path)
+    for k in ("a", "b", "c"):
+        s.append({"config_key": k, "batch_size": 1})
+    # a crash mid-write: half a line at the end of the CSV, and the Parquet one row behind
+    with open(s.csv, "a") as f:
+        f.write("12,3,4")
+    import pandas as pd
+
+    pd.read_parquet(s.parquet).head(2).to_parquet(s.parquet, index=False)
+    with caplog.at_level("WARNING"), ResultsStore(tmp_path).writing() as again:
+        assert again.done_keys() == {"a", "b", "c"}
+        again.append({"config_key": "d"})
+    assert "torn last line" in caplog.text and "rebuilt" in caplog.text
+    assert read_csv(s.csv)["config_key"].tolist() == ["a", "b", "c", "d"]
+    assert pd.read_parquet(s.parquet)["config_key"].tolist() == ["a", "b", "c", "d"]
+
+
+def test_the_parquet_catches_up_with_the_csv_on_open(tmp_path):
+    import pandas as pd
+
+    s = ResultsStore(tmp_path)
+    for k in ("a", "b", "c", "d"):
+        s.append({"config_key": k})
+    pd.read_parquet(s.parquet).head(3).to_parquet(s.parquet, index=False)  # killed before it
+    with ResultsStore(tmp_path).writing():
+        pass  # a rerun with nothing left to measure still repairs
+    assert len(pd.read_parquet(s.parquet)) == 4
+
+
+def test_a_second_writer_is_refused_and_told_who_holds_the_folder(tmp_path):
+    from harness.results import ResultsLocked
+
+    with ResultsStore(tmp_path).writing("first run"):
+        with pytest.raises(ResultsLocked, match=f"pid {os.getpid()}.*first run"):
+            with ResultsStore(tmp_path).writing("second run"):
+                pass
+    with ResultsStore(tmp_path).writing("third run"):  # released: the next run goes ahead
+        pass

@@ -138,7 +138,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     if "source_file" not in df:
         df["source_file"] = "(in memory)"
         df["source_row"] = range(len(df))
-    df["synthetic"] = [_synthetic(w, e) for w, e in zip(df["weights"], df["engine"], strict=True)]
+    df["synthetic"] = [_synthetic(w) for w in df["weights"]]
     df["label"] = df["synthetic"].map(lambda s: f" [{s}]" if s else "")
     df["concurrency"] = [_concurrency(r) for r in df.itertuples()]
     key = df["config_key"].astype(object)
@@ -169,13 +169,14 @@ def _image(r) -> str:
     return image
 
 
-def _synthetic(weights, engine) -> str:
-    """Why a row is not a real model measurement ("" when it is one)."""
-    if engine == "fake":
-        return "fake engine"
-    if isinstance(weights, str) and weights.startswith("random"):
-        return "random weights"
-    return ""
+def _synthetic(weights) -> str:
+    """Why a row is not a real model measurement ("" when it is one), from its weights column:
+    an engine that computes no model writes "none (why)", a config-only build "random"."""
+    if not isinstance(weights, str):
+        return ""
+    if weights.startswith("none"):
+        return weights[weights.find("(") + 1 : weights.rfind(")")] or "no model"
+    return "random weights" if weights.startswith("random") else ""
 
 
 def _concurrency(r) -> str:
