@@ -20,7 +20,6 @@ ENGINES: dict[str, str | None] = {
     "neuron": "engines.neuron:NeuronEngine",
     "triton": "engines.triton.client:TritonEngine",
 }
-_PLANNED_IN: dict[str, int] = {}
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -29,9 +28,7 @@ def engine_class(name: str) -> type[Engine]:
     target = ENGINES[name]
     if target is None:
         raise NotImplementedYet(
-            f"engine {name!r} is not implemented yet"
-            + (f" (tracked in issue #{_PLANNED_IN[name]})" if name in _PLANNED_IN else "")
-            + "; "
+            f"engine {name!r} is not implemented yet; "
             "available now: " + ", ".join(k for k, v in ENGINES.items() if v)
         )
     module, _, cls = target.partition(":")

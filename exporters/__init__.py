@@ -1,1 +1,1 @@
-"""Exporters turn a model spec into a deployable artifact with a manifest (issue #3)."""
+"""Exporters turn a model spec into a deployable artifact with a manifest."""
