@@ -198,6 +198,15 @@ def _stored_rows(store: ResultsStore) -> dict[str, dict[str, Any]]:
 Column = tuple[str, str, int]  # (result column, heading, decimals)
 
 
+def columns(spec: str) -> list[Column]:
+    """A console table's columns from lines of `result_column | heading | decimals`."""
+    out = []
+    for line in filter(None, (ln.strip() for ln in spec.strip().splitlines())):
+        key, head, nd = (part.strip() for part in line.split("|"))
+        out.append((key, head, int(nd)))
+    return out
+
+
 def fmt(v: Any, nd: int = 2) -> str:
     """A table cell: '-' for missing, thousands separators, small numbers in e-notation."""
     if v is None or (isinstance(v, float) and v != v):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from engines.errors import ConfigError, EngineError, MissingDependency
@@ -122,215 +124,27 @@ class ModelSpec:
 
 
 def _tiny(spec: ModelSpec, arch: dict[str, Any]) -> ModelSpec:
-    return ModelSpec(
-        name=f"{spec.name}-tiny",
-        task=spec.task,
-        hub_id=None,
-        family=spec.family,
-        pooling=spec.pooling,
-        normalize=spec.normalize,
-        num_labels=spec.num_labels,
-        labels=spec.labels,
-        dim=arch.get("hidden_size", arch.get("dim", spec.dim))
-        if not spec.multi_vector
-        else spec.dim,
-        multi_vector=spec.multi_vector,
-        max_seq_len=min(spec.max_seq_len, 512),
-        revision="config-only",
-        arch_config=arch,
-        tiny=True,
-    )
+    """The 2-layer, 64-wide variant of a model, for tests (config only, random weights)."""
+    dim = spec.dim if spec.multi_vector else arch.get("hidden_size", arch.get("dim", spec.dim))
+    max_len = min(spec.max_seq_len, 512)
+    changes = dict(name=f"{spec.name}-tiny", hub_id=None, dim=dim, max_seq_len=max_len)
+    return replace(spec, **changes, revision="config-only", arch_config=arch, tiny=True)
 
 
-_DISTILBERT = ModelSpec(
-    name="distilbert-sentiment",
-    task="classification",
-    hub_id="lxyuan/distilbert-base-multilingual-cased-sentiments-student",
-    family="distilbert",
-    pooling="cls",
-    num_labels=3,
-    labels=("positive", "neutral", "negative"),
-    max_seq_len=512,
-    arch_config=dict(
-        vocab_size=119547,
-        dim=768,
-        n_layers=6,
-        n_heads=12,
-        hidden_dim=3072,
-        max_position_embeddings=512,
-    ),
-)
-_GTE_MODERNBERT = ModelSpec(
-    name="gte-modernbert",
-    task="embedding",
-    hub_id="Alibaba-NLP/gte-modernbert-base",
-    family="modernbert",
-    pooling="cls",
-    normalize=True,
-    dim=768,
-    max_seq_len=8192,
-    arch_config=dict(
-        vocab_size=50368,
-        hidden_size=768,
-        intermediate_size=1152,
-        num_hidden_layers=22,
-        num_attention_heads=12,
-        max_position_embeddings=8192,
-        global_attn_every_n_layers=3,
-        local_attention=128,
-    ),
-)
-_BGE_BASE = ModelSpec(
-    name="bge-base",
-    task="embedding",
-    hub_id="BAAI/bge-base-en-v1.5",
-    family="bert",
-    pooling="cls",
-    normalize=True,
-    dim=768,
-    max_seq_len=512,
-    arch_config=dict(
-        vocab_size=30522,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        max_position_embeddings=512,
-    ),
-)
-# Qwen2-VL-2B-Instruct's architecture (config.json), which colqwen2-v1.0 fine-tunes.
-# transformers' ColQwen2ForRetrieval reads the "-hf" conversion of the checkpoint; the
-# colpali-engine route (`colqwen2-colpali`) reads the original adapter repository.
-_COLQWEN2 = ModelSpec(
-    name="colqwen2",
-    task="vision-embedding",
-    hub_id="vidore/colqwen2-v1.0-hf",
-    family="colqwen2",
-    pooling="none",
-    normalize=True,
-    dim=128,
-    multi_vector=True,
-    max_seq_len=768,
-    arch_config=dict(
-        text=dict(
-            vocab_size=151936,
-            hidden_size=1536,
-            intermediate_size=8960,
-            num_hidden_layers=28,
-            num_attention_heads=12,
-            num_key_value_heads=2,
-            max_position_embeddings=32768,
-            rms_norm_eps=1e-6,
-            rope_parameters=dict(
-                rope_type="default", rope_theta=1000000.0, mrope_section=[16, 24, 24]
-            ),
-        ),
-        vision=dict(
-            depth=32,
-            embed_dim=1280,
-            hidden_size=1536,
-            mlp_ratio=4,
-            num_heads=16,
-            in_channels=3,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        ),
-        tie_word_embeddings=True,
-    ),
-)
-_COLQWEN2_TINY_ARCH = dict(
-    text=dict(
-        vocab_size=8192,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-6,
-        rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=[4, 6, 6]),
-    ),
-    vision=dict(
-        depth=2,
-        embed_dim=32,
-        hidden_size=64,
-        mlp_ratio=2,
-        num_heads=2,
-        in_channels=3,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-    ),
-)
-# the same model through colpali-engine (optional extra); needs pretrained weights
-_COLQWEN2_COLPALI = ModelSpec(
-    name="colqwen2-colpali",
-    task="vision-embedding",
-    hub_id="vidore/colqwen2-v1.0",
-    family="colqwen2",
-    pooling="none",
-    normalize=True,
-    dim=128,
-    multi_vector=True,
-    max_seq_len=768,
-    arch_config=dict(_COLQWEN2.arch_config, backend="colpali"),
-)
+def _load_registry(path: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """The registry file: every model's spec, plus its tiny variant where one is described."""
+    doc = json.loads(path.read_text())
+    models: dict[str, ModelSpec] = {}
+    for entry in doc["models"]:
+        tiny_arch = entry.pop("tiny_arch_config", None)
+        spec = ModelSpec(**{**entry, "labels": tuple(entry.get("labels", ()))})
+        models[spec.name] = spec
+        if tiny_arch is not None:
+            models[f"{spec.name}-tiny"] = _tiny(spec, tiny_arch)
+    return models, doc["default_model"]
 
-MODELS: dict[str, ModelSpec] = {}
-for _spec, _tiny_arch in (
-    (
-        _DISTILBERT,
-        dict(
-            vocab_size=8192,
-            dim=64,
-            n_layers=2,
-            n_heads=2,
-            hidden_dim=128,
-            max_position_embeddings=512,
-        ),
-    ),
-    (
-        _GTE_MODERNBERT,
-        dict(
-            vocab_size=8192,
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=512,
-            global_attn_every_n_layers=2,
-            local_attention=64,
-            pad_token_id=0,
-            bos_token_id=2,
-            eos_token_id=3,
-            cls_token_id=2,
-            sep_token_id=3,
-        ),
-    ),
-    (
-        _BGE_BASE,
-        dict(
-            vocab_size=8192,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=128,
-            max_position_embeddings=512,
-        ),
-    ),
-):
-    MODELS[_spec.name] = _spec
-    MODELS[f"{_spec.name}-tiny"] = _tiny(_spec, _tiny_arch)
-MODELS[_COLQWEN2.name] = _COLQWEN2
-MODELS["colqwen2-tiny"] = _tiny(_COLQWEN2, _COLQWEN2_TINY_ARCH)
-MODELS[_COLQWEN2_COLPALI.name] = _COLQWEN2_COLPALI
 
-DEFAULT_MODEL = {
-    "classification": "distilbert-sentiment",
-    "embedding": "gte-modernbert",
-    "vision-embedding": "colqwen2",
-}
+MODELS, DEFAULT_MODEL = _load_registry(Path(__file__).with_name("registry.json"))
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -28,22 +28,33 @@ from engines.net import free_port
 from harness import checks
 from harness.cli import serve_argv
 from harness.load import Target, measure_ceiling, run_closed_loop, run_open_loop
-from harness.runner import Measurement, Plan, Point, Progress, Scenario, best_row, print_rows
+from harness.runner import (
+    Measurement,
+    Plan,
+    Point,
+    Progress,
+    Scenario,
+    best_row,
+    columns,
+    print_rows,
+)
 from harness.setup import Setup
 
-TABLE = [
-    ("batch_size", "batch", 0),
-    ("inputs_per_request", "inputs/req", 0),
-    ("vus", "VUs", 0),
-    ("throughput_req_per_sec", "inputs/s", 1),
-    ("p50_latency_ms", "p50 ms", 1),
-    ("p95_latency_ms", "p95 ms", 1),
-    ("p99_latency_ms", "p99 ms", 1),
-    ("failed_requests", "failed", 0),
-    ("invalid_embeddings", "invalid", 0),
-    ("padding_ratio", "pad frac", 2),
-    ("1B_cost", "$/1B", 2),
-]
+TABLE = columns(
+    """
+    batch_size             | batch      | 0
+    inputs_per_request     | inputs/req | 0
+    vus                    | VUs        | 0
+    throughput_req_per_sec | inputs/s   | 1
+    p50_latency_ms         | p50 ms     | 1
+    p95_latency_ms         | p95 ms     | 1
+    p99_latency_ms         | p99 ms     | 1
+    failed_requests        | failed     | 0
+    invalid_embeddings     | invalid    | 0
+    padding_ratio          | pad frac   | 2
+    1B_cost                | $/1B       | 2
+"""
+)
 
 
 # ------------------------------------------------------------------------- server process

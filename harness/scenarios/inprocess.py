@@ -10,24 +10,26 @@ from harness.costs import cost_per_1m_tokens
 from harness.inprocess import InprocessConfig, InprocessResult, run_inprocess
 from harness.measure import NEURONPERF_STATS
 from harness.results import TRITON_CONFIG_COLUMNS
-from harness.runner import Measurement, Plan, Point, Progress, Scenario, print_rows
+from harness.runner import Measurement, Plan, Point, Progress, Scenario, columns, print_rows
 from harness.setup import Setup, prepare_artifact
 from harness.workloads import workload_buckets
 
-TABLE = [
-    ("batch_size", "batch", 0),
-    ("n_models", "n_models", 0),
-    ("workers_per_model", "workers/model", 0),
-    ("latency_ms_p50", "fwd p50 ms", 2),
-    ("latency_ms_p99", "fwd p99 ms", 2),
-    ("p99_latency_ms", "e2e p99 ms", 2),
-    ("throughput_avg", "inputs/s", 1),
-    ("padding_ratio", "pad frac", 2),
-    ("cost_per_1m_inf", "$/1M", 3),
-    ("1B_cost", "$/1B", 2),
-    ("floor_1B_cost", "floor $/1B", 2),
-    ("efficiency", "efficiency", 3),
-]
+TABLE = columns(
+    """
+    batch_size        | batch         | 0
+    n_models          | n_models      | 0
+    workers_per_model | workers/model | 0
+    latency_ms_p50    | fwd p50 ms    | 2
+    latency_ms_p99    | fwd p99 ms    | 2
+    p99_latency_ms    | e2e p99 ms    | 2
+    throughput_avg    | inputs/s      | 1
+    padding_ratio     | pad frac      | 2
+    cost_per_1m_inf   | $/1M          | 3
+    1B_cost           | $/1B          | 2
+    floor_1B_cost     | floor $/1B    | 2
+    efficiency        | efficiency    | 3
+"""
+)
 
 
 def artifact_shapes(setup: Setup, batch_sizes: list[int]) -> dict[str, Any]:

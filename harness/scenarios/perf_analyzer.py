@@ -29,7 +29,7 @@ from engines.errors import BillionbenchError, ConfigError, EngineError
 from engines.registry import create_engine
 from engines.triton.server import cache_dir, pytriton_root
 from harness.results import TRITON_CONFIG_COLUMNS
-from harness.runner import Measurement, Plan, Point, Progress, Scenario, print_rows
+from harness.runner import Measurement, Plan, Point, Progress, Scenario, columns, print_rows
 from harness.setup import Setup, prepare_artifact
 
 WHEEL = "tritonclient==2.51.0"
@@ -252,16 +252,18 @@ def validate_sample(engine, texts: list[str], n: int = 16) -> tuple[int, str | N
     return bad, first
 
 
-TABLE = [
-    ("batch_size", "batch", 0),
-    ("vus", "concurrency", 0),
-    ("throughput_req_per_sec", "inputs/s", 1),
-    ("p50_latency_ms", "p50 ms", 2),
-    ("p99_latency_ms", "p99 ms", 2),
-    ("server_queue_ms", "queue ms", 2),
-    ("server_compute_infer_ms", "infer ms", 2),
-    ("1B_cost", "$/1B", 2),
-]
+TABLE = columns(
+    """
+    batch_size              | batch       | 0
+    vus                     | concurrency | 0
+    throughput_req_per_sec  | inputs/s    | 1
+    p50_latency_ms          | p50 ms      | 2
+    p99_latency_ms          | p99 ms      | 2
+    server_queue_ms         | queue ms    | 2
+    server_compute_infer_ms | infer ms    | 2
+    1B_cost                 | $/1B        | 2
+"""
+)
 
 
 class PerfAnalyzerScenario(Scenario):

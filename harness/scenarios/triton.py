@@ -26,25 +26,36 @@ from exporters.triton import (
     set_encoder_serving,
 )
 from harness.load import Target, measure_ceiling, run_closed_loop
-from harness.runner import Measurement, Plan, Point, Progress, Scenario, best_row, print_rows
+from harness.runner import (
+    Measurement,
+    Plan,
+    Point,
+    Progress,
+    Scenario,
+    best_row,
+    columns,
+    print_rows,
+)
 from harness.setup import Setup, prepare_artifact
 
 DIMENSIONS = ("instances", "max_batch", "delay")
-TABLE = [
-    ("vus", "concurrency", 0),
-    ("triton_max_batch", "max batch", 0),
-    ("dynamic", "dynamic batching", 0),
-    ("triton_instances", "instances", 0),
-    ("p95_latency_ms", "p95 ms", 1),
-    ("p99_latency_ms", "p99 ms", 1),
-    ("throughput_req_per_sec", "inputs/s", 2),
-    ("server_avg_batch", "avg batch", 2),
-    ("server_queue_ms", "queue ms", 1),
-    ("server_compute_infer_ms", "infer ms", 1),
-    ("server_rss_mb", "memory MiB", 0),
-    ("failed_requests", "failed", 0),
-    ("1B_cost", "$/1B", 2),
-]
+TABLE = columns(
+    """
+    vus                     | concurrency      | 0
+    triton_max_batch        | max batch        | 0
+    dynamic                 | dynamic batching | 0
+    triton_instances        | instances        | 0
+    p95_latency_ms          | p95 ms           | 1
+    p99_latency_ms          | p99 ms           | 1
+    throughput_req_per_sec  | inputs/s         | 2
+    server_avg_batch        | avg batch        | 2
+    server_queue_ms         | queue ms         | 1
+    server_compute_infer_ms | infer ms         | 1
+    server_rss_mb           | memory MiB       | 0
+    failed_requests         | failed           | 0
+    1B_cost                 | $/1B             | 2
+"""
+)
 
 
 @dataclass(frozen=True)
