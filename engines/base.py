@@ -22,6 +22,19 @@ ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
 DEVICES = ("cpu", "cuda", "neuron")
 
 
+def fields_from(cls: type, *sources: Any, **overrides: Any) -> Any:
+    """Build the dataclass `cls` from the same-named attributes (or keys) of `sources`, later
+    sources winning, then `overrides`: one call instead of copying fields one by one."""
+    names = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for src in sources:
+        got = src if isinstance(src, Mapping) else vars(src) if hasattr(src, "__dict__") else {}
+        if not got and hasattr(src, "__dataclass_fields__"):
+            got = {n: getattr(src, n) for n in src.__dataclass_fields__}
+        values.update({k: v for k, v in got.items() if k in names})
+    return cls(**{**values, **overrides})
+
+
 def option(default: Any, *, flag: str, help: str, choices: tuple | None = None) -> Any:
     """A field of an engine's Options: its CLI flag, help and allowed values live with it."""
     return field(default=default, metadata={"flag": flag, "help": help, "choices": choices})

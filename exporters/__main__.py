@@ -9,7 +9,7 @@ import sys
 
 from rich.markup import escape
 
-from engines.base import PRECISIONS
+from engines.base import PRECISIONS, fields_from
 from engines.errors import BillionbenchError, ConfigError
 from engines.models import MODELS, WEIGHTS
 from engines.vision import PixelBudget, image_grid
@@ -170,22 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         device, label = this_device()
-        cfg = ExportConfig(
-            model=args.model,
-            format=args.format,
+        cfg = fields_from(
+            ExportConfig,
+            args,
             out=args.out or "",
-            precision=args.precision,
-            variant=args.variant,
             device=args.device or device,
             hw=label,
-            weights=args.weights,
-            model_path=args.model_path,
-            seed=args.seed,
-            opset=args.opset,
-            batch_range=args.batch_range,
-            seq_range=args.seq_range,
-            workspace_gb=args.workspace_gb,
-            skip_parity=args.skip_parity,
             image_buckets=parse_image_buckets(args.image_buckets),
         )
         from dataclasses import replace

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from engines.artifact import MANIFEST, ArtifactError, Manifest, verify, write_manifest
-from engines.base import EngineConfig
+from engines.base import EngineConfig, fields_from
 from engines.errors import BillionbenchError, ConfigError
 from engines.models import load_model, load_tokenizer
 from engines.registry import create_engine
@@ -221,24 +221,17 @@ def export(cfg: ExportConfig, exporter=None, *, force: bool = False) -> Manifest
         seconds = time.perf_counter() - t0
         source, weights = loaded.source, loaded.weights
         del loaded  # free the fp32 weights before parity loads two more copies
-        manifest = Manifest(
-            model=spec.name,
-            task=spec.task,
-            format=cfg.format,
-            precision=cfg.precision,
-            variant=cfg.variant,
+        # identity from the spec and the config, what was written from the export's info
+        manifest = fields_from(
+            Manifest,
+            spec,
+            cfg,
+            info,
+            parity=None,
             model_id=source,
-            revision=spec.revision,
             weights=weights,
             tokenizer=tok.source,
-            input_names=info.input_names,
-            output_names=info.output_names,
-            dynamic_axes=info.dynamic_axes,
-            shape_profiles=info.shape_profiles,
-            hardware=info.hardware,
-            tool_versions=info.tool_versions,
             export_seconds=round(seconds, 2),
-            details=info.details,
         )
         write_manifest(tmp, manifest)
         own = info.parity

@@ -21,10 +21,8 @@ from harness.cli import (
     positive_float,
     run_command,
 )
-from harness.results import ResultsStore
 from harness.scenarios.inprocess import InprocessScenario
 from harness.scenarios.perf_analyzer import PerfAnalyzerScenario
-from harness.setup import load_setup
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,15 +83,8 @@ def _run(args: argparse.Namespace, console) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    store = ResultsStore(args.output_dir, fresh=not args.resume)
-    with store.writing("python -m harness.run"):  # one run per folder, before any setup
-        setup = load_setup(args)
-        kind = PerfAnalyzerScenario if args.load == "perf_analyzer" else InprocessScenario
-        scenario = kind(args, setup, console)
-        runner.run(
-            scenario, output_dir=args.output_dir, resume=args.resume, console=console, store=store
-        )
-    return 0
+    kind = PerfAnalyzerScenario if args.load == "perf_analyzer" else InprocessScenario
+    return runner.run_command_scenario(args, console, "harness.run", lambda setup: kind)
 
 
 def main(argv: list[str] | None = None) -> int:

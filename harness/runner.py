@@ -185,6 +185,20 @@ def _run(scenario: Scenario, store: ResultsStore, console, executor, report: boo
     return rows
 
 
+def run_command_scenario(args, console, command: str, scenario_for: Callable) -> int:
+    """A benchmark command's body: lock the output folder (before any setup, so a second run
+    into it fails at once), resolve the flags, build the scenario `scenario_for(setup)` names,
+    and run it."""
+    from harness.setup import load_setup
+
+    store = ResultsStore(args.output_dir, fresh=not args.resume)
+    with store.writing(f"python -m {command}"):
+        setup = load_setup(args)
+        scenario = scenario_for(setup)(args, setup, console)
+        run(scenario, output_dir=args.output_dir, resume=args.resume, console=console, store=store)
+    return 0
+
+
 def _stored_rows(store: ResultsStore) -> dict[str, dict[str, Any]]:
     """The last stored row of every config_key (what --resume skips)."""
     df = store.read()

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from engines.artifact import Manifest, verify
-from engines.base import EngineConfig, check_task
+from engines.base import EngineConfig, check_task, fields_from
 from engines.errors import ArtifactRefused, ConfigError, HardwareMismatch, MissingDependency
 from engines.models import DEFAULT_MODEL, get_spec, load_tokenizer
 from engines.registry import engine_class
@@ -88,21 +88,12 @@ def resolve_setup(args: argparse.Namespace) -> Resolved:
     profile = hardware.resolve(args.hw, detected, args.price_per_hour)
     _check_engine_here(args.engine, engine_cls, profile, detected)
     hardware.check_options(profile, args.precision, args.attn)
-    engine_cfg = EngineConfig(
-        engine=args.engine,
+    engine_cfg = fields_from(
+        EngineConfig,
+        args,
         model=model,
-        precision=args.precision,
-        attn=args.attn,
         device=profile.device,
-        weights=args.weights,
-        model_path=args.model_path,
-        max_seq_len=args.max_seq_len,
-        seed=args.seed,
-        variant=args.variant,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
-        max_image_pixels=args.max_image_pixels,
-        trust_artifact=getattr(args, "trust_artifact", False),
+        artifact=None,  # set once the artifact is prepared
         options=engine_cls.Options.from_values(vars(args)),
     )
     engine_cls.preflight(engine_cfg)
@@ -202,9 +193,8 @@ def load_setup(args: argparse.Namespace) -> Setup:
         if profile.device == "cpu" and computes
         else profile.peak_flops(args.precision)
     )
-    resolved = {f.name: getattr(r, f.name) for f in fields(Resolved)}
-    return Setup(
-        **resolved, wl_spec=wl_spec, tokenizer=tok, workload=workload, flops=flops, peak=peak
+    return fields_from(
+        Setup, r, wl_spec=wl_spec, tokenizer=tok, workload=workload, flops=flops, peak=peak
     )
 
 

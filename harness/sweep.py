@@ -24,10 +24,8 @@ from harness.cli import (
     positive_float,
     run_command,
 )
-from harness.results import ResultsStore
 from harness.scenarios.http import HttpScenario
 from harness.scenarios.triton import TritonScenario
-from harness.setup import load_setup
 
 # how to sweep an engine, by the kind of server it is a client of (None: ours)
 SCENARIOS = {None: HttpScenario, "triton": TritonScenario}
@@ -111,14 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args: argparse.Namespace, console) -> int:
-    store = ResultsStore(args.output_dir, fresh=not args.resume)
-    with store.writing("python -m harness.sweep"):  # one run per folder, before any setup
-        setup = load_setup(args)
-        scenario = SCENARIOS[setup.engine_cls.remote_server](args, setup, console)
-        runner.run(
-            scenario, output_dir=args.output_dir, resume=args.resume, console=console, store=store
-        )
-    return 0
+    def scenario_for(setup):
+        return SCENARIOS[setup.engine_cls.remote_server]
+
+    return runner.run_command_scenario(args, console, "harness.sweep", scenario_for)
 
 
 def main(argv: list[str] | None = None) -> int:

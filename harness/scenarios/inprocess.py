@@ -60,6 +60,10 @@ class InprocessScenario(Scenario):
             self.setup = replace(setup, engine_cfg=prepared.engine_cfg)
             self.parity_metric = prepared.parity_metric
         self.engines: list = []  # loaded copies, reused across points (thread mode)
+        # the flags' names for InprocessConfig's fields
+        limits = dict(duration_s=args.duration, warmup_calls=args.warmup)
+        limits.update(max_duration_s=args.max_duration, min_calls=args.min_calls)
+        self.base = InprocessConfig(batch_size=1, processes=args.processes, **limits)
 
     def header(self) -> list[str]:
         return self.setup.describe()
@@ -73,16 +77,7 @@ class InprocessScenario(Scenario):
         for n in a.n_models:
             for w in a.workers_per_model:
                 for b in a.batch_sizes:
-                    icfg = InprocessConfig(
-                        batch_size=b,
-                        n_models=n,
-                        workers_per_model=w,
-                        duration_s=a.duration,
-                        min_calls=a.min_calls,
-                        warmup_calls=a.warmup,
-                        max_duration_s=a.max_duration,
-                        processes=a.processes,
-                    )
+                    icfg = replace(self.base, batch_size=b, n_models=n, workers_per_model=w)
                     config = {
                         **self.setup.identity("inprocess"),
                         "inprocess": asdict(icfg),
