@@ -215,6 +215,26 @@ def setup_logging(console, verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+_TYPES = {"int": int, "float": float, "str": str, "positive_float": None, "int_list": None}
+
+
+def add_flags(p: argparse.ArgumentParser, title: str, spec: str) -> None:
+    """A group of flags from lines of `--flag | type | default | help`, where type is int,
+    float, str, positive_float, int_list, flag (store_true) or choice:a,b,c, and an empty
+    default is None: a command's flags read as a table."""
+    g = p.add_argument_group(title)
+    for line in filter(None, (ln.strip() for ln in spec.strip().splitlines())):
+        flag, kind, default, help_ = (part.strip() for part in line.split("|", 3))
+        if kind == "flag":
+            g.add_argument(flag, action="store_true", help=help_ or None)
+            continue
+        choices = tuple(kind.split(":", 1)[1].split(",")) if kind.startswith("choice:") else None
+        convert = {"positive_float": positive_float, "int_list": int_list}.get(kind)
+        convert = convert or _TYPES.get(kind) or str
+        value = convert(default) if default else None
+        g.add_argument(flag, type=convert, default=value, choices=choices, help=help_ or None)
+
+
 def add_output_args(p: argparse.ArgumentParser) -> None:
     """Where rows go, resume / fresh, and verbosity: the same for every benchmark command."""
     g = p.add_argument_group("output")
@@ -281,31 +301,17 @@ def run_command(body: Callable[[argparse.Namespace, object], int], args) -> int:
 
 def add_batcher_args(p: argparse.ArgumentParser) -> None:
     """The dynamic batcher's flags (harness.serve, and harness.sweep for its servers)."""
-    g = p.add_argument_group("dynamic batcher")
-    g.add_argument("--max-batch-size", type=int, default=32, help="inputs per forward pass")
-    g.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        default=16384,
-        help="padded tokens per forward pass (batch x longest input)",
-    )
-    g.add_argument(
-        "--max-queue-delay-ms",
-        type=float,
-        default=2.0,
-        help="how long the oldest input may wait for its batch to fill",
-    )
-    g.add_argument(
-        "--max-queue",
-        type=int,
-        default=4096,
-        help="inputs waiting before new requests get 429 + Retry-After",
-    )
-    g.add_argument("--max-request-inputs", type=int, default=256, help="inputs per request")
-    g.add_argument(
-        "--fifo",
-        action="store_true",
-        help="plain FIFO batching instead of grouping inputs by length",
+    add_flags(
+        p,
+        "dynamic batcher",
+        """
+        --max-batch-size     | int   | 32    | inputs per forward pass
+        --max-batch-tokens   | int   | 16384 | padded tokens per forward pass (batch x longest input)
+        --max-queue-delay-ms | float | 2.0   | how long the oldest input may wait for its batch to fill
+        --max-queue          | int   | 4096  | inputs waiting before new requests get 429 + Retry-After
+        --max-request-inputs | int   | 256   | inputs per request
+        --fifo               | flag  |       | plain FIFO batching instead of grouping inputs by length
+        """,
     )
 
 

@@ -15,10 +15,9 @@ from harness import runner
 from harness.cli import (
     Parser,
     add_common_args,
+    add_flags,
     add_output_args,
     add_workload_args,
-    int_list,
-    positive_float,
     run_command,
 )
 from harness.scenarios.inprocess import InprocessScenario
@@ -33,46 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_args(p)
     add_workload_args(p)
-    g = p.add_argument_group("sweep (neuronperf-style)")
-    g.add_argument("--batch-sizes", type=int_list, default=[1, 8, 32], help="comma-separated")
-    g.add_argument("--n-models", type=int_list, default=[1], help="model copies, comma-separated")
-    g.add_argument(
-        "--workers-per-model",
-        type=int_list,
-        default=[1],
-        help="threads feeding each copy, comma-separated",
-    )
-    g.add_argument(
-        "--processes", action="store_true", help="run model copies as processes instead of threads"
-    )
-    g.add_argument(
-        "--duration",
-        type=positive_float,
-        default=5.0,
-        help="minimum timed seconds per configuration",
-    )
-    g.add_argument(
-        "--min-calls",
-        type=int,
-        default=10,
-        help="minimum timed calls per configuration (both minima must be met)",
-    )
-    g.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls per model copy")
-    g.add_argument(
-        "--load",
-        choices=("inprocess", "perf_analyzer"),
-        default="inprocess",
-        help="perf_analyzer (with --engine triton): drive the ensemble with NVIDIA's "
-        "perf_analyzer over --concurrency, after checking a sample of responses ourselves",
-    )
-    g.add_argument(
-        "--concurrency", type=int_list, default=[1, 2, 4, 8], help="perf_analyzer concurrencies"
-    )
-    g.add_argument(
-        "--max-duration",
-        type=positive_float,
-        default=None,
-        help="hard stop per configuration (default 10 x duration + 120 s)",
+    add_flags(
+        p,
+        "sweep (neuronperf-style)",
+        """
+        --batch-sizes       | int_list       | 1,8,32    | comma-separated
+        --n-models          | int_list       | 1         | model copies, comma-separated
+        --workers-per-model | int_list       | 1         | threads feeding each copy, comma-separated
+        --processes         | flag           |           | run model copies as processes instead of threads
+        --duration          | positive_float | 5.0       | minimum timed seconds per configuration
+        --min-calls         | int            | 10        | minimum timed calls per configuration (both minima must be met)
+        --warmup            | int            | 2         | untimed warm-up calls per model copy
+        --load              | choice:inprocess,perf_analyzer | inprocess | perf_analyzer (with --engine triton): drive the ensemble with NVIDIA's perf_analyzer over --concurrency, after checking a sample of responses ourselves
+        --concurrency       | int_list       | 1,2,4,8   | perf_analyzer concurrencies
+        --max-duration      | positive_float |           | hard stop per configuration (default 10 x duration + 120 s)
+        """,
     )
     add_output_args(p)
     return p

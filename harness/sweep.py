@@ -18,10 +18,9 @@ from harness.cli import (
     Parser,
     add_batcher_args,
     add_common_args,
+    add_flags,
     add_output_args,
     add_workload_args,
-    int_list,
-    positive_float,
     run_command,
 )
 from harness.scenarios.http import HttpScenario
@@ -36,73 +35,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(p)
     add_batcher_args(p)
     add_workload_args(p)
-    g = p.add_argument_group("sweep")
-    g.add_argument(
-        "--batch-sizes",
-        type=int_list,
-        default=[8, 32],
-        help="server max batch sizes, one server start each",
+    add_flags(
+        p,
+        "sweep",
+        """
+        --batch-sizes        | int_list       | 8,32      | server max batch sizes, one server start each
+        --inputs-per-request | int_list       | 1         | client batch (inputs per HTTP request), comma-separated
+        --vus-start          | int            | 1         |
+        --vus-max            | int            | 32        |
+        --iterations         | int            | 200       | k6 shared iterations per point
+        --max-duration       | positive_float | 10.0      | seconds per point (k6 maxDuration)
+        --repeats            | int            | 2         | runs per point; gives the noise margin
+        --improvement        | float          | 0.02      | keep doubling VUs while throughput improves by more than this
+        --max-p95-ms         | positive_float |           |
+        --max-p99-ms         | positive_float |           |
+        --url                | str            |           | benchmark this server instead of starting ours
+        --protocol           | choice:kserve,triton,openai,classify,hf | kserve |
+        --served-model       | str            |           | model name on the target (default: the registry name)
+        --no-ceiling         | flag           |           | skip measuring the load generator's own ceiling
+        --rate               | positive_float |           | open loop instead of the VU search: Poisson arrivals at this many requests/s for --max-duration, at most --vus-max in flight; latency counts from the scheduled send
+        """,
     )
-    g.add_argument(
-        "--inputs-per-request",
-        type=int_list,
-        default=[1],
-        help="client batch (inputs per HTTP request), comma-separated",
-    )
-    g.add_argument("--vus-start", type=int, default=1)
-    g.add_argument("--vus-max", type=int, default=32)
-    g.add_argument("--iterations", type=int, default=200, help="k6 shared iterations per point")
-    g.add_argument(
-        "--max-duration",
-        type=positive_float,
-        default=10.0,
-        help="seconds per point (k6 maxDuration)",
-    )
-    g.add_argument("--repeats", type=int, default=2, help="runs per point; gives the noise margin")
-    g.add_argument(
-        "--improvement",
-        type=float,
-        default=0.02,
-        help="keep doubling VUs while throughput improves by more than this",
-    )
-    g.add_argument("--max-p95-ms", type=positive_float, default=None)
-    g.add_argument("--max-p99-ms", type=positive_float, default=None)
-    g.add_argument("--url", default=None, help="benchmark this server instead of starting ours")
-    g.add_argument(
-        "--protocol", choices=("kserve", "triton", "openai", "classify", "hf"), default="kserve"
-    )
-    g.add_argument(
-        "--served-model", default=None, help="model name on the target (default: the registry name)"
-    )
-    g.add_argument(
-        "--no-ceiling", action="store_true", help="skip measuring the load generator's own ceiling"
-    )
-    g.add_argument(
-        "--rate",
-        type=positive_float,
-        default=None,
-        help="open loop instead of the VU search: Poisson arrivals at this many requests/s for "
-        "--max-duration, at most --vus-max in flight; latency counts from the scheduled send",
-    )
-    g = p.add_argument_group(
-        "triton (--engine triton: Model Analyzer-style search through a real tritonserver)"
-    )
-    g.add_argument(
-        "--search",
-        default="instances,max_batch,delay",
-        help="dimensions to search (others keep their first value): instances, max_batch, delay",
-    )
-    g.add_argument("--instances", type=int_list, default=[1, 2, 4], help="instance_group counts")
-    g.add_argument(
-        "--max-batch", type=int_list, default=[1, 8, 32], help="encoder max_batch_size values"
-    )
-    g.add_argument(
-        "--queue-delays-us",
-        default="off,500",
-        help="dynamic batching: 'off', or on with this max_queue_delay_microseconds",
-    )
-    g.add_argument(
-        "--concurrency", type=int_list, default=[1, 8, 32], help="concurrent clients per config"
+    add_flags(
+        p,
+        "triton (--engine triton: Model Analyzer-style search through a real tritonserver)",
+        """
+        --search          | str      | instances,max_batch,delay | dimensions to search (others keep their first value): instances, max_batch, delay
+        --instances       | int_list | 1,2,4   | instance_group counts
+        --max-batch       | int_list | 1,8,32  | encoder max_batch_size values
+        --queue-delays-us | str      | off,500 | dynamic batching: 'off', or on with this max_queue_delay_microseconds
+        --concurrency     | int_list | 1,8,32  | concurrent clients per config
+        """,
     )
     add_output_args(p)
     return p
