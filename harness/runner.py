@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,57 +206,3 @@ def _stored_rows(store: ResultsStore) -> dict[str, dict[str, Any]]:
         return {}
     df = df.dropna(subset=["config_key"]).drop_duplicates("config_key", keep="last")
     return {str(r["config_key"]): r for r in df.to_dict("records")}
-
-
-# --------------------------------------------------------------------------- console tables
-Column = tuple[str, str, int]  # (result column, heading, decimals)
-
-
-def columns(spec: str) -> list[Column]:
-    """A console table's columns from lines of `result_column | heading | decimals`."""
-    out = []
-    for line in filter(None, (ln.strip() for ln in spec.strip().splitlines())):
-        key, head, nd = (part.strip() for part in line.split("|"))
-        out.append((key, head, int(nd)))
-    return out
-
-
-def fmt(v: Any, nd: int = 2) -> str:
-    """A table cell: '-' for missing, thousands separators, small numbers in e-notation."""
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, float):
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        return f"{v:.{nd}f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
-    return str(v)
-
-
-def print_rows(console, title: str, columns: Sequence[Column], rows: list[dict]) -> None:
-    """One rich table of result rows, every heading with its unit."""
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left")
-    for _, head, _ in columns:
-        t.add_column(head, justify="right")
-    for r in rows:
-        t.add_row(*(fmt(r.get(k), nd) for k, _, nd in columns))
-    console.print(t)
-
-
-def best_row(rows: list[dict], *, limit_column: str | None = None, limit: float | None = None):
-    """The cheapest row ($/1B) without failures, optionally within a latency limit; or None."""
-    import math
-
-    def ok(r: dict) -> bool:
-        if (r.get("failed_requests") or 0) > 0:
-            return False
-        if limit is None or limit_column is None:
-            return True
-        v = r.get(limit_column)
-        return v is not None and not (isinstance(v, float) and math.isnan(v)) and v <= limit
-
-    good = [r for r in rows if ok(r) and r.get("1B_cost") == r.get("1B_cost")]
-    return min(good, key=lambda r: r["1B_cost"], default=None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from engines.base import fields_from
 from engines.errors import BillionbenchError
 from engines.registry import create_engine
 from harness.cli import build_serve_parser, print_error, setup_logging
@@ -20,13 +21,9 @@ log = logging.getLogger("billionbench")
 
 
 def batcher_config(args) -> BatcherConfig:
-    return BatcherConfig(
-        max_batch_size=args.max_batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        max_queue_delay_ms=args.max_queue_delay_ms,
-        max_queue_inputs=args.max_queue,
-        max_request_inputs=args.max_request_inputs,
-        length_aware=not args.fifo,
+    """The batcher's config from the flags (same names, but for two)."""
+    return fields_from(
+        BatcherConfig, args, max_queue_inputs=args.max_queue, length_aware=not args.fifo
     )
 
 

@@ -28,17 +28,9 @@ from engines.net import free_port
 from harness import checks
 from harness.cli import serve_argv
 from harness.load import Target, measure_ceiling, run_closed_loop, run_open_loop
-from harness.runner import (
-    Measurement,
-    Plan,
-    Point,
-    Progress,
-    Scenario,
-    best_row,
-    columns,
-    print_rows,
-)
+from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.setup import Setup
+from harness.tables import best_row, columns, print_rows
 
 TABLE = columns(
     """

@@ -10,8 +10,9 @@ from harness.costs import cost_per_1m_tokens
 from harness.inprocess import InprocessConfig, InprocessResult, run_inprocess
 from harness.measure import NEURONPERF_STATS
 from harness.results import TRITON_CONFIG_COLUMNS
-from harness.runner import Measurement, Plan, Point, Progress, Scenario, columns, print_rows
+from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.setup import Setup, prepare_artifact
+from harness.tables import columns, print_rows
 from harness.workloads import workload_buckets
 
 TABLE = columns(

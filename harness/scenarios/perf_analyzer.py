@@ -29,8 +29,9 @@ from engines.errors import BillionbenchError, ConfigError, EngineError
 from engines.registry import create_engine
 from engines.triton.server import cache_dir, pytriton_root
 from harness.results import TRITON_CONFIG_COLUMNS
-from harness.runner import Measurement, Plan, Point, Progress, Scenario, columns, print_rows
+from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.setup import Setup, prepare_artifact
+from harness.tables import columns, print_rows
 
 WHEEL = "tritonclient==2.51.0"
 # perf_analyzer's default (10 %) rarely settles on a busy 2-core machine; recorded in each row

@@ -26,17 +26,9 @@ from exporters.triton import (
     set_encoder_serving,
 )
 from harness.load import Target, measure_ceiling, run_closed_loop
-from harness.runner import (
-    Measurement,
-    Plan,
-    Point,
-    Progress,
-    Scenario,
-    best_row,
-    columns,
-    print_rows,
-)
+from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.setup import Setup, prepare_artifact
+from harness.tables import best_row, columns, print_rows
 
 DIMENSIONS = ("instances", "max_batch", "delay")
 TABLE = columns(
