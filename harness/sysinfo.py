@@ -35,28 +35,21 @@ def tool_versions() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def git_sha() -> str | None:
+def _git(*args: str) -> str | None:
+    """Output of a git command in this checkout, or None when git or the checkout is missing."""
     root = Path(__file__).resolve().parent.parent
     try:
-        r = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    if r.returncode != 0:
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def git_sha() -> str | None:
+    sha = _git("rev-parse", "--short=12", "HEAD")
+    if sha is None:
         return None
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=5,
-    ).stdout.strip()
-    return r.stdout.strip() + ("-dirty" if dirty else "")
+    return sha + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def host_name() -> str:

@@ -128,18 +128,8 @@ def test_help_documents_every_flag(capsys):
 
 
 def test_fake_run_prints_the_table_and_writes_rows(capsys, tmp_path):
-    code, out = run_cli(
-        capsys,
-        *FAKE,
-        "--batch-sizes",
-        "1,4",
-        "--duration",
-        "0.3",
-        "--min-calls",
-        "2",
-        "--output-dir",
-        str(tmp_path),
-    )
+    argv = [*FAKE, "--batch-sizes", "1,4", "--duration", "0.3", "--min-calls", "2"]
+    code, out = run_cli(capsys, *argv, "--output-dir", str(tmp_path))
     assert code == 0, out
     assert "engine=fake" in out and "$/1B" in out
     df = pd.read_parquet(tmp_path / "results.parquet")
@@ -148,18 +138,7 @@ def test_fake_run_prints_the_table_and_writes_rows(capsys, tmp_path):
     assert df["floor_1B_cost"].isna().all()  # no roofline claimed for an engine with no model
     assert (df["1B_cost"] > 0).all()
     # rerun: everything is resumed, nothing measured twice
-    code, out = run_cli(
-        capsys,
-        *FAKE,
-        "--batch-sizes",
-        "1,4",
-        "--duration",
-        "0.3",
-        "--min-calls",
-        "2",
-        "--output-dir",
-        str(tmp_path),
-    )
+    code, out = run_cli(capsys, *argv, "--output-dir", str(tmp_path))
     assert code == 0 and "already measured" in out
     assert len(pd.read_csv(tmp_path / "results.csv")) == 2
 

@@ -6,7 +6,7 @@ import pytest
 
 from engines import neuron as neuron_mod
 from engines.artifact import Manifest, write_manifest
-from engines.base import EngineConfig
+from engines.base import EngineConfig, fields_from
 from engines.errors import ConfigError, EngineError, HardwareMismatch, MissingDependency
 from engines.models import get_spec, load_model, load_tokenizer
 from engines.neuron import (
@@ -201,21 +201,16 @@ def _export(tmp_path, model_name, buckets, precision="bf16"):
     info = exporter.export(cfg, loaded.model, tok.tokenizer, tmp_path)
     write_manifest(
         tmp_path,
-        Manifest(
+        fields_from(
+            Manifest,
+            spec,
+            info,
             model=model_name,
-            task=spec.task,
             format="neuron",
             precision=precision,
             model_id=loaded.source,
-            revision=spec.revision,
             weights=loaded.weights,
             tokenizer=tok.source,
-            input_names=info.input_names,
-            output_names=info.output_names,
-            shape_profiles=info.shape_profiles,
-            hardware=info.hardware,
-            tool_versions=info.tool_versions,
-            details=info.details,
         ),
     )
     return info

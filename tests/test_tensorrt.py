@@ -222,6 +222,7 @@ def test_engines_do_not_import_exporters():
 @pytest.mark.trt
 def test_tiny_export_builds_a_plan_that_matches_eager(tmp_path):
     from engines.artifact import Manifest, write_manifest
+    from engines.base import fields_from
     from engines.models import get_spec, load_model, load_tokenizer
 
     cfg = _cfg(tmp_path, batch_range=(1, 2, 4), seq_range=(8, 32, 64), workspace_gb=1.0)
@@ -238,22 +239,16 @@ def test_tiny_export_builds_a_plan_that_matches_eager(tmp_path):
     assert info.details["trtexec"].startswith("trtexec --onnx=model.onnx")
     write_manifest(
         tmp_path,
-        Manifest(
+        fields_from(
+            Manifest,
+            spec,
+            info,
             model=MODEL,
-            task=spec.task,
             format="trt",
             precision="fp16",
             model_id=loaded.source,
-            revision=spec.revision,
             weights=loaded.weights,
             tokenizer=tok.source,
-            input_names=info.input_names,
-            output_names=info.output_names,
-            dynamic_axes=info.dynamic_axes,
-            shape_profiles=info.shape_profiles,
-            hardware=info.hardware,
-            tool_versions=info.tool_versions,
-            details=info.details,
         ),
     )
 
