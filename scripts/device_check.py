@@ -181,7 +181,13 @@ def bench(ctx: Ctx, command: str, args: list[str], name: str) -> tuple[list[dict
             continue
         break
     ctx.run_dirs.append(folder)
-    return read_rows(folder), None if rc == 0 else first_error(rc, out)
+    if rc == 0:
+        return read_rows(folder), None
+    err = first_error(rc, out)
+    if ctx.price_args and ("does not support --precision" in err or "cannot run flash" in err):
+        # the stand-in profile of an unknown device carries no capabilities at all
+        err += " [this device has no profile in the harness's hardware table: add one]"
+    return read_rows(folder), err
 
 
 def run_args(ctx: Ctx) -> list[str]:
