@@ -126,6 +126,19 @@ PROFILES: dict[str, HardwareProfile] = {
             ("H100",),
         ),
         HardwareProfile(
+            "h200",
+            "cuda",
+            5.00,  # aws nvidia-h200 x1 on the same pricing page
+            HF_PRICING,
+            "2025-11",
+            989 * T,
+            67 * T,
+            4800,
+            (9, 0),
+            frozenset({"fp16", "bf16"}),
+            ("H200",),
+        ),
+        HardwareProfile(
             "inf2",
             "neuron",
             0.75,
