@@ -111,6 +111,11 @@ EXTRA_COLUMNS = [
     # vision models: decoded pixels and merged visual tokens per image
     "avg_pixels",
     "avg_visual_tokens",
+    # where the point ran: the executor (local | ray), the node (host name, or Ray node id),
+    # and why it was not measured (a point recorded as failed; measured again on resume)
+    "executor",
+    "node",
+    "error",
 ]
 # Triton: the serving config of the measured point and the server's own latency breakdown
 # (per request, from its statistics endpoint), as perf_analyzer and seed 003 report them

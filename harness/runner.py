@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class Scenario(ABC):
 
     #: printed above the summary table
     title: str = ""
+    #: whether the plan chooses its next point from the rows it is sent; an executor may
+    #: measure the points of a plan that does not (False) at the same time, on several nodes
+    adaptive: bool = True
 
     @abstractmethod
     def plan(self) -> Plan:
@@ -86,11 +90,34 @@ class Scenario(ABC):
 class LocalExecutor:
     """Runs each point in this process: the embedded default."""
 
+    name = "local"
+
     def __init__(self, scenario: Scenario):
         self.scenario = scenario
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
-        return self.scenario.measure(point, progress)
+        from harness.sysinfo import host_name
+
+        m = self.scenario.measure(point, progress)
+        m.row.setdefault("executor", self.name)
+        m.row.setdefault("node", host_name())
+        return m
+
+
+class Recorder:
+    """The single writer of rows: each is appended the moment it exists (thread-safe, so an
+    executor may hand rows back from several points at once)."""
+
+    def __init__(self, store: ResultsStore, stored: dict[str, dict[str, Any]]):
+        self.store, self.stored = store, stored
+        self._lock = threading.Lock()
+
+    def record(self, point: Point, m: Measurement) -> dict[str, Any]:
+        row = finish_row(point, m)
+        with self._lock:
+            self.store.append(row)
+            self.stored[point.key] = row
+        return row
 
 
 def finish_row(point: Point, m: Measurement) -> dict[str, Any]:
@@ -116,7 +143,8 @@ def run(
     from harness.report import report_for_run
 
     store = ResultsStore(output_dir, fresh=not resume)
-    stored = _stored_rows(store)
+    recorder = Recorder(store, stored_rows(store))
+    stored = recorder.stored
     executor = executor or LocalExecutor(scenario)
     for line in scenario.header():
         console.print(line, highlight=False)
@@ -151,9 +179,7 @@ def run(
                         bar.update(_task, info=text)
 
                     m = executor.measure(point, progress)
-                    row = finish_row(point, m)
-                    store.append(row)
-                    stored[point.key] = row
+                    row = recorder.record(point, m)
                     for msg in m.messages:
                         console.print(msg, highlight=False)
                 rows.append(row)
@@ -166,12 +192,15 @@ def run(
     return rows
 
 
-def _stored_rows(store: ResultsStore) -> dict[str, dict[str, Any]]:
-    """The last stored row of every config_key (what --resume skips)."""
+def stored_rows(store: ResultsStore) -> dict[str, dict[str, Any]]:
+    """The last stored row of every config_key (what --resume skips); a point recorded as
+    failed (its `error` says why, e.g. its node died) is measured again."""
     df = store.read()
     if "config_key" not in df or df.empty:
         return {}
     df = df.dropna(subset=["config_key"]).drop_duplicates("config_key", keep="last")
+    if "error" in df:
+        df = df[df["error"].isna()]
     return {str(r["config_key"]): r for r in df.to_dict("records")}
 
 

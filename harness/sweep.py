@@ -18,12 +18,15 @@ from harness.cli import (
     Parser,
     add_batcher_args,
     add_common_args,
+    add_executor_args,
     add_output_args,
     add_workload_args,
     int_list,
     positive_float,
+    require_single_targets,
     run_command,
 )
+from harness.executors.ray_cluster import run_on_ray
 from harness.scenarios.http import HttpScenario
 from harness.scenarios.triton import TritonScenario
 from harness.setup import load_setup
@@ -105,13 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--concurrency", type=int_list, default=[1, 8, 32], help="concurrent clients per config"
     )
+    add_executor_args(p)
     add_output_args(p)
     return p
 
 
-def _sweep(args: argparse.Namespace, console) -> int:
+def build_scenario(args: argparse.Namespace, console) -> runner.Scenario:
+    """Flags -> the sweep to run, on the machine that runs it (here, or a node)."""
     setup = load_setup(args)
-    scenario = SCENARIOS[setup.engine_cls.remote_server](args, setup, console)
+    return SCENARIOS[setup.engine_cls.remote_server](args, setup, console)
+
+
+def _sweep(args: argparse.Namespace, console) -> int:
+    if args.executor == "ray":
+        return run_on_ray(args, console, build_scenario)
+    require_single_targets(args)
+    scenario = build_scenario(args, console)
     runner.run(scenario, output_dir=args.output_dir, resume=args.resume, console=console)
     return 0
 
