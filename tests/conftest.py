@@ -27,11 +27,18 @@ def _triton_missing() -> str | None:
     return None
 
 
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
 GATES = {
     "gpu": (has_cuda, "needs an NVIDIA GPU with CUDA; none visible on this machine"),
     "trt": (has_tensorrt, "needs TensorRT (pip install -e '.[gpu]') and a CUDA GPU"),
     "neuron": (has_neuron, "needs an AWS Inferentia2 device (/dev/neuron0) and torch-neuronx"),
     "triton": (lambda: _triton_missing() is None, _triton_missing),
+    "ray": (_has_ray, 'needs Ray: pip install -e ".[ray]"'),
 }
 
 

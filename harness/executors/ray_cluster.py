@@ -18,7 +18,7 @@ import logging
 import os
 import tarfile
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,14 +242,10 @@ class Pool:
         for job in [j for j in self.queue if not (self.alive - j.tried)]:
             self.queue.remove(job)
             why = job.reasons or [f"no {self.hw} node is left in the cluster"]
-            m = failed(None, "; ".join(why), **job.target.columns)
-            threading.Thread(target=self._finish, args=(job, m, ""), daemon=True).start()
+            self._finish(job, failed(None, "; ".join(why), **job.target.columns), "")
 
     def _finish(self, job: Job, m: Measurement, text: str) -> None:
-        try:
-            job.future.set_result(self.done(job, m, text))
-        except Exception as e:  # noqa: BLE001 - the planner thread re-raises it
-            job.future.set_exception(e)
+        self.done(job, m, text)  # queued to the writer: this actor takes its next point now
 
 
 # --------------------------------------------------------------------------- the driver
@@ -284,6 +280,8 @@ class ClusterRun:
         self.measured: set[str] = set()  # keys measured (or failed) in this run
         self.bar = None
         self.tasks: dict[str, Any] = {}
+        # the one thread that appends rows, so no actor waits for a write to take its next point
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bb-writer")
 
     # ---- setup
     def start_pools(self, targets: list[Target]) -> list[Target]:
@@ -317,7 +315,7 @@ class ClusterRun:
                     scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
                 ).remote(hw, self.build, n["NodeID"])
                 actors.append((handle, n["NodeID"]))
-            self.pools[hw] = Pool(self.ray, hw, actors, self.done)
+            self.pools[hw] = Pool(self.ray, hw, actors, self.deliver)
             self.say(f"{hw}: {len(actors)} node(s), one benchmark at a time on each")
             kept += [t for t in targets if t.hw == hw]
         return kept
@@ -337,6 +335,17 @@ class ClusterRun:
             task = self.tasks[hw]
             total = self.bar.tasks[task].total or 0
             self.bar.update(task, total=total + n)
+
+    def deliver(self, job: Job, m: Measurement, text: str) -> None:
+        """Hand a point's row to the writer thread; the job's future gets the stored row."""
+
+        def write() -> None:
+            try:
+                job.future.set_result(self.done(job, m, text))
+            except Exception as e:  # noqa: BLE001 - the planner thread re-raises it
+                job.future.set_exception(e)
+
+        self.writer.submit(write)
 
     def done(self, job: Job, m: Measurement, text: str) -> dict[str, Any]:
         """A point's row is back (measured or failed): append it now, say so, count it."""
@@ -360,6 +369,11 @@ class ClusterRun:
         reasons: list[str] = []
         submitted: dict[str, Job] = {}
         node = None
+        # every node builds the target at once, not each on its first point (a failed build
+        # is tried again, and reported, by the point that needs it)
+        for j, (handle, _) in enumerate(pool.actors):
+            if j in pool.alive:
+                handle.open.remote(target.name, targs)
         while (i := pool.planner(tried)) is not None:
             node = pool.actors[i][1]
             try:
@@ -511,6 +525,7 @@ class ClusterRun:
                 self.say(f"artifact fetched: {dest / Path(path).name} (manifest included)", t.hw)
 
     def close(self) -> None:
+        self.writer.shutdown(wait=True)
         for pool in self.pools.values():
             pool.close()
             for i, (handle, _) in enumerate(pool.actors):
