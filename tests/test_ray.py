@@ -155,6 +155,18 @@ def test_a_node_that_detects_other_hardware_than_its_label_fails_that_point(clus
     assert pd.isna(row["hw_type"])  # a row never claims hardware its node did not detect
 
 
+@pytest.mark.ray
+def test_the_best_points_artifact_comes_home_with_its_manifest(cluster, tmp_path):
+    out = tmp_path / "onnx"
+    flags = [*FAKE[2:], "--engine", "onnx", "--hw", "cpu", "--batch-sizes", "1,4"]
+    assert ray_run(cluster, out, *flags, "--duration", "0.2", *only("pool1")) == 0
+    row = rows(out).iloc[0]
+    exported = Path(json.loads(row["config_json"])["engine"]["artifact"])
+    home = out / "artifacts" / "cpu" / exported.relative_to(out / "artifacts")
+    assert (home / "manifest.json").read_bytes() == (exported / "manifest.json").read_bytes()
+    assert sorted(p.name for p in home.iterdir()) == sorted(p.name for p in exported.iterdir())
+
+
 def _keys(out: Path) -> list[str]:
     return list(rows(out)["config_key"]) if (out / "results.csv").exists() else []
 

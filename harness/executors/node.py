@@ -102,14 +102,14 @@ class NodeWorker:
             self.scenarios[key].summarize(self.console, rows, store)
         return self._text()
 
-    def pack(self, path: str) -> bytes | None:
+    def pack(self, path: str, arcname: str) -> bytes | None:
         """An artifact folder (manifest included) as a gzipped tar, to bring it home."""
         folder = Path(path)
         if not (folder / "manifest.json").is_file():
             return None
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w:gz") as tar:
-            tar.add(folder, arcname=folder.name)
+            tar.add(folder, arcname=arcname)
         return out.getvalue()
 
     def close(self) -> None:

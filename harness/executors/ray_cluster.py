@@ -511,8 +511,10 @@ class ClusterRun:
                     self.say(f"artifact {path}: its node {r.get('node')} is not in this run")
                     continue
                 pool, i = where
+                # <artifacts-dir>/<hw>/ + the folder's path under the nodes' artifacts dir
+                rel = _under(path, self.args.artifacts_dir)
                 try:
-                    blob = self.ray.get(pool.actors[i][0].pack.remote(path))
+                    blob = self.ray.get(pool.actors[i][0].pack.remote(path, rel))
                 except self.ray.exceptions.RayError as e:
                     self.say(f"artifact {path}: not fetched ({type(e).__name__})")
                     continue
@@ -522,7 +524,7 @@ class ClusterRun:
                 dest.mkdir(parents=True, exist_ok=True)
                 with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
                     tar.extractall(dest, filter="data")
-                self.say(f"artifact fetched: {dest / Path(path).name} (manifest included)", t.hw)
+                self.say(f"artifact fetched: {dest / rel} (manifest included)", t.hw)
 
     def close(self) -> None:
         self.writer.shutdown(wait=True)
@@ -564,6 +566,14 @@ def _artifact_path(row: dict[str, Any]) -> str | None:
         return json.loads(row.get("config_json") or "{}").get("engine", {}).get("artifact")
     except (TypeError, ValueError, AttributeError):
         return None
+
+
+def _under(path: str, root: str) -> str:
+    """`path` relative to `root` when it lies there (as exports do), else its folder name."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def _limits(args: argparse.Namespace) -> dict[str, float | None]:
