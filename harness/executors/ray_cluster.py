@@ -166,8 +166,8 @@ class Pool:
     """The actors of one hardware and the points waiting for them. Each actor measures one point
     at a time; a point whose actor dies (or cannot build it) is retried once on another."""
 
-    def __init__(self, ray, hw: str, actors: list[tuple[Any, str]], done):
-        self.ray, self.hw, self.done = ray, hw, done
+    def __init__(self, ray, hw: str, actors: list[tuple[Any, str]], done, started):
+        self.ray, self.hw, self.done, self.started = ray, hw, done, started
         self.actors = actors  # (handle, node id)
         self.alive = set(range(len(actors)))
         self.queue: list[Job] = []
@@ -208,6 +208,7 @@ class Pool:
     def _serve(self, i: int) -> None:
         handle, node = self.actors[i]
         while (job := self._take(i)) is not None:
+            self.started(job)
             try:
                 reply: Reply = self.ray.get(
                     handle.measure.remote(job.target.name, job.args, job.point)
@@ -315,7 +316,7 @@ class ClusterRun:
                     scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
                 ).remote(hw, self.build, n["NodeID"])
                 actors.append((handle, n["NodeID"]))
-            self.pools[hw] = Pool(self.ray, hw, actors, self.deliver)
+            self.pools[hw] = Pool(self.ray, hw, actors, self.deliver, self.started)
             self.say(f"{hw}: {len(actors)} node(s), one benchmark at a time on each")
             kept += [t for t in targets if t.hw == hw]
         return kept
@@ -329,6 +330,10 @@ class ClusterRun:
     def advance(self, hw: str, label: str) -> None:
         if self.bar is not None:
             self.bar.update(self.tasks[hw], advance=1, info=label)
+
+    def started(self, job: Job) -> None:
+        if self.bar is not None:
+            self.bar.update(self.tasks[job.target.hw], info=f"measuring {job.point.label}")
 
     def grow(self, hw: str, n: int | None) -> None:
         if self.bar is not None and n:
@@ -453,7 +458,10 @@ class ClusterRun:
                 self.bar = bar
                 for hw in self.pools:
                     self.tasks[hw] = bar.add_task(hw, total=None, info="starting")
-                threads = {t: _Thread(target=self.drive, args=(t,), name=t.name) for t in targets}
+                threads = {
+                    t: _Thread(target=self.drive, args=(t,), name=t.name, daemon=True)
+                    for t in targets
+                }
                 for th in threads.values():
                     th.start()
                 for t, th in threads.items():
@@ -527,16 +535,17 @@ class ClusterRun:
                 self.say(f"artifact fetched: {dest / rel} (manifest included)", t.hw)
 
     def close(self) -> None:
+        """Let every actor release what it opened (servers, engines), then end them all."""
         self.writer.shutdown(wait=True)
+        handles = [h for pool in self.pools.values() for h, _ in pool.actors]
         for pool in self.pools.values():
             pool.close()
-            for i, (handle, _) in enumerate(pool.actors):
-                if i in pool.alive:
-                    try:
-                        self.ray.get(handle.close.remote(), timeout=60)
-                    except Exception:  # noqa: BLE001 - a node lost at the end changes no row
-                        pass
-                self.ray.kill(handle)
+        # after Ctrl-C an actor may still be measuring: wait a little, then end it anyway
+        if handles:
+            refs = [h.close.remote() for h in handles]
+            self.ray.wait(refs, num_returns=len(refs), timeout=30)
+        for h in handles:
+            self.ray.kill(h)
 
 
 class _Thread(threading.Thread):
