@@ -279,6 +279,7 @@ class ClusterRun:
         self.planners: dict[Target, tuple[Pool, int]] = {}
         self.lock = threading.Lock()
         self.measured: set[str] = set()  # keys measured (or failed) in this run
+        self.headed: set[Target] = set()
         self.bar = None
         self.tasks: dict[str, Any] = {}
         # the one thread that appends rows, so no actor waits for a write to take its next point
@@ -403,7 +404,8 @@ class ClusterRun:
         if reply.error:
             raise PlanError(reply.error)
         info = reply.value
-        if target not in self.planners:
+        if target not in self.headed:  # once, even when a lost planner is replaced
+            self.headed.add(target)
             self.say(f"── {target.name}: planned on node {node[:12]}", target.hw)
             for line in info["header"]:
                 self.console.print(line, highlight=False)
