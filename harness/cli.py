@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import fields
 
 from engines.base import ATTENTIONS, PRECISIONS
-from engines.errors import BillionbenchError
+from engines.errors import BillionbenchError, ConfigError
 from engines.models import DEFAULT_MODEL, MODELS, TASKS, WEIGHTS
 from engines.registry import ENGINES, engine_class
 
@@ -58,6 +58,20 @@ def positive_float(text: str) -> float:
     return v
 
 
+def choice_list(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """An argparse type: one of `choices`, or a comma list of them (kept as the string)."""
+
+    def parse(text: str) -> str:
+        for item in text.split(","):
+            if item.strip() not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"invalid choice: {item.strip()!r} (choose from {', '.join(choices)})"
+                )
+        return text
+
+    return parse
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     """Model, engine and hardware flags shared by harness.run, harness.serve and harness.sweep."""
     from harness.hardware import PROFILES
@@ -85,8 +99,17 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=int, default=0, help="workload and random-weight seed")
     g = p.add_argument_group("engine")
-    g.add_argument("--engine", default="eager", help=f"one of: {', '.join(ENGINES)}")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    g.add_argument(
+        "--engine",
+        default="eager",
+        help=f"one of: {', '.join(ENGINES)} (a comma list with --executor ray)",
+    )
+    g.add_argument(
+        "--precision",
+        type=choice_list(PRECISIONS),
+        default="fp32",
+        help=f"one of: {', '.join(PRECISIONS)} (a comma list with --executor ray)",
+    )
     g.add_argument("--attn", choices=ATTENTIONS, default="sdpa", help="attention implementation")
     g.add_argument(
         "--threads",
@@ -123,7 +146,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--hw",
         default="auto",
-        help=f"hardware profile; must match this machine. auto or one of: {', '.join(PROFILES)}",
+        help="hardware profile; must match this machine (with --executor ray: a comma list of "
+        f"targets on the cluster). auto or one of: {', '.join(PROFILES)}",
     )
     g.add_argument(
         "--price-per-hour",
@@ -201,6 +225,55 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
         help="vision, synthetic pages: WxH[,WxH...] drawn uniformly (seed 000: ~600x400)",
     )
     g.add_argument("--image-column", default=None, help="vision: image column (default image)")
+
+
+EXECUTORS = ("local", "ray")
+#: the flags that take a comma list of targets with --executor ray
+TARGET_FLAGS = ("hw", "engine", "precision")
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """Where points run: this process (local) or a Ray cluster (harness.run, harness.sweep)."""
+    g = p.add_argument_group("executor (where points run)")
+    g.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: this machine; ray: a Ray cluster, one benchmark per accelerator at a time "
+        '(pip install -e ".[ray]")',
+    )
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        help="the cluster to join (default: $RAY_ADDRESS, then auto; with none found a local "
+        "one is started)",
+    )
+    g.add_argument(
+        "--ray-resources",
+        action="append",
+        default=[],
+        metavar="HW=JSON",
+        help='the Ray resources that select a hardware, e.g. l4=\'{"GPU": 1, "L4": 1}\' '
+        "(default: GPU + accelerator_type:<T4|L4|...>, neuron_cores for inf2, CPU for cpu)",
+    )
+    g.add_argument(
+        "--fetch-artifacts",
+        choices=("best", "all", "none"),
+        default="best",
+        help="copy the artifacts the cluster exported back to <artifacts-dir>/<hw>/ (best: the "
+        "cheapest point's per hardware)",
+    )
+
+
+def require_single_targets(args: argparse.Namespace) -> None:
+    """The local executor measures one target: a comma list needs --executor ray."""
+    for flag in TARGET_FLAGS:
+        value = str(getattr(args, flag, "") or "")
+        if "," in value:
+            raise ConfigError(
+                f"--{flag} {value}: a list of targets needs --executor ray; the local executor "
+                "measures one"
+            )
 
 
 def setup_logging(console, verbose: bool) -> None:

@@ -42,6 +42,15 @@ class HardwareProfile:
     def peak_flops(self, precision: str) -> float | None:
         return self.peak_fp32_flops if precision == "fp32" else self.peak_fp16_flops
 
+    @property
+    def ray_resources(self) -> dict[str, float]:
+        """The Ray node resources that select this hardware (what Ray puts on such nodes)."""
+        if self.device == "cuda" and self.match:
+            return {"GPU": 1, f"accelerator_type:{self.match[0]}": 0.001}
+        if self.device == "neuron":
+            return {"neuron_cores": 1}
+        return {"CPU": 1}
+
 
 T = 1e12
 PROFILES: dict[str, HardwareProfile] = {

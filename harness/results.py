@@ -124,6 +124,11 @@ _EXTRA = {
     # vision models: decoded pixels and merged visual tokens per image
     "avg_pixels": FLOAT,
     "avg_visual_tokens": FLOAT,
+    # where the point ran: the executor (local | ray), the node (host name, or Ray node id),
+    # and why it was not measured (a point recorded as failed; measured again on resume)
+    "executor": STR,
+    "node": STR,
+    "error": STR,
 }
 # Triton: the serving config of the measured point and the server's own latency breakdown
 # (per request, from its statistics endpoint), as perf_analyzer and seed 003 report them

@@ -15,13 +15,17 @@ from harness import runner
 from harness.cli import (
     Parser,
     add_common_args,
+    add_executor_args,
     add_flags,
     add_output_args,
     add_workload_args,
+    require_single_targets,
     run_command,
 )
+from harness.executors.ray_cluster import run_on_ray
 from harness.scenarios.inprocess import InprocessScenario
 from harness.scenarios.perf_analyzer import PerfAnalyzerScenario
+from harness.setup import load_setup
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,17 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
         --max-duration      | positive_float |           | hard stop per configuration (default 10 x duration + 120 s)
         """,
     )
+    add_executor_args(p)
     add_output_args(p)
     return p
 
 
-def _run(args: argparse.Namespace, console) -> int:
+def build_scenario(args: argparse.Namespace, console) -> runner.Scenario:
+    """Flags -> the scenario to measure, on the machine that measures it (here, or a node)."""
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    setup = load_setup(args)
     kind = PerfAnalyzerScenario if args.load == "perf_analyzer" else InprocessScenario
-    return runner.run_command_scenario(args, console, "harness.run", lambda setup: kind)
+    return kind(args, setup, console)
+
+
+def _run(args: argparse.Namespace, console) -> int:
+    if args.executor == "ray":
+        return run_on_ray(args, console, build_scenario)
+    require_single_targets(args)
+    return runner.run_command_scenario(args, console, "harness.run", build_scenario)
 
 
 def main(argv: list[str] | None = None) -> int:

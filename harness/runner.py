@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.results import ResultsStore, config_key
+from harness.sysinfo import host_name
 
 log = logging.getLogger("billionbench")
 
@@ -53,6 +55,9 @@ class Scenario(ABC):
 
     #: printed above the summary table
     title: str = ""
+    #: whether the plan chooses its next point from the rows measured so far (a search):
+    #: such a plan's points run one after another, others may run on several nodes at once
+    adaptive: bool = True
 
     @abstractmethod
     def plan(self) -> Plan:
@@ -86,11 +91,32 @@ class Scenario(ABC):
 class LocalExecutor:
     """Runs each point in this process: the embedded default."""
 
+    name = "local"
+
     def __init__(self, scenario: Scenario):
         self.scenario = scenario
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
-        return self.scenario.measure(point, progress)
+        m = self.scenario.measure(point, progress)
+        m.row.setdefault("executor", self.name)
+        m.row.setdefault("node", host_name())
+        return m
+
+
+class Recorder:
+    """The single writer of rows: each is appended the moment it exists (thread-safe, so an
+    executor may hand rows back from several points at once)."""
+
+    def __init__(self, store: ResultsStore, stored: dict[str, dict[str, Any]]):
+        self.store, self.stored = store, stored
+        self._lock = threading.Lock()
+
+    def record(self, point: Point, m: Measurement) -> dict[str, Any]:
+        row = finish_row(point, m)
+        with self._lock:
+            self.store.append(row)
+            self.stored[point.key] = row
+        return row
 
 
 def finish_row(point: Point, m: Measurement) -> dict[str, Any]:
@@ -136,7 +162,8 @@ def _run(scenario: Scenario, store: ResultsStore, console, executor, report: boo
 
     from harness.report import report_for_run
 
-    stored = _stored_rows(store)
+    recorder = Recorder(store, stored_rows(store))
+    stored = recorder.stored
     for line in scenario.header():
         console.print(line, highlight=False)
     rows: list[dict[str, Any]] = []
@@ -170,9 +197,7 @@ def _run(scenario: Scenario, store: ResultsStore, console, executor, report: boo
                         bar.update(_task, info=text)
 
                     m = executor.measure(point, progress)
-                    row = finish_row(point, m)
-                    store.append(row)
-                    stored[point.key] = row
+                    row = recorder.record(point, m)
                     for msg in m.messages:
                         console.print(msg, highlight=False)
                 rows.append(row)
@@ -185,24 +210,23 @@ def _run(scenario: Scenario, store: ResultsStore, console, executor, report: boo
     return rows
 
 
-def run_command_scenario(args, console, command: str, scenario_for: Callable) -> int:
+def run_command_scenario(args, console, command: str, build: Callable) -> int:
     """A benchmark command's body: lock the output folder (before any setup, so a second run
-    into it fails at once), resolve the flags, build the scenario `scenario_for(setup)` names,
-    and run it."""
-    from harness.setup import load_setup
-
+    into it fails at once), build the scenario (`build(args, console)`), and run it."""
     store = ResultsStore(args.output_dir, fresh=not args.resume)
     with store.writing(f"python -m {command}"):
-        setup = load_setup(args)
-        scenario = scenario_for(setup)(args, setup, console)
+        scenario = build(args, console)
         run(scenario, output_dir=args.output_dir, resume=args.resume, console=console, store=store)
     return 0
 
 
-def _stored_rows(store: ResultsStore) -> dict[str, dict[str, Any]]:
-    """The last stored row of every config_key (what --resume skips)."""
+def stored_rows(store: ResultsStore) -> dict[str, dict[str, Any]]:
+    """The last stored row of every config_key (what --resume skips); a point recorded as
+    failed (its `error` says why, e.g. its node died) is measured again."""
     df = store.read()
     if "config_key" not in df or df.empty:
         return {}
     df = df.dropna(subset=["config_key"]).drop_duplicates("config_key", keep="last")
+    if "error" in df:
+        df = df[df["error"].isna()]
     return {str(r["config_key"]): r for r in df.to_dict("records")}

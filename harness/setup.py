@@ -198,6 +198,22 @@ def load_setup(args: argparse.Namespace) -> Setup:
     )
 
 
+def check_target(args: argparse.Namespace, engine: str, hw: str, precision: str) -> None:
+    """Whether engine x hardware x precision can run anywhere: resolve_setup's checks without
+    this machine (a cluster's driver need not have the hardware it targets)."""
+    if hw not in hardware.PROFILES:
+        raise ConfigError(f"unknown --hw {hw!r}; choose one of: {', '.join(hardware.PROFILES)}")
+    engine_cls = engine_class(engine)
+    check_task(engine, engine_cls, get_spec(args.model or DEFAULT_MODEL[args.task]))
+    profile = hardware.PROFILES[hw]
+    if profile.device not in engine_cls.devices:
+        raise HardwareMismatch(
+            f"--engine {engine} runs on {'/'.join(engine_cls.devices)}, not on {hw} "
+            f"({profile.device})"
+        )
+    hardware.check_options(profile, precision, args.attn)
+
+
 def _check_engine_here(name, engine_cls, profile, detected) -> None:
     """Fail fast, in one line, when the engine's hardware or libraries are not here."""
     missing = [(m, x) for m, x in engine_cls.requires if importlib.util.find_spec(m) is None]

@@ -18,13 +18,17 @@ from harness.cli import (
     Parser,
     add_batcher_args,
     add_common_args,
+    add_executor_args,
     add_flags,
     add_output_args,
     add_workload_args,
+    require_single_targets,
     run_command,
 )
+from harness.executors.ray_cluster import run_on_ray
 from harness.scenarios.http import HttpScenario
 from harness.scenarios.triton import TritonScenario
+from harness.setup import load_setup
 
 # how to sweep an engine, by the kind of server it is a client of (None: ours)
 SCENARIOS = {None: HttpScenario, "triton": TritonScenario}
@@ -67,15 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
         --concurrency     | int_list | 1,8,32  | concurrent clients per config
         """,
     )
+    add_executor_args(p)
     add_output_args(p)
     return p
 
 
 def _sweep(args: argparse.Namespace, console) -> int:
-    def scenario_for(setup):
-        return SCENARIOS[setup.engine_cls.remote_server]
+    if args.executor == "ray":
+        return run_on_ray(args, console, build_scenario)
+    require_single_targets(args)
+    return runner.run_command_scenario(args, console, "harness.sweep", build_scenario)
 
-    return runner.run_command_scenario(args, console, "harness.sweep", scenario_for)
+
+def build_scenario(args: argparse.Namespace, console) -> runner.Scenario:
+    """Flags -> the sweep to run, on the machine that runs it (here, or a node)."""
+    setup = load_setup(args)
+    return SCENARIOS[setup.engine_cls.remote_server](args, setup, console)
 
 
 def main(argv: list[str] | None = None) -> int:

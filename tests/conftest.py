@@ -57,6 +57,12 @@ def _perf_analyzer_missing() -> str | None:
     return None
 
 
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
 class Gate(NamedTuple):
     needs: str  # the marker's description (pytest --markers)
     available: Callable[[], bool]
@@ -88,6 +94,11 @@ GATES: dict[str, Gate] = {
         "a runnable perf_analyzer binary",
         lambda: _perf_analyzer_missing() is None,
         _perf_analyzer_missing,
+    ),
+    "ray": Gate(
+        "Ray (the ray extra); starts a multi-node cluster on this machine",
+        _has_ray,
+        'needs Ray: pip install -e ".[ray]"',
     ),
     "onnx": Gate(
         "onnxruntime (the onnx extra)",

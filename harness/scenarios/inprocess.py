@@ -50,6 +50,7 @@ def artifact_shapes(setup: Setup, batch_sizes: list[int]) -> dict[str, Any]:
 
 class InprocessScenario(Scenario):
     title = "in-process results (latency_ms_* = forward only; e2e = tokenize+forward+post)"
+    adaptive = False  # a fixed grid: its points may run at once, on several nodes
 
     def __init__(self, args: argparse.Namespace, setup: Setup, console):
         self.args, self.setup = args, setup

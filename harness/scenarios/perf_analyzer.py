@@ -268,6 +268,7 @@ TABLE = columns(
 
 
 class PerfAnalyzerScenario(Scenario):
+    adaptive = False  # a fixed grid: its points may run at once, on several nodes
     """`harness.run --engine triton --load perf_analyzer`: validated perf_analyzer rows.
 
     One point per (client batch, concurrency); perf_analyzer never checks outputs, so a
