@@ -11,17 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness import runner
-from harness.cli import (
-    Parser,
-    add_common_args,
-    add_executor_args,
-    add_flags,
-    add_output_args,
-    add_workload_args,
-    require_single_targets,
-    run_command,
-)
+from harness import cli, runner
 from harness.executors.ray_cluster import run_on_ray
 from harness.scenarios.inprocess import InprocessScenario
 from harness.scenarios.perf_analyzer import PerfAnalyzerScenario
@@ -29,14 +19,14 @@ from harness.setup import load_setup
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
+    p = cli.Parser(
         prog="harness.run",
         description="Benchmark an encoder in process (model copies x worker threads x batch "
         "sizes) and report p50/p99 latency, throughput and $ per 1M / 1B inputs.",
     )
-    add_common_args(p)
-    add_workload_args(p)
-    add_flags(
+    cli.add_common_args(p)
+    cli.add_workload_args(p)
+    cli.add_flags(
         p,
         "sweep (neuronperf-style)",
         """
@@ -52,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         --max-duration      | positive_float |           | hard stop per configuration (default 10 x duration + 120 s)
         """,
     )
-    add_executor_args(p)
-    add_output_args(p)
+    cli.add_executor_args(p)
+    cli.add_output_args(p)
     return p
 
 
@@ -71,12 +61,12 @@ def build_scenario(args: argparse.Namespace, console) -> runner.Scenario:
 def _run(args: argparse.Namespace, console) -> int:
     if args.executor == "ray":
         return run_on_ray(args, console, build_scenario)
-    require_single_targets(args)
+    cli.require_single_targets(args)
     return runner.run_command_scenario(args, console, "harness.run", build_scenario)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(_run, build_parser().parse_args(argv))
+    return cli.run_command(_run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.results import ResultsStore, config_key
 from harness.sysinfo import host_name
+from harness.tables import progress_bar
 
 log = logging.getLogger("billionbench")
 
@@ -85,7 +86,8 @@ class Scenario(ABC):
 
     def report_limits(self) -> dict[str, float | None]:
         """Latency limits for the report written at the end (max_p95_ms / max_p99_ms)."""
-        return {}
+        args = getattr(self, "args", None)
+        return {k: getattr(args, k, None) for k in ("max_p95_ms", "max_p99_ms")}
 
 
 class LocalExecutor:
@@ -158,8 +160,6 @@ def run(
 
 
 def _run(scenario: Scenario, store: ResultsStore, console, executor, report: bool) -> list[dict]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from harness.report import report_for_run
 
     recorder = Recorder(store, stored_rows(store))
@@ -168,14 +168,7 @@ def _run(scenario: Scenario, store: ResultsStore, console, executor, report: boo
         console.print(line, highlight=False)
     rows: list[dict[str, Any]] = []
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} · {task.fields[info]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
+        with progress_bar(console) as bar:
             task = bar.add_task("points", total=scenario.estimate(), info="")
             plan = scenario.plan()
             row: dict[str, Any] | None = None

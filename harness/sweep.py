@@ -13,18 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness import runner
-from harness.cli import (
-    Parser,
-    add_batcher_args,
-    add_common_args,
-    add_executor_args,
-    add_flags,
-    add_output_args,
-    add_workload_args,
-    require_single_targets,
-    run_command,
-)
+from harness import cli, runner
 from harness.executors.ray_cluster import run_on_ray
 from harness.scenarios.http import HttpScenario
 from harness.scenarios.triton import TritonScenario
@@ -35,11 +24,11 @@ SCENARIOS = {None: HttpScenario, "triton": TritonScenario}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="harness.sweep", description=__doc__)
-    add_common_args(p)
-    add_batcher_args(p)
-    add_workload_args(p)
-    add_flags(
+    p = cli.Parser(prog="harness.sweep", description=__doc__)
+    cli.add_common_args(p)
+    cli.add_batcher_args(p)
+    cli.add_workload_args(p)
+    cli.add_flags(
         p,
         "sweep",
         """
@@ -60,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         --rate               | positive_float |           | open loop instead of the VU search: Poisson arrivals at this many requests/s for --max-duration, at most --vus-max in flight; latency counts from the scheduled send
         """,
     )
-    add_flags(
+    cli.add_flags(
         p,
         "triton (--engine triton: Model Analyzer-style search through a real tritonserver)",
         """
@@ -71,15 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         --concurrency     | int_list | 1,8,32  | concurrent clients per config
         """,
     )
-    add_executor_args(p)
-    add_output_args(p)
+    cli.add_executor_args(p)
+    cli.add_output_args(p)
     return p
 
 
 def _sweep(args: argparse.Namespace, console) -> int:
     if args.executor == "ray":
         return run_on_ray(args, console, build_scenario)
-    require_single_targets(args)
+    cli.require_single_targets(args)
     return runner.run_command_scenario(args, console, "harness.sweep", build_scenario)
 
 
@@ -90,7 +79,7 @@ def build_scenario(args: argparse.Namespace, console) -> runner.Scenario:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(_sweep, build_parser().parse_args(argv))
+    return cli.run_command(_sweep, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

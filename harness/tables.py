@@ -56,3 +56,17 @@ def best_row(rows: list[dict], *, limit_column: str | None = None, limit: float 
 
     good = [r for r in rows if ok(r) and r.get("1B_cost") == r.get("1B_cost")]
     return min(good, key=lambda r: r["1B_cost"], default=None)
+
+
+def progress_bar(console):
+    """The progress display of a run: a description, a bar, points done / total, an info field."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} · {task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )

@@ -29,7 +29,7 @@ from harness.executors.node import Build, NodeWorker, Reply, failed
 from harness.results import ResultsStore
 from harness.runner import Measurement, Point, Recorder, stored_rows
 from harness.setup import check_target
-from harness.tables import best_row, print_rows
+from harness.tables import best_row, print_rows, progress_bar
 
 log = logging.getLogger("billionbench")
 
@@ -441,7 +441,6 @@ class ClusterRun:
 
     # ---- the whole run
     def run(self, targets: list[Target]) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         from harness.report import report_for_run
 
@@ -450,14 +449,7 @@ class ClusterRun:
             raise ConfigError("nothing to run: no target has a node in the cluster (see above)")
         results: dict[Target, list[dict[str, Any]]] = {}
         try:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} · {task.fields[info]}"),
-                TimeElapsedColumn(),
-                console=self.console,
-                transient=True,
-            ) as bar:
+            with progress_bar(self.console) as bar:
                 self.bar = bar
                 for hw in self.pools:
                     self.tasks[hw] = bar.add_task(hw, total=None, info="starting")

@@ -377,9 +377,6 @@ class HttpScenario(Scenario):
             self.server.stop()
         self.server, self.server_batch, self.target = None, None, None
 
-    def report_limits(self) -> dict[str, float | None]:
-        return {"max_p95_ms": self.args.max_p95_ms, "max_p99_ms": self.args.max_p99_ms}
-
     def summarize(self, console, rows, store) -> None:
         if not rows:
             console.print("no points measured")

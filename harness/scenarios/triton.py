@@ -274,9 +274,6 @@ class TritonScenario(Scenario):
             self.server.stop()
         self.server, self.loaded = None, None
 
-    def report_limits(self) -> dict[str, float | None]:
-        return {"max_p95_ms": self.args.max_p95_ms, "max_p99_ms": self.args.max_p99_ms}
-
     def summarize(self, console, rows, store) -> None:
         """Seed 003's table: concurrency, max batch, dynamic batching, instances, p95, memory."""
         if not rows:
