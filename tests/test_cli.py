@@ -53,12 +53,7 @@ def run_cli(capsys, *argv):
         (
             ["--task", "vision-embedding", "--model", "colqwen2-tiny", "--engine", "onnx"]
             + [
-                "--dataset",
-                "synthetic",
-                "--batch-sizes",
-                "1,2",
-                "--image-sizes",
-                "224x168,280x280",
+                *"--dataset synthetic --batch-sizes 1,2 --image-sizes 224x168,280x280".split(),
             ],
             "runs vision per fixed image-size bucket, one image size per batch",
         ),
@@ -106,23 +101,7 @@ def test_help_documents_every_flag(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for flag in (
-        "--task",
-        "--model",
-        "--engine",
-        "--hw",
-        "--price-per-hour",
-        "--batch-sizes",
-        "--n-models",
-        "--workers-per-model",
-        "--processes",
-        "--duration",
-        "--min-calls",
-        "--output-dir",
-        "--resume",
-        "--fresh",
-        "--precision",
-        "--attn",
-        "--dataset",
+        *"--task --model --engine --hw --price-per-hour --batch-sizes --n-models --workers-per-model --processes --duration --min-calls --output-dir --resume --fresh --precision --attn --dataset".split(),
     ):
         assert flag in text
 
@@ -146,17 +125,7 @@ def test_fake_run_prints_the_table_and_writes_rows(capsys, tmp_path):
 def test_eager_tiny_run_reports_floor_and_random_weights(capsys, tmp_path):
     code, out = run_cli(
         capsys,
-        "--model",
-        "bge-base-tiny",
-        "--task",
-        "embedding",
-        "--batch-sizes",
-        "2",
-        "--duration",
-        "0.3",
-        "--min-calls",
-        "2",
-        "--output-dir",
+        *"--model bge-base-tiny --task embedding --batch-sizes 2 --duration 0.3 --min-calls 2 --output-dir".split(),
         str(tmp_path),
     )
     assert code == 0, out
@@ -175,13 +144,7 @@ def _cli(out_dir, batch_sizes):
         *FAKE,
         "--batch-sizes",
         batch_sizes,
-        "--duration",
-        "0.4",
-        "--min-calls",
-        "1",
-        "--warmup",
-        "0",
-        "--output-dir",
+        *"--duration 0.4 --min-calls 1 --warmup 0 --output-dir".split(),
         str(out_dir),
     ]
 

@@ -99,15 +99,7 @@ def test_artifact_runs_through_harness(
         prec,
         "--artifact",
         str(out),
-        "--batch-sizes",
-        "2",
-        "--duration",
-        "0.2",
-        "--min-calls",
-        "2",
-        "--num-samples",
-        "16",
-        "--output-dir",
+        *"--batch-sizes 2 --duration 0.2 --min-calls 2 --num-samples 16 --output-dir".split(),
         str(tmp_path),
     ]
     if variant:
@@ -127,17 +119,7 @@ def test_compile_engine_through_harness(tmp_path, capsys):
         model,
         "--task",
         task,
-        "--engine",
-        "compile",
-        "--batch-sizes",
-        "1,4",
-        "--duration",
-        "0.2",
-        "--min-calls",
-        "2",
-        "--num-samples",
-        "16",
-        "--output-dir",
+        *"--engine compile --batch-sizes 1,4 --duration 0.2 --min-calls 2 --num-samples 16 --output-dir".split(),
         str(tmp_path),
     ]
     assert run_main(argv) == 0, capsys.readouterr()
@@ -148,21 +130,7 @@ def test_compile_engine_through_harness(tmp_path, capsys):
 
 def test_harness_exports_on_demand_then_reuses(tmp_path, capsys):
     argv = [
-        "--model",
-        "bge-base-tiny",
-        "--task",
-        "embedding",
-        "--engine",
-        "onnx",
-        "--batch-sizes",
-        "2",
-        "--duration",
-        "0.2",
-        "--min-calls",
-        "1",
-        "--num-samples",
-        "8",
-        "--artifacts-dir",
+        *"--model bge-base-tiny --task embedding --engine onnx --batch-sizes 2 --duration 0.2 --min-calls 1 --num-samples 8 --artifacts-dir".split(),
         str(tmp_path / "art"),
         "--output-dir",
         str(tmp_path / "res"),
@@ -183,21 +151,9 @@ def test_failed_parity_is_refused_unless_skipped(artifacts, tmp_path, capsys):
     m.parity = {"passed": False, "failures": ["batch 2 x 200 tokens: max |Δprob| 3e-01 > 1e-03"]}
     write_manifest(bad, m)
     argv = [
-        "--model",
-        "distilbert-sentiment-tiny",
-        "--engine",
-        "onnx",
-        "--artifact",
+        *"--model distilbert-sentiment-tiny --engine onnx --artifact".split(),
         str(bad),
-        "--batch-sizes",
-        "1",
-        "--duration",
-        "0.1",
-        "--min-calls",
-        "1",
-        "--num-samples",
-        "8",
-        "--output-dir",
+        *"--batch-sizes 1 --duration 0.1 --min-calls 1 --num-samples 8 --output-dir".split(),
         str(tmp_path / "res"),
     ]
     assert run_main(argv) == 2
@@ -217,19 +173,9 @@ def test_tampered_artifact_is_refused(artifacts, tmp_path, capsys):
     with open(bad / "model.onnx", "ab") as f:
         f.write(b"\0")
     argv = [
-        "--model",
-        "gte-modernbert-tiny",
-        "--task",
-        "embedding",
-        "--engine",
-        "onnx",
-        "--artifact",
+        *"--model gte-modernbert-tiny --task embedding --engine onnx --artifact".split(),
         str(bad),
-        "--batch-sizes",
-        "1",
-        "--duration",
-        "0.1",
-        "--output-dir",
+        *"--batch-sizes 1 --duration 0.1 --output-dir".split(),
         str(tmp_path / "res"),
     ]
     assert run_main(argv) == 2
@@ -245,17 +191,7 @@ def test_export_cli(tmp_path, capsys):
     assert code == 0 and "parity vs eager fp32: passed" in text
     manifest = json.loads((out / "manifest.json").read_text())
     for key in (
-        "task",
-        "model_id",
-        "weights",
-        "format",
-        "precision",
-        "input_names",
-        "dynamic_axes",
-        "hardware",
-        "tool_versions",
-        "files",
-        "parity",
+        *"task model_id weights format precision input_names dynamic_axes hardware tool_versions files parity".split(),
     ):
         assert manifest[key] not in (None, "", {}), key
 
