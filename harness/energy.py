@@ -72,6 +72,7 @@ class _Counter(Meter):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._total = 0.0
+        self._last: list[float] = []
         self._t0 = 0.0
 
     @abstractmethod
@@ -101,8 +102,7 @@ class _Counter(Meter):
         while not self._stop.wait(self.poll_s):
             try:
                 self.sample()
-            # the final read in stop() says whether the meter still works
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError) as e:  # stop() reads once more and decides
                 log.debug("energy poll failed: %s", e)
 
     def stop(self) -> Reading:
