@@ -21,6 +21,7 @@ import numpy as np
 from engines.base import Engine, EngineConfig
 from engines.errors import ConfigError, EngineError
 from engines.registry import create_engine
+from harness.energy import Meter, Reading, start_meter, stop_meter
 from harness.measure import Latency, Throughput
 from harness.workloads import Workload
 
@@ -95,6 +96,7 @@ class InprocessResult:
     num_vectors: tuple[int, float, int] | None = None
     avg_pixels: float | None = None  # vision: decoded pixels per image
     avg_visual_tokens: float | None = None  # vision: merged visual tokens per image
+    energy: Reading | None = None  # the meter's reading over the timed window, when given one
 
     @property
     def tokens_per_sec(self) -> float:
@@ -404,10 +406,12 @@ def run_inprocess(
     *,
     engines: list[Engine] | None = None,
     progress: Callable[[float, int], None] | None = None,
+    meter: Meter | None = None,
 ) -> InprocessResult:
     """Measure one (batch size, n_models, workers_per_model) point.
 
-    `engines` lets a sweep reuse loaded copies across batch sizes (thread mode only).
+    `engines` lets a sweep reuse loaded copies across batch sizes (thread mode only); `meter`
+    reads energy over the timed window (after warm-up, until the last call has returned).
     """
     copies = _Copies(engine_cfg, workload, cfg)
     if cfg.processes:
@@ -416,25 +420,31 @@ def run_inprocess(
         copies.start_threads(engines if engines is not None else [])
     sampler = _Sampler()
     sampler.start()
+    meter = start_meter(meter)
+    energy: Reading | None = None
     t_start, hit_deadline = copies.wait(progress)
     if cfg.processes:
         try:
             records, gpu_mb = copies.collect_processes()
         finally:
             cpu = sampler.stop()
+            energy = stop_meter(meter)
         server: dict[str, Any] = {}
     else:
         try:
             records, gpu_mb = copies.collect_threads()
         finally:
             cpu = sampler.stop()
+            energy = stop_meter(meter)
         server = copies.server_delta()
     duration = time.perf_counter() - t_start
     if not records:
         raise EngineError("no call completed; raise --duration or check the engine")
-    return _result(
+    res = _result(
         cfg, records, duration, cpu, sampler.peak_rss, gpu_mb, hit_deadline, copies.info, server
     )
+    res.energy = energy
+    return res
 
 
 def _result(cfg, records, duration, cpu, peak_rss, gpu_mb, hit_deadline, infos, server):

@@ -150,8 +150,21 @@ _TRITON_SERVER = {
     "server_request_ms": FLOAT,
     "server_rss_mb": FLOAT,
 }
+# Energy of the timed window from the device's own counter (harness.energy); empty = not measured
+_ENERGY = {
+    "energy_j_per_input": FLOAT,
+    "kwh_per_1B": FLOAT,
+    "energy_source": STR,
+}
 # The one result schema: every column, in file order, with its dtype.
-SCHEMA: dict[str, str] = {**_SEED, **_NEURONPERF, **_EXTRA, **_TRITON_CONFIG, **_TRITON_SERVER}
+SCHEMA: dict[str, str] = {
+    **_SEED,
+    **_NEURONPERF,
+    **_EXTRA,
+    **_TRITON_CONFIG,
+    **_TRITON_SERVER,
+    **_ENERGY,
+}
 COLUMNS: list[str] = list(SCHEMA)
 TRITON_CONFIG_COLUMNS: list[str] = list(_TRITON_CONFIG)
 

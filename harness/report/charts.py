@@ -314,6 +314,36 @@ def hardware(hw: pd.DataFrame):
     return _layout(fig, "Hardware comparison", "best $/1B per task and hardware; red = floor")
 
 
+def energy(rows: pd.DataFrame):
+    """Joules per input per measured configuration, coloured by hardware; hover gives kWh/1B."""
+    rows = rows[rows["energy_j_per_input"].notna()]
+    if rows.empty:
+        return None
+    fig = go.Figure()
+    y = [
+        f"{r['task']} · {r['image']}{r['label']} · {r['mode']} · b{num(r['batch_size'], 0)} · "
+        f"{r['concurrency']}"
+        for r in rows.to_dict("records")
+    ]
+    for hw, idx in rows.groupby("hw_type").groups.items():
+        pos = [rows.index.get_loc(i) for i in idx]
+        g = rows.loc[idx]
+        fig.add_trace(
+            go.Bar(
+                y=[y[i] for i in pos],
+                x=g["energy_j_per_input"],
+                orientation="h",
+                name=str(hw),
+                customdata=np.stack([g["kwh_per_1B"], g["energy_source"].astype(str)], axis=-1),
+                hovertemplate="%{y}<br>%{x:.4g} J per input · %{customdata[0]:,.1f} kWh per 1B"
+                "<br>%{customdata[1]}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title="joules per input", rangemode="tozero")
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    return _layout(fig, "Energy per input", "from the device's counter", 160 + 40 * len(rows))
+
+
 def savings(s: pd.DataFrame):
     if s.empty:
         return None

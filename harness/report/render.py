@@ -11,6 +11,7 @@ from types import ModuleType
 
 import pandas as pd
 
+from harness.energy import NOT_MEASURED
 from harness.report import loading, views
 from harness.report.tables import Table, integer, missing, money, ms, num, pct, text, versions
 
@@ -155,6 +156,60 @@ def _cost_latency(df: pd.DataFrame, metric: str, limit_ms: float | None, ch) -> 
                     g, metric, limit_ms, f"{task}: $ per 1B inputs vs {metric} latency"
                 )
             )
+    return s
+
+
+def _energy(df: pd.DataFrame, ch) -> Section:
+    rows = views.energy_rows(df)
+    s = Section(
+        "energy",
+        "Energy per input",
+        "Joules per input over each row's timed window, read from the device's own counter "
+        "(NVML on NVIDIA GPUs, RAPL on CPUs), and the same as kWh per 1B inputs, next to "
+        "its $ per 1B. A counter covers the whole device (every process on that GPU or CPU "
+        "package); the source column says which. Rows without a readable meter are left out; "
+        "nothing is estimated.",
+    )
+    if rows.empty:
+        s.notes.append(NOT_MEASURED)
+        return s
+    headers = [
+        "task",
+        "J / input",
+        "kWh / 1B inputs",
+        "$ / 1B inputs",
+        "hardware",
+        "engine / image",
+        "mode",
+        "batch",
+        "concurrency",
+        "source",
+    ]
+    s.tables.append(
+        _table(
+            headers,
+            rows,
+            lambda r: [
+                r["task"],
+                num(r["energy_j_per_input"], 4),
+                num(r["kwh_per_1B"], 1),
+                money(r["1B_cost"]),
+                r["hw_type"],
+                _image(r),
+                r["mode"],
+                integer(r["batch_size"]),
+                r["concurrency"],
+                text(r["energy_source"]),
+            ],
+        )
+    )
+    if rows["energy_j_per_input"].isna().any():
+        s.notes.append(
+            "Rows with a source but no joules carry a relative reading only (neuron-monitor "
+            "reports power as a percentage of the device's maximum, not watts)."
+        )
+    if ch:
+        s.figures.append(lambda: ch.energy(rows))
     return s
 
 
@@ -537,6 +592,7 @@ def build(
     sections = [
         _best(df, metric, limit_ms),
         _cost_latency(df, metric, limit_ms, ch),
+        _energy(df, ch),
         _hardware(df, ch),
         _contour(df, ch),
         _vus(df, ch),

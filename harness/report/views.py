@@ -162,6 +162,16 @@ def hardware_comparison(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+ENERGY = "energy_j_per_input"
+
+
+def energy_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose device had a readable meter (joules, or a relative reading), lowest J first."""
+    src = df["energy_source"].astype(object)
+    has = df[ENERGY].notna() | (src.notna() & (src.astype(str).str.len() > 0))
+    return df[has].sort_values(["task", ENERGY, COST], na_position="last")
+
+
 def neuronperf_table(df: pd.DataFrame) -> pd.DataFrame:
     """In-process rows in seed 002's layout."""
     rows = df[df["mode"] == "inprocess"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from engines.errors import ConfigError, EngineError
 from engines.net import free_port
-from harness import checks
+from harness import checks, energy
 from harness.cli import serve_argv
 from harness.load import Target, measure_ceiling, run_closed_loop, run_open_loop
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
@@ -234,6 +234,8 @@ class HttpScenario(Scenario):
         self.server_batch: int | None = None
         self.target: Target | None = None
         self.info: dict[str, Any] = {}
+        # only a server we start runs on this machine, where the meter reads
+        self.meter = None if args.url else energy.DeviceMeter(setup.profile.device)
 
     def header(self) -> list[str]:
         lines = self.setup.describe()
@@ -332,6 +334,7 @@ class HttpScenario(Scenario):
         progress("load running")
         server, messages = self.server, []
         tokens0 = server.tokens() if server else None
+        meter = energy.start_meter(self.meter if server else None)
         if a.rate:
             res = run_open_loop(
                 self.target,
@@ -356,6 +359,7 @@ class HttpScenario(Scenario):
                 inputs_per_request=p.inputs_per_request,
                 ceiling_rps=self.ceiling,
             )
+        reading = energy.stop_meter(meter)
         row = res.to_row()
         pad = None
         if server:  # this point's padding, not the server's lifetime
@@ -370,6 +374,9 @@ class HttpScenario(Scenario):
             repeat=p.repeat,
             padding_ratio=pad,
         )
+        row.update(energy.energy_columns(reading, res.successful_requests * p.inputs_per_request))
+        if row.get("energy_source"):
+            messages.append(f"    {energy.describe([row])}")
         return Measurement(row, {"errors": res.errors}, messages)
 
     def close(self) -> None:
@@ -384,6 +391,7 @@ class HttpScenario(Scenario):
         ranked = sorted(rows, key=lambda r: r.get("1B_cost") or math.inf)
         print_rows(console, self.title, TABLE, ranked[:15])
         print_best(console, rows, self.args, what="inputs/request")
+        console.print(energy.describe(rows), highlight=False)
         import pandas as pd
 
         found = checks.run_all(pd.DataFrame(rows))

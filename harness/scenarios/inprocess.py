@@ -6,6 +6,7 @@ import argparse
 from dataclasses import asdict, replace
 from typing import Any
 
+from harness import energy
 from harness.costs import cost_per_1m_tokens
 from harness.inprocess import InprocessConfig, InprocessResult, run_inprocess
 from harness.measure import NEURONPERF_STATS
@@ -66,6 +67,7 @@ class InprocessScenario(Scenario):
         limits = dict(duration_s=args.duration, warmup_calls=args.warmup)
         limits.update(max_duration_s=args.max_duration, min_calls=args.min_calls)
         self.base = InprocessConfig(batch_size=1, processes=args.processes, **limits)
+        self.meter = energy.DeviceMeter(self.setup.profile.device)
 
     def header(self) -> list[str]:
         return self.setup.describe()
@@ -101,12 +103,15 @@ class InprocessScenario(Scenario):
             icfg,
             engines=None if icfg.processes else self.engines,
             progress=report,
+            meter=self.meter,
         )
         notes = {
             "hit_deadline": res.hit_deadline,
             "engine_info": {k: v for k, v in res.engine_info.items() if k != "parity"},
         }
-        return Measurement(self.row(res), notes)
+        row = self.row(res)
+        said = [f"    {energy.describe([row])}"] if row.get("energy_source") else []
+        return Measurement(row, notes, said)
 
     def row(self, res: InprocessResult) -> dict[str, Any]:
         spec, cfg, info = self.setup.spec, res.config, res.engine_info
@@ -152,12 +157,14 @@ class InprocessScenario(Scenario):
         row.update({k: info[k] for k in TRITON_CONFIG_COLUMNS if k in info})
         if res.avg_pixels is not None:  # what the timed calls saw, not the workload's mean
             row.update(avg_pixels=res.avg_pixels, avg_visual_tokens=res.avg_visual_tokens)
+        row.update(energy.energy_columns(res.energy, res.inputs))
         return row
 
     def close(self) -> None:
         for e in self.engines:
             e.close()
         self.engines.clear()
+        self.meter.close()
 
     def summarize(self, console, rows, store) -> None:
         print_rows(console, self.title, TABLE, rows)
@@ -168,6 +175,7 @@ class InprocessScenario(Scenario):
             f"${profile.price_per_hour}/hr x 1e9 / (3600 x inputs/s); floor = FLOPs/input at peak",
             highlight=False,
         )
+        console.print(energy.describe(rows), highlight=False)
         console.print(
             "next: compare exports (--engine onnx --variant optimized --precision int8, "
             "--engine compile, --engine aoti, --engine triton), model copies (--n-models 1,2), "
