@@ -71,9 +71,15 @@ class Resolved:
 
 
 def resolve_setup(args: argparse.Namespace) -> Resolved:
-    """Validate model/engine/hardware flags (one-line errors) and build the engine config."""
-    model = args.model or DEFAULT_MODEL[args.task]
+    """Validate model/engine/hardware flags (one-line errors) and build the engine config.
+
+    `--model-path` alone names the model (a folder); without `--task` the model's task is used
+    and written back to `args`, so the workload and the sweep's servers follow it.
+    """
+    model = args.model or args.model_path or DEFAULT_MODEL[args.task or "classification"]
     spec = get_spec(model)
+    if args.task is None:
+        args.task = spec.task
     if spec.task != args.task:
         raise ConfigError(
             f"--model {model} is a {spec.task} model but --task is {args.task}; "
@@ -90,7 +96,7 @@ def resolve_setup(args: argparse.Namespace) -> Resolved:
     hardware.check_options(profile, args.precision, args.attn)
     engine_cfg = EngineConfig(
         engine=args.engine,
-        model=model,
+        model=spec.ref,  # a folder as an absolute path, so artifacts and rows agree on it
         precision=args.precision,
         attn=args.attn,
         device=profile.device,
@@ -103,6 +109,7 @@ def resolve_setup(args: argparse.Namespace) -> Resolved:
         max_pixels=args.max_pixels,
         max_image_pixels=args.max_image_pixels,
         trust_artifact=getattr(args, "trust_artifact", False),
+        trust_remote_code=getattr(args, "trust_remote_code", False),
         options=engine_cls.Options.from_values(vars(args)),
     )
     engine_cls.preflight(engine_cfg)
@@ -185,7 +192,7 @@ def load_setup(args: argparse.Namespace) -> Setup:
     r = resolve_setup(args)
     spec, engine_cls, profile, max_len = r.spec, r.engine_cls, r.profile, r.max_len
     wl_spec = workload_spec(args)
-    tok = load_tokenizer(spec, args.model_path)
+    tok = load_tokenizer(spec, args.model_path, r.engine_cfg.trust_remote_code)
     workload = load_workload(wl_spec, tok.tokenizer, max_len)
     if workload.truncated:
         log.warning(
@@ -278,6 +285,7 @@ def prepare_artifact(
         batch_range=tuple(batch_range),
         seq_range=tuple(seq_range or (min(8, max_len), min(128, max_len), max_len)),
         image_buckets=tuple(image_buckets),
+        trust_remote_code=engine_cfg.trust_remote_code,
     )
     if args.artifact:
         trust = engine_cfg.trust_artifact
