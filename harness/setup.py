@@ -163,7 +163,7 @@ class Setup(Resolved):
             else "not measured"
         )
         lines = [
-            f"[bold]billionbench[/] · model [cyan]{spec.name}[/] ({spec.hub_id or 'config only'})"
+            f"[bold]billionbench[/] · model [cyan]{spec.name}[/] ({spec.hub_id or spec.source or 'config only'})"
             f" · engine [cyan]{cfg.engine}[/] {cfg.precision}/{cfg.attn} · hw "
             f"[cyan]{profile.name}[/] = {self.detected.device_name} at "
             f"${profile.price_per_hour}/hr ({profile.price_source}, {profile.price_date})",

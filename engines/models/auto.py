@@ -30,6 +30,7 @@ _POOLING_MODES = {
 _LAST_TOKEN_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2", "gemma3", "phi3"}
 # models whose position table holds 2 extra slots for the padding offset
 _POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2}
+_GENERIC_NAMES = {"model", "models", "checkpoint", "final", "best", "weights"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -77,8 +78,14 @@ def _read_json(path: Path) -> Any:
 
 
 def served_name(ref: str) -> str:
-    """The name a folder or Hub id is served and labelled under: its last part, sanitised."""
-    last = Path(ref.rstrip("/\\")).name or "model"
+    """The name a folder or Hub id is served and labelled under: its last part, sanitised.
+
+    A generic last part (`.../minilm/model`, as packaged wheels ship it) takes its parent's name.
+    """
+    path = Path(ref.rstrip("/\\"))
+    last = path.name
+    if last.lower() in _GENERIC_NAMES and path.parent.name:
+        last = path.parent.name
     return re.sub(r"[^A-Za-z0-9._-]+", "-", last).strip("-.") or "model"
 
 
