@@ -16,6 +16,7 @@ from engines.artifact import Manifest, verify
 from engines.base import EngineConfig, check_task
 from engines.errors import ArtifactRefused, ConfigError, HardwareMismatch, MissingDependency
 from engines.models import DEFAULT_MODEL, get_spec, load_tokenizer
+from engines.models.auto import folder_disagrees
 from engines.registry import engine_class
 from engines.vision import describe_buckets
 from exporters.api import artifact_dir, ensure_artifact, expectation, holds_buckets
@@ -80,6 +81,10 @@ def resolve_setup(args: argparse.Namespace) -> Resolved:
     spec = get_spec(model)
     if args.task is None:
         args.task = spec.task
+    if args.model and args.model_path and not spec.source:
+        differs = folder_disagrees(spec, args.model_path)
+        if differs:
+            log.warning("%s", differs)
     if spec.task != args.task:
         raise ConfigError(
             f"--model {model} is a {spec.task} model but --task is {args.task}; "

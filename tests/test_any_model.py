@@ -172,9 +172,14 @@ def test_last_token_pooling_reads_the_last_real_token_on_either_side(st_folder):
         assert np.array_equal(pipe.postprocess(x, batch).values, x[[0, 1], rows])
 
 
-def test_registry_models_are_unchanged():
+def test_registry_models_are_unchanged(st_folder):
+    from engines.models.auto import folder_disagrees
+
     assert get_spec("bge-base") is MODELS["bge-base"]
     assert get_spec("bge-base").pooling == "cls"
+    # weights from a folder under a registry name keep the registry's rules, said aloud
+    said = folder_disagrees(MODELS["bge-base-tiny"], str(st_folder))
+    assert "pooling 'cls' (the folder says 'mean')" in said and f"--model {st_folder}" in said
 
 
 def test_pooling_variants_and_defaults(tmp_path):
@@ -199,6 +204,27 @@ def test_unsupported_architecture_is_one_line_naming_it(tmp_path):
     with pytest.raises(EngineError, match="architecture WeirdNet") as e:
         get_spec(str(tmp_path))
     assert "\n" not in str(e.value)
+
+
+def test_cached_hub_id_uses_the_same_code(st_folder, tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub.constants as hub_constants
+
+    # the layout of the Hugging Face cache: refs/main names the snapshot folder
+    repo = tmp_path / "models--tiny-org--tiny-hub-model"
+    shutil.copytree(st_folder, repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    spec = get_spec("tiny-org/tiny-hub-model")
+    assert (spec.name, spec.weights, spec.ref) == ("tiny-hub-model", "pretrained", spec.hub_id)
+    assert spec.pooling == "mean" and spec.source.endswith("abc123")
+    with create_engine(engine_config("eager", "tiny-org/tiny-hub-model")) as engine:
+        assert engine.info["weights"] == "pretrained"
+        assert engine.info["model_source"] == "tiny-org/tiny-hub-model"
+        got = engine.predict(TEXTS).values
+    assert min_cosine(got, mean_pooled_reference(st_folder, TEXTS)) >= 0.9999
 
 
 def test_uncached_hub_id_offline_says_pass_a_folder(monkeypatch):

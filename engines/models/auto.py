@@ -197,3 +197,30 @@ def spec_from_folder(folder_path: str, weights: str, hub_id: str | None) -> Mode
         weights=weights,
         architecture=_check_architecture(config, task, folder),
     )
+
+
+def folder_disagrees(spec: ModelSpec, folder: str) -> str | None:
+    """How a folder's own files disagree with a registry spec given weights from it, or None.
+
+    `--model bge-base --model-path DIR` keeps bge-base's pooling and name; when DIR says
+    otherwise the user should hear it (and that `--model DIR` follows the folder).
+    """
+    try:
+        own = get_spec(folder)
+    except (ConfigError, EngineError):
+        return None
+    diffs = [
+        f"{what} {mine!r} (the folder says {theirs!r})"
+        for what, mine, theirs in (
+            ("task", spec.task, own.task),
+            ("pooling", spec.pooling, own.pooling),
+            ("normalize", spec.normalize, own.normalize),
+        )
+        if mine != theirs
+    ]
+    if not diffs:
+        return None
+    return (
+        f"--model {spec.name} with --model-path {folder} keeps {spec.name}'s "
+        f"{', '.join(diffs)}; pass --model {folder} to run the folder as its authors do"
+    )
