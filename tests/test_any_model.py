@@ -275,6 +275,18 @@ def test_eager_classifier_probabilities_equal_the_models_softmax(clf_folder):
         want = model(**tok(TEXTS, padding=True, return_tensors="pt")).logits.softmax(-1).numpy()
     assert np.allclose(pred.values, want, atol=1e-5)
     assert set(pred.labels) <= set(LABELS.values())
+    assert_equals_pipeline(clf_folder, pred)
+
+
+def assert_equals_pipeline(folder: Path, pred) -> None:
+    """Our probabilities equal transformers' text-classification pipeline, label by label."""
+    import transformers as tf
+
+    pipe = tf.pipeline("text-classification", model=str(folder), top_k=None, device="cpu")
+    labels = get_spec(str(folder)).labels
+    for probs, scores in zip(pred.values, pipe(TEXTS), strict=True):
+        want = {d["label"]: d["score"] for d in scores}
+        assert np.allclose(probs, [want[lab] for lab in labels], atol=1e-5)
 
 
 @pytest.mark.onnx
@@ -434,12 +446,6 @@ def test_trained_minilm_onnx_equals_eager(trained_minilm, tmp_path):
 
 @pytest.mark.trained_classifier
 def test_trained_classifier_equals_transformers_pipeline(trained_classifier):
-    import transformers as tf
-
     with create_engine(engine_config("eager", str(trained_classifier))) as engine:
         pred = engine.predict(TEXTS)
-        labels = engine.spec.labels
-    pipe = tf.pipeline("text-classification", model=str(trained_classifier), top_k=None)
-    for probs, scores in zip(pred.values, pipe(TEXTS), strict=True):
-        want = {d["label"]: d["score"] for d in scores}
-        assert np.allclose(probs, [want[lab] for lab in labels], atol=1e-5)
+    assert_equals_pipeline(trained_classifier, pred)
