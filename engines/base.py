@@ -89,6 +89,8 @@ class EngineConfig:
     max_image_pixels: int | None = None
     #: load an artifact with native code even when its seal does not verify here (recorded)
     trust_artifact: bool = False
+    #: let transformers run code shipped in the model folder (recorded in config_json when set)
+    trust_remote_code: bool = False
     options: EngineOptions = field(default_factory=EngineOptions)
 
     def __post_init__(self) -> None:
@@ -123,8 +125,9 @@ class EngineConfig:
         for late in ("threads", "min_pixels", "max_pixels", "max_image_pixels"):
             if d[late] is None:
                 del d[late]
-        if not d["trust_artifact"]:
-            del d["trust_artifact"]
+        for flag in ("trust_artifact", "trust_remote_code"):
+            if not d[flag]:
+                del d[flag]
         return d
 
 
@@ -209,7 +212,7 @@ class Engine(ABC):
 
     # -- shared, not overridden ------------------------------------------------------------
     def _load_pipeline(self) -> None:
-        tok = load_tokenizer(self.spec, self.config.model_path)
+        tok = load_tokenizer(self.spec, self.config.model_path, self.config.trust_remote_code)
         self.info["tokenizer"] = tok.source
         if self.spec.task == "vision-embedding":
             cfg = self.config

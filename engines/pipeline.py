@@ -166,6 +166,10 @@ class Pipeline:
         elif spec.pooling == "mean":
             m = batch.inputs["attention_mask"][:, : x.shape[1], None].astype(np.float32)
             v = (x * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+        elif spec.pooling == "last":  # the last real token, with left or right padding
+            m = batch.inputs["attention_mask"][:, : x.shape[1]]
+            last = m.shape[1] - 1 - np.argmax(m[:, ::-1], axis=1)
+            v = x[np.arange(x.shape[0]), last]
         else:
             v = x
         if spec.normalize:

@@ -46,6 +46,7 @@ class EagerEngine(Engine):
                 model_path=cfg.model_path,
                 attn=cfg.attn,
                 seed=cfg.seed,
+                trust_remote_code=cfg.trust_remote_code,
             )
         except (ValueError, ImportError) as e:
             raise EngineError(f"could not build {self.spec.name} with attn={cfg.attn}: {e}") from e

@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", required=True, help=f"one of: {', '.join(sorted(MODELS))}")
+    p.add_argument(
+        "--model",
+        required=True,
+        help=f"a local model folder, a Hub id, or one of: {', '.join(sorted(MODELS))}",
+    )
     p.add_argument("--format", required=True, help=f"one of: {', '.join(EXPORTERS)}")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--variant", default="", help="'optimized' = ONNX Runtime transformer fusions")
@@ -73,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", choices=WEIGHTS, default="auto")
     p.add_argument("--model-path", default=None)
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run Python code shipped in the model folder",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--opset", type=int, default=17)
     p.add_argument(
@@ -156,7 +165,7 @@ def _triton(args, cfg: ExportConfig):
         threads=args.threads,
         client_max_batch=args.client_max_batch,
     )
-    out = args.out or f"model_repository/{cfg.model}-{args.backend}"
+    out = args.out or f"model_repository/{cfg.spec.name}-{args.backend}"
     return TritonExporter(opts), replace(cfg, variant=args.backend, out=out)
 
 
@@ -177,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device or device,
             hw=label,
             image_buckets=parse_image_buckets(args.image_buckets),
+            trust_remote_code=args.trust_remote_code,
         )
         from dataclasses import replace
 

@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 def artifact_dir(root: str | Path, cfg: ExportConfig) -> Path:
     """Where the on-demand cache keeps an artifact: artifacts/<model>/<format>-<prec>[-var]-<hw>."""
     name = "-".join(x for x in (cfg.format, cfg.precision, cfg.variant, cfg.hw) if x)
-    return Path(root) / cfg.model / name
+    return Path(root) / cfg.spec.cache_name / name
 
 
 def expectation(cfg: ExportConfig, exporter=None) -> dict[str, Any]:
     """Manifest fields a cached artifact must carry to be reused for `cfg`."""
     want: dict[str, Any] = {
-        "model": cfg.model,
+        "model": cfg.spec.ref,
         "format": cfg.format,
         "precision": cfg.precision,
         "variant": cfg.variant,
@@ -214,8 +214,9 @@ def export(cfg: ExportConfig, exporter=None, *, force: bool = False) -> Manifest
             model_path=cfg.model_path,
             attn=exporter.export_attn,
             seed=cfg.seed,
+            trust_remote_code=cfg.trust_remote_code,
         )
-        tok = load_tokenizer(spec, cfg.model_path)
+        tok = load_tokenizer(spec, cfg.model_path, cfg.trust_remote_code)
         t0 = time.perf_counter()
         info = exporter.export(cfg, loaded.model.eval(), tok.tokenizer, tmp)
         seconds = time.perf_counter() - t0
@@ -228,6 +229,7 @@ def export(cfg: ExportConfig, exporter=None, *, force: bool = False) -> Manifest
             cfg,
             info,
             parity=None,
+            model=spec.ref,  # the registry name, or the folder / Hub id engines ask for
             model_id=source,
             weights=weights,
             tokenizer=tok.source,
@@ -274,6 +276,7 @@ def run_parity(
         model_path=cfg.model_path,
         seed=cfg.seed,
         device="cpu",
+        trust_remote_code=cfg.trust_remote_code,
         **extra,
     )
     cand_cfg = replace(

@@ -43,6 +43,7 @@ class ExportConfig:
     image_buckets: tuple[tuple[int, int, int], ...] = ()
     workspace_gb: float = 4.0  # TensorRT builder workspace limit
     skip_parity: bool = False
+    trust_remote_code: bool = False  # let transformers run code shipped in the model folder
 
     def __post_init__(self) -> None:
         get_spec(self.model)

@@ -77,14 +77,31 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     from harness.hardware import PROFILES
 
     g = p.add_argument_group("model")
-    g.add_argument("--task", choices=TASKS, default="classification", help="what the model does")
+    g.add_argument(
+        "--task",
+        choices=TASKS,
+        default=None,
+        help="what the model does (default: the model's own task; classification without --model)",
+    )
     g.add_argument(
         "--model",
         default=None,
-        help=f"registry name; default: the task's model {DEFAULT_MODEL}. "
-        f"Known: {', '.join(sorted(MODELS))}",
+        help="a registry name, a local Hugging Face model folder or a Hub id (task, pooling, "
+        "normalisation, max length and labels come from the folder's own files); default: the "
+        f"task's model {DEFAULT_MODEL}. Registry: {', '.join(sorted(MODELS))}",
     )
-    g.add_argument("--model-path", default=None, help="load weights/tokenizer from this directory")
+    g.add_argument(
+        "--model-path",
+        default=None,
+        help="alone: the same as --model DIR; with a registry --model: load that model's "
+        "weights/tokenizer from this directory",
+    )
+    g.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run Python code shipped in the model folder (auto_map); "
+        "off by default, recorded in the row",
+    )
     g.add_argument(
         "--weights",
         choices=WEIGHTS,

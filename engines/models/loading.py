@@ -51,8 +51,12 @@ def load_model(
     model_path: str | None = None,
     attn: str = "sdpa",
     seed: int = 0,
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Build the torch model for a spec, falling back as the module docstring says."""
+    """Build the torch model for a spec, falling back as the module docstring says.
+
+    A folder spec loads from its folder; `trust_remote_code` reaches transformers only when set.
+    """
     if weights not in WEIGHTS:
         raise ConfigError(f"--weights must be one of {WEIGHTS}, got {weights!r}")
     if spec.arch_config.get("backend") == "colpali":
@@ -64,12 +68,17 @@ def load_model(
         auto = tf.AutoModelForSequenceClassification
     else:
         auto = tf.AutoModel
-    kw = dict(attn_implementation=attn)
+    kw: dict[str, Any] = dict(attn_implementation=attn)
+    if trust_remote_code:
+        kw["trust_remote_code"] = True
     if weights != "random":
         if model_path:
             if not os.path.isdir(model_path):
                 raise ConfigError(f"--model-path {model_path!r} is not a directory")
-            return LoadedModel(auto.from_pretrained(model_path, **kw), "local", model_path)
+            return LoadedModel(_from_folder(auto, spec, model_path, kw), "local", model_path)
+        if spec.source:
+            model = _from_folder(auto, spec, spec.source, kw)
+            return LoadedModel(model, spec.weights, spec.hub_id or spec.source)
         if spec.hub_id:
             try:  # the local HF cache first: works offline, never touches the network
                 m = auto.from_pretrained(
@@ -110,6 +119,20 @@ def load_model(
         else auto(_with_attn(spec.build_config(), attn))
     )
     return LoadedModel(model, "random", f"config:{spec.name}")
+
+
+def _from_folder(auto, spec: ModelSpec, folder: str, kw: dict[str, Any]):
+    """`auto.from_pretrained(folder)`, with the architecture named in any failure (one line)."""
+    if spec.arch_config.get("auto_map") and not kw.get("trust_remote_code"):
+        raise EngineError(
+            f"{folder}: architecture {spec.architecture or spec.family} ships its own code "
+            "(auto_map); pass --trust-remote-code if you trust it"
+        )
+    try:
+        return auto.from_pretrained(folder, **kw)
+    except (OSError, ValueError, KeyError, ImportError) as e:
+        what = spec.architecture or spec.family
+        raise EngineError(f"could not load {what} from {folder}: {str(e).splitlines()[0]}") from e
 
 
 def _with_attn(config, attn: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ VISION_SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 VISION_TOKEN_IDS = {t: i for i, t in enumerate(VISION_SPECIAL_TOKENS)}
-POOLINGS = ("cls", "mean", "none")
+POOLINGS = ("cls", "mean", "last", "none")
 WEIGHTS = ("auto", "pretrained", "random")
 
 
@@ -43,7 +44,7 @@ class ModelSpec:
     name: str
     task: str
     hub_id: str | None
-    family: str  # distilbert | bert | modernbert | colqwen2
+    family: str  # distilbert | bert | modernbert | colqwen2, or a folder's model_type
     pooling: str = "cls"
     normalize: bool = False
     num_labels: int = 0
@@ -54,6 +55,11 @@ class ModelSpec:
     revision: str = "main"
     arch_config: dict[str, Any] = field(default_factory=dict)
     tiny: bool = False
+    # specs built from a folder's own files (engines.models.auto): the folder the config,
+    # weights and tokenizer come from, their provenance, and the architecture class
+    source: str | None = None
+    weights: str = ""  # local | pretrained (a Hub snapshot); empty for registry specs
+    architecture: str = ""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -73,8 +79,25 @@ class ModelSpec:
     def is_text(self) -> bool:
         return self.task in ("classification", "embedding")
 
+    @property
+    def cache_name(self) -> str:
+        """A folder name for this model's artifacts: folders of the same name stay apart."""
+        if not self.source:
+            return self.name
+        return f"{self.name}-{hashlib.sha256(self.source.encode()).hexdigest()[:8]}"
+
+    @property
+    def ref(self) -> str:
+        """What `get_spec` takes to return this spec again: registry name, Hub id or folder."""
+        return self.hub_id if self.source and self.hub_id else self.source or self.name
+
     def build_config(self):
         """The transformers config for config-only (random-weight) builds."""
+        if self.source:  # a folder's own config.json
+            return transformers_module().AutoConfig.from_pretrained(self.source)
+        return self._registry_config()
+
+    def _registry_config(self):
         tf = transformers_module()
         if self.family == "colqwen2":
             c = self.arch_config
@@ -145,12 +168,3 @@ def _load_registry(path: Path) -> tuple[dict[str, ModelSpec], dict[str, str]]:
 
 
 MODELS, DEFAULT_MODEL = _load_registry(Path(__file__).with_name("registry.json"))
-
-
-def get_spec(name: str) -> ModelSpec:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}"
-        ) from None

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.errors import ConfigError, EngineError, MissingDependency
+from engines.models.auto import get_spec
 from engines.models.loading import colpali_module, hub_reachable
 from engines.models.specs import (
     VISION_SPECIAL_TOKENS,
     VISION_TOKEN_IDS,
     ModelSpec,
-    get_spec,
     transformers_module,
 )
 
@@ -121,19 +121,32 @@ class LoadedTokenizer:
         return self.source.startswith("fallback")
 
 
-def load_tokenizer(spec: ModelSpec, model_path: str | None = None) -> LoadedTokenizer:
+def load_tokenizer(
+    spec: ModelSpec, model_path: str | None = None, trust_remote_code: bool = False
+) -> LoadedTokenizer:
     """The model's own tokenizer where available, else a deterministic local fallback."""
-    return copy.deepcopy(_load_tokenizer_cached(spec.name, model_path))
+    return copy.deepcopy(_load_tokenizer_cached(spec.ref, model_path, trust_remote_code))
 
 
 @functools.lru_cache(maxsize=16)
-def _load_tokenizer_cached(name: str, model_path: str | None) -> LoadedTokenizer:
-    spec = get_spec(name)
+def _load_tokenizer_cached(
+    ref: str, model_path: str | None, trust_remote_code: bool
+) -> LoadedTokenizer:
+    spec = get_spec(ref)
     if spec.task == "vision-embedding":
         return _load_processor(spec, model_path)
     tf = transformers_module()
-    if model_path:
-        return LoadedTokenizer(tf.AutoTokenizer.from_pretrained(model_path), model_path)
+    folder = model_path or spec.source
+    if folder:
+        # remote code only when asked for: transformers refuses a folder that needs it otherwise
+        kw = {"trust_remote_code": True} if trust_remote_code else {}
+        try:
+            tok = tf.AutoTokenizer.from_pretrained(folder, **kw)
+        except (OSError, ValueError) as e:
+            raise EngineError(
+                f"could not load the tokenizer of {folder}: {str(e).splitlines()[0]}"
+            ) from e
+        return LoadedTokenizer(tok, folder)
     if spec.hub_id:
         try:
             tok = tf.AutoTokenizer.from_pretrained(
@@ -145,7 +158,7 @@ def _load_tokenizer_cached(name: str, model_path: str | None) -> LoadedTokenizer
         if hub_reachable():
             tok = tf.AutoTokenizer.from_pretrained(spec.hub_id, revision=spec.revision)
             return LoadedTokenizer(tok, spec.hub_id)
-        log.warning("Hub unreachable: using a locally trained fallback tokenizer for %s", name)
+        log.warning("Hub unreachable: using a locally trained fallback tokenizer for %s", spec.name)
     return _fallback_tokenizer(spec)
 
 
