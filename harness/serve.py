@@ -6,7 +6,9 @@ Routes: KServe v2 / Triton (`/v2/...`, drivable by tritonclient and perf_analyze
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import sys
 
 from engines.base import fields_from
@@ -58,16 +60,33 @@ def main(argv: list[str] | None = None) -> int:
     args = build_serve_parser().parse_args(argv)
     console = Console(stderr=True)
     setup_logging(console, args.verbose)
+    if not 0 <= args.port <= 65535:
+        print_error(console, f"--port must be in [0, 65535]; got {args.port}")
+        return 2
     try:
         server, profile, detected = build_server(args, console)
     except BillionbenchError as e:
         print_error(console, e)
         return 2
-    from aiohttp import web
-
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding to %s: the server has no authentication", args.host)
     server.batcher.start()
+    try:
+        asyncio.run(_serve(server, args, console, profile, detected))
+    except OSError as e:
+        print_error(
+            console, f"cannot listen on {args.host}:{args.port}: {e.strerror}; pick another --port"
+        )
+        return 2
+    finally:
+        server.batcher.stop()
+        server.engine.close()
+    return 0
+
+
+async def _serve(server: Server, args, console, profile, detected) -> None:
+    """Listen until SIGINT or SIGTERM, then stop taking connections."""
+    runner = await server.start(args.host, args.port)
     console.print(
         f"serving {server.name} ({server.engine.info.get('weights')} weights) with "
         f"{args.engine} on {profile.name} = {detected.device_name} at "
@@ -75,24 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{server.codec.route}, /metrics)",
         highlight=False,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        web.run_app(
-            server.app(),
-            host=args.host,
-            port=args.port,
-            print=None,
-            handle_signals=True,
-            access_log=None,
-        )
-    except OSError as e:
-        print_error(
-            console, f"cannot listen on {args.host}:{args.port}: {e.strerror}; pick another --port"
-        )
-        return 1
+        await stop.wait()
     finally:
-        server.batcher.stop()
-        server.engine.close()
-    return 0
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -84,27 +84,42 @@ class Codec(ABC):
 
 class _TextCodec(Codec):
     async def kserve_inputs(self, values: list) -> list:
-        return self.check_texts([str(v) if not isinstance(v, str) else v for v in values])
+        return await self.check_texts_async(values)
 
     async def json_inputs(self, value: Any) -> list:
-        return self.check_texts(value)
+        return await self.check_texts_async(value)
 
-    def check_texts(self, texts: Any) -> list[str]:
+    async def check_texts_async(self, texts: Any) -> list[str]:
+        """`check_texts` with the token count (the costly part) off the event loop."""
+        texts = self.check_texts(texts, count_tokens=False)
+        if not self.truncate:
+            await asyncio.get_running_loop().run_in_executor(None, self._check_tokens, texts)
+        return texts
+
+    def check_texts(self, texts: Any, count_tokens: bool = True) -> list[str]:
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, list) or not texts:
             raise HttpError(400, "input must be a non-empty string or list of strings")
         self._check_count(len(texts))
+        # every cheap check (type, characters) runs on all inputs before any is tokenized
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise HttpError(400, f"input {i} is {type(t).__name__}, not a string")
-            if not t.strip():
-                raise HttpError(400, f"input {i} is empty")
             if len(t) > self.max_text_chars:
                 raise HttpError(
                     413, f"input {i} has {len(t)} characters; the limit is {self.max_text_chars}"
                 )
-        if not self.truncate:
+            if not t.strip():
+                raise HttpError(400, f"input {i} is empty")
+            if not t.isascii():
+                try:
+                    t.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise HttpError(
+                        400, f"input {i} is not valid Unicode text (a lone surrogate)"
+                    ) from None
+        if count_tokens and not self.truncate:
             self._check_tokens(texts)
         return texts
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
 import numpy as np
+
+from serving.schemas import InferRequest, SchemaError, load_json, validate
 
 HEADER = "Inference-Header-Content-Length"
 _NP = {
@@ -60,60 +63,91 @@ def parse_request(
 
     BYTES inputs named in `raw_bytes` (images) keep their binary elements as bytes.
     """
-    try:
-        if header_length is not None:
+    if header_length is not None:
+        try:
             n = int(header_length)
-            if not 0 <= n <= len(body):
-                raise ProtocolError(f"{HEADER} {n} is outside the body ({len(body)} bytes)")
-            req, binary = json.loads(body[:n]), body[n:]
-        else:
-            req, binary = json.loads(body), b""
-    except (ValueError, UnicodeDecodeError) as e:
-        if isinstance(e, ProtocolError):
-            raise
-        raise ProtocolError(f"malformed JSON: {str(e).splitlines()[0]}") from None
-    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
-        raise ProtocolError("request must be a JSON object with a non-empty 'inputs' list")
+        except ValueError:
+            raise ProtocolError(
+                f"{HEADER} must be an integer; got {header_length[:40]!r}"
+            ) from None
+        if not 0 <= n <= len(body):
+            raise ProtocolError(f"{HEADER} {n} is outside the body ({len(body)} bytes)")
+        head, binary = body[:n], body[n:]
+    else:
+        head, binary = body, b""
+    try:
+        req = load_json(head)
+        validate(InferRequest, req)
+    except SchemaError as e:
+        raise ProtocolError(str(e)) from None
     values: dict[str, Any] = {}
     pos = 0
     for t in req["inputs"]:
-        if not isinstance(t, dict) or not {"name", "shape", "datatype"} <= set(t):
-            raise ProtocolError("each input needs 'name', 'shape' and 'datatype'")
-        shape = t["shape"]
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise ProtocolError(f"input {t['name']!r}: shape must be a list of integers >= 0")
-        count = int(np.prod(shape)) if shape else 1
+        name, shape, dtype = t["name"], t["shape"], t["datatype"]
+        count = math.prod(shape)
         size = (t.get("parameters") or {}).get("binary_data_size")
         if size is not None:
-            raw = binary[pos : pos + int(size)]
-            if len(raw) != int(size):
-                raise ProtocolError(f"input {t['name']!r}: binary data is truncated")
-            pos += int(size)
-            if t["datatype"] == "BYTES":
-                values[t["name"]] = _decode_bytes(raw, count, t["name"] not in raw_bytes)
-            elif t["datatype"] in _NP:
-                values[t["name"]] = np.frombuffer(raw, dtype=_NP[t["datatype"]]).reshape(shape)
-            else:
-                raise ProtocolError(f"input {t['name']!r}: unsupported datatype {t['datatype']}")
+            raw = binary[pos : pos + size]
+            if len(raw) != size:
+                raise ProtocolError(f"input {name!r}: binary data is truncated")
+            pos += size
+            values[name] = _binary_tensor(name, raw, shape, count, dtype, name not in raw_bytes)
         else:
             data = t.get("data")
             if not isinstance(data, list):
-                raise ProtocolError(f"input {t['name']!r} has no 'data' list")
-            flat = list(_flatten(data))
+                raise ProtocolError(f"input {name!r} has no 'data' list")
+            flat = _flatten(data)
             if len(flat) != count:
                 raise ProtocolError(
-                    f"input {t['name']!r}: {len(flat)} values do not match shape {shape}"
+                    f"input {name!r}: {len(flat)} values do not match shape {shape}"
                 )
-            values[t["name"]] = flat
+            if dtype == "BYTES":
+                bad = next((v for v in flat if not isinstance(v, str)), _NONE)
+                if bad is not _NONE:
+                    raise ProtocolError(
+                        f"input {name!r}: BYTES elements must be strings; got {_kind(bad)}"
+                    )
+            values[name] = flat
     return req, values
 
 
-def _flatten(x):
-    for v in x:
-        if isinstance(v, list):
-            yield from _flatten(v)
+_NONE = object()
+
+
+def _kind(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _binary_tensor(name: str, raw: bytes, shape: list, count: int, dtype: str, as_text: bool):
+    if dtype == "BYTES":
+        return _decode_bytes(raw, count, as_text)
+    if dtype not in _NP:
+        raise ProtocolError(f"input {name!r}: unsupported datatype {dtype[:40]!r}")
+    width = np.dtype(_NP[dtype]).itemsize
+    if len(raw) != count * width:
+        raise ProtocolError(
+            f"input {name!r}: {len(raw)} bytes of {dtype} do not fill shape {shape} "
+            f"({count * width} bytes)"
+        )
+    return np.frombuffer(raw, dtype=_NP[dtype]).reshape(shape)
+
+
+def _flatten(data: list, max_depth: int = 32) -> list:
+    """The leaves of nested lists, iteratively; deeper nesting than any tensor is refused."""
+    out: list = []
+    stack = [(iter(data), 1)]
+    while stack:
+        it, depth = stack[-1]
+        for v in it:
+            if isinstance(v, list):
+                if depth >= max_depth:
+                    raise ProtocolError(f"tensor data nests deeper than {max_depth} levels")
+                stack.append((iter(v), depth + 1))
+                break
+            out.append(v)
         else:
-            yield v
+            stack.pop()
+    return out
 
 
 def wants_binary(req: dict, output: str) -> bool:

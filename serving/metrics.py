@@ -1,78 +1,98 @@
-"""Prometheus metrics: the server's requests and latencies, the batcher's queue and padding."""
+"""Prometheus metrics: the server's requests and latencies, the batcher's queue and padding.
+
+Written by `prometheus_client`, so label values are escaped; requests are labelled by route
+template (one `unknown` for every miss), so the label set stays bounded whatever clients send.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from serving.batcher import BatcherStats
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class BatcherCollector(Collector):
+    """The batcher's counters, read from one `stats()` snapshot at every scrape."""
+
+    def __init__(self, stats: Callable[[], BatcherStats]):
+        self.stats = stats
+
+    def collect(self) -> Iterator:
+        s = self.stats()
+        yield GaugeMetricFamily(
+            "bb_queue_depth", "Inputs waiting in the batcher queue.", value=s.queue_depth
+        )
+        hist = sorted(s.batch_size_histogram.items())
+        buckets, cum = [], 0
+        for size, count in hist:
+            cum += count
+            buckets.append((str(size), cum))
+        buckets.append(("+Inf", cum))
+        yield HistogramMetricFamily(
+            "bb_batch_size",
+            "Inputs per forward pass.",
+            buckets=buckets,
+            sum_value=sum(k * v for k, v in hist),
+        )
+        for name, doc, value in (
+            ("bb_useful_tokens", "Unpadded tokens run through the model.", s.useful_tokens),
+            ("bb_padded_tokens", "Token slots computed, padding included.", s.padded_tokens),
+            ("bb_rejected", "Requests rejected with 429.", s.rejected),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily(
+            "bb_padding_ratio", "Padded token slots / computed slots.", value=s.padding_ratio
+        )
 
 
 class HttpMetrics:
-    """Requests by route and status, and a latency histogram of the successful ones."""
+    """Requests by route template and status, and a latency histogram of the successful ones."""
 
-    def __init__(self) -> None:
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.latency_buckets = Counter()
-        self.latency_sum = 0.0
-        self.latency_count = 0
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "bb_requests",
+            "HTTP requests by route and status.",
+            ("route", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bb_request_latency_seconds",
+            "Latency of successful requests.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        self.requests[route, status] += 1
+        self.requests.labels(route, str(status)).inc()
         if status == 200:
-            self.latency_sum += seconds
-            self.latency_count += 1
-            for b in LATENCY_BUCKETS_S:
-                if seconds <= b:
-                    self.latency_buckets[b] += 1
+            self.latency.observe(seconds)
 
 
-def exposition(s: BatcherStats, m: HttpMetrics) -> str:
+def exposition(stats: Callable[[], BatcherStats] | BatcherStats, m: HttpMetrics) -> str:
     """The Prometheus text format of the batcher's stats and the server's request metrics."""
-    lines = [
-        "# HELP bb_queue_depth Inputs waiting in the batcher queue.",
-        "# TYPE bb_queue_depth gauge",
-        f"bb_queue_depth {s.queue_depth}",
-        "# HELP bb_batch_size Inputs per forward pass.",
-        "# TYPE bb_batch_size histogram",
-    ]
-    cum = 0
-    hist = dict(sorted(s.batch_size_histogram.items()))
-    total = sum(k * v for k, v in hist.items())
-    for size, count in hist.items():
-        cum += count
-        lines.append(f'bb_batch_size_bucket{{le="{size}"}} {cum}')
-    lines += [
-        f'bb_batch_size_bucket{{le="+Inf"}} {cum}',
-        f"bb_batch_size_sum {total}",
-        f"bb_batch_size_count {cum}",
-        "# HELP bb_useful_tokens_total Unpadded tokens run through the model.",
-        "# TYPE bb_useful_tokens_total counter",
-        f"bb_useful_tokens_total {s.useful_tokens}",
-        "# HELP bb_padded_tokens_total Token slots computed, padding included.",
-        "# TYPE bb_padded_tokens_total counter",
-        f"bb_padded_tokens_total {s.padded_tokens}",
-        "# HELP bb_padding_ratio Padded token slots / computed slots.",
-        "# TYPE bb_padding_ratio gauge",
-        f"bb_padding_ratio {s.padding_ratio:.6f}",
-        "# HELP bb_rejected_total Requests rejected with 429.",
-        "# TYPE bb_rejected_total counter",
-        f"bb_rejected_total {s.rejected}",
-        "# HELP bb_requests_total HTTP requests by route and status.",
-        "# TYPE bb_requests_total counter",
-    ]
-    for (route, status), n in sorted(m.requests.items()):
-        lines.append(f'bb_requests_total{{route="{route}",status="{status}"}} {n}')
-    lines += [
-        "# HELP bb_request_latency_seconds Latency of successful requests.",
-        "# TYPE bb_request_latency_seconds histogram",
-    ]
-    for b in LATENCY_BUCKETS_S:
-        lines.append(f'bb_request_latency_seconds_bucket{{le="{b}"}} {m.latency_buckets[b]}')
-    lines += [
-        f'bb_request_latency_seconds_bucket{{le="+Inf"}} {m.latency_count}',
-        f"bb_request_latency_seconds_sum {m.latency_sum:.6f}",
-        f"bb_request_latency_seconds_count {m.latency_count}",
-    ]
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry()
+    snapshot = stats if callable(stats) else (lambda: stats)
+    registry.register(BatcherCollector(snapshot))
+    registry.register(_Forward(m.registry))
+    return generate_latest(registry).decode()
+
+
+class _Forward(Collector):
+    """Another registry's metrics, so one scrape writes both."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+
+    def collect(self) -> Iterator:
+        yield from self.registry.collect()
+
+
+__all__ = ["CONTENT_TYPE", "BatcherCollector", "HttpMetrics", "exposition"]

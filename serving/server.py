@@ -8,9 +8,9 @@ answers 429 with Retry-After, never a silent drop.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +22,8 @@ from engines.pipeline import Prediction
 from serving.batcher import BatcherStopped, DynamicBatcher, QueueFull
 from serving.codecs import HttpError, codec_for
 from serving.kserve import HEADER, ProtocolError, build_response, parse_request
-from serving.metrics import HttpMetrics, exposition
+from serving.metrics import CONTENT_TYPE, HttpMetrics, exposition
+from serving.schemas import ClassifyRequest, EmbeddingsRequest, SchemaError, load_json, validate
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,13 @@ class ServerLimits:
     max_body_bytes: int = 8 * 2**20
     max_text_chars: int = 100_000
     truncate: bool = False  # TEI's default: over-long inputs are an error, not silently cut
+    body_timeout_s: float = 30.0  # a body not read in full by then is answered 408
+    max_connections: int = 1024  # open connections beyond this are refused with a 503
+    parse_inline_bytes: int = 64 * 2**10  # larger bodies are parsed off the event loop
+
+
+# 499: the client went away before its answer (nginx's code; logged quietly, never sent)
+CLIENT_GONE = 499
 
 
 class Server:
@@ -89,56 +97,102 @@ class Server:
                 return resp
             except HttpError as e:
                 status = e.status
-                return web.json_response({"error": e.reason}, status=e.status, headers=e.headers)
+                resp = web.json_response({"error": e.reason}, status=e.status, headers=e.headers)
+                return await _close_if_broken(request, resp)
             except web.HTTPException as e:  # 404/405/413 from aiohttp itself
                 status = e.status
-                reason = e.reason
-                if e.status == 413:
-                    reason = f"request body over {self.limits.max_body_bytes} bytes"
-                return web.json_response({"error": reason}, status=e.status)
-            except Exception as e:  # never take the server down; say what failed
-                log.exception("request failed")
+                resp = web.json_response(
+                    {"error": self._http_reason(e)}, status=e.status, headers=_allow(e)
+                )
+                return await _close_if_broken(request, resp)
+            except asyncio.CancelledError:  # the client went away: aiohttp cancelled us
+                status = CLIENT_GONE
+                raise
+            except ConnectionError:
+                # the client went away mid-body: nobody to answer, nothing worth a traceback
+                status = CLIENT_GONE
+                log.debug("client left before its answer: %s %s", request.method, request.path)
+                return web.Response(status=400)
+            except Exception as e:  # never take the server down; one line, an id to grep
+                error_id = secrets.token_hex(4)
+                log.error(
+                    "request %s %s failed (error id %s): %s: %s",
+                    request.method,
+                    request.path[:200],
+                    error_id,
+                    type(e).__name__,
+                    str(e).splitlines()[0][:200] if str(e) else "",
+                )
                 return web.json_response(
-                    {"error": f"internal error: {type(e).__name__}: {e}"}, status=500
+                    {"error": f"internal error (error id {error_id})"}, status=500
                 )
             finally:
-                self.metrics.observe(
-                    request.path.split("/")[1] or "/", status, time.perf_counter() - t0
-                )
+                self.metrics.observe(_route(request), status, time.perf_counter() - t0)
 
         return errors
 
-    async def _json_input(self, request) -> dict[str, Any]:
-        """The JSON body of an OpenAI / Infinity request: an object with 'input'."""
-        raw = await request.read()
+    def _http_reason(self, e) -> str:
+        if e.status == 413:
+            return f"request body over {self.limits.max_body_bytes} bytes"
+        return e.reason
+
+    async def _body(self, request) -> bytes:
+        """The whole body, or a 4xx: too slow, not what Content-Encoding says, cut short."""
+        from aiohttp import web
+        from aiohttp.http_exceptions import HttpProcessingError
+        from aiohttp.web_protocol import RequestPayloadError
+
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise HttpError(400, f"malformed JSON: {str(e).splitlines()[0]}") from None
-        if not isinstance(body, dict) or "input" not in body:
-            raise HttpError(400, "body must be a JSON object with 'input'")
-        return body
+            return await asyncio.wait_for(request.read(), self.limits.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise HttpError(
+                408, f"request body not received within {self.limits.body_timeout_s:g} s"
+            ) from None
+        except web.HTTPException:
+            raise
+        except (HttpProcessingError, RequestPayloadError) as e:
+            # e.g. Content-Encoding: gzip on a body that is not gzip
+            cause = e.__cause__ or e
+            reason = getattr(cause, "message", None) or str(cause)
+            raise HttpError(400, f"cannot read the body: {_line(reason)}") from None
+        except ValueError as e:
+            raise HttpError(400, f"cannot read the body: {_line(str(e))}") from None
+
+    async def _parse(self, fn, *args):
+        """fn(*args), off the event loop when the body is large (parsing 8 MB takes a while)."""
+        if sum(len(a) for a in args if isinstance(a, bytes)) <= self.limits.parse_inline_bytes:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _json_input(self, request, schema) -> dict[str, Any]:
+        """The JSON body of an OpenAI / Infinity request, checked against `schema`."""
+        raw = await self._body(request)
+
+        def parse(raw: bytes) -> dict[str, Any]:
+            body = load_json(raw)
+            if not isinstance(body, dict) or "input" not in body:
+                raise SchemaError("body must be a JSON object with 'input'")
+            validate(schema, body)
+            return body
+
+        try:
+            return await self._parse(parse, raw)
+        except SchemaError as e:
+            raise HttpError(400, str(e)) from None
 
     async def _predict(self, inputs: list) -> Prediction:
-        loop = asyncio.get_running_loop()
         try:
-            # tokenization happens in submit(); keep it off the event loop
-            fut = await loop.run_in_executor(None, self.batcher.submit, inputs)
+            # tokenizes on the batcher's pool; a cancelled request (client gone) leaves the queue
+            return await self.batcher.asubmit(inputs)
         except BatcherStopped:
             raise HttpError(503, "the server is shutting down", {"Retry-After": "1"}) from None
         except QueueFull as e:
             retry = max(1, math.ceil(e.retry_after_s))
-            raise HttpError(429, f"queue full: {e.reason}", {"Retry-After": str(retry)}) from None
+            raise HttpError(429, e.reason, {"Retry-After": str(retry)}) from None
         except BillionbenchError as e:
             raise HttpError(400, str(e)) from None
         except ValueError as e:
             raise HttpError(413, str(e)) from None
-        try:
-            return await asyncio.wrap_future(fut)
-        except BatcherStopped:
-            raise HttpError(503, "the server is shutting down", {"Retry-After": "1"}) from None
-        except BillionbenchError as e:
-            raise HttpError(400, str(e)) from None
 
     def _model(self, request) -> None:
         name = request.match_info["name"]
@@ -194,17 +248,19 @@ class Server:
         from aiohttp import web
 
         self._model(request)
-        body = await request.read()
+        body = await self._body(request)
         name = self.codec.input_name
         try:
-            req, values = parse_request(body, request.headers.get(HEADER), (contract.IMAGE,))
+            req, values = await self._parse(
+                parse_request, body, request.headers.get(HEADER), (contract.IMAGE,)
+            )
         except ProtocolError as e:
             raise HttpError(400, str(e)) from None
         spec_in = next((t for t in req["inputs"] if t.get("name") == name), None)
         if spec_in is None:
             raise HttpError(400, f"missing input {name!r}; inputs are {list(values)}")
         if spec_in["datatype"] != "BYTES":
-            raise HttpError(400, f"input {name!r} must be BYTES, got {spec_in['datatype']}")
+            raise HttpError(400, f"input {name!r} must be BYTES, got {spec_in['datatype'][:40]!r}")
         shape = spec_in["shape"]
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
             raise HttpError(400, f"input {name!r} must have shape [n] or [n, 1], got {shape}")
@@ -222,7 +278,7 @@ class Server:
         from aiohttp import web
 
         self.codec.accept("embeddings")
-        body = await self._json_input(request)
+        body = await self._json_input(request, EmbeddingsRequest)
         self.codec.check_modality(body.get("modality", self.codec.modality))
         pred = await self._predict(await self.codec.json_inputs(body["input"]))
         rows = self.codec.embeddings(pred)
@@ -238,7 +294,7 @@ class Server:
         from aiohttp import web
 
         self.codec.accept("classify")
-        body = await self._json_input(request)
+        body = await self._json_input(request, ClassifyRequest)
         pred = await self._predict(await self.codec.json_inputs(body["input"]))
         data = self.codec.classify(pred)
         return web.json_response({"object": "classify", "data": data, "model": self.name})
@@ -247,8 +303,93 @@ class Server:
     async def prometheus(self, request):
         from aiohttp import web
 
-        text = exposition(self.batcher.stats(), self.metrics)
-        return web.Response(text=text, content_type="text/plain")
+        text = exposition(self.batcher.stats, self.metrics)
+        return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE})
+
+    # ---------------------------------------------------------------- running
+    async def start(self, host: str, port: int):
+        """Listen on host:port; returns the aiohttp runner (`await runner.cleanup()` stops it).
+
+        A client that disconnects cancels its handler, so its queued inputs are dropped.
+        """
+        from aiohttp import web
+
+        runner = web.AppRunner(
+            self.app(), handler_cancellation=True, access_log=None, logger=_OneLineLog()
+        )
+        await runner.setup()
+        _cap_connections(runner.server, self.limits.max_connections)
+        await web.TCPSite(runner, host, port).start()
+        return runner
+
+
+class _OneLineLog:
+    """aiohttp's connection logger, minus the traceback it writes for every malformed request.
+
+    Its errors are the client's (bad HTTP, a body that is not what Content-Encoding says).
+    """
+
+    def __init__(self) -> None:
+        self.log = logging.getLogger("serving.server.http")
+
+    def exception(self, msg: str, *args: Any, exc_info: Any = None, **kw: Any) -> None:
+        why = f"{type(exc_info).__name__}: {_line(str(exc_info))}" if exc_info else ""
+        self.log.warning("%s (%s)", msg % args if args else msg, why)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+
+def _refusal() -> bytes:
+    body = b'{"error": "too many open connections; retry later"}'
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Retry-After: 1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _cap_connections(http_server: Any, limit: int) -> None:
+    """Answer connections beyond `limit` with one 503 and close them, before they read a byte."""
+    made = http_server.connection_made
+    refusal = _refusal()
+
+    def connection_made(handler, transport) -> None:
+        made(handler, transport)
+        if len(http_server.connections) > limit:
+            transport.write(refusal)
+            transport.close()
+
+    http_server.connection_made = connection_made
+
+
+def _route(request) -> str:
+    """The route template that matched (`/v2/models/{name}/infer`), or `unknown`."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unknown"
+
+
+async def _close_if_broken(request, resp):
+    """Send `resp` and close the connection when the body could not be read (not gzip, cut).
+
+    aiohttp would otherwise read the rest of that body after answering, and log a traceback.
+    """
+    if request.content.exception() is None:
+        return resp
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    request.protocol.force_close()
+    return resp
+
+
+def _allow(e) -> dict[str, str]:
+    allow = e.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
+
+
+def _line(text: str) -> str:
+    return " ".join(str(text).split())[:200]
 
 
 __all__ = ["HttpError", "Server", "ServerLimits"]

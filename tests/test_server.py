@@ -33,13 +33,9 @@ class Running:
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self):
-        from aiohttp import web
-
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(self.server.app())
-        self.loop.run_until_complete(runner.setup())
-        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        runner = self.loop.run_until_complete(self.server.start("127.0.0.1", self.port))
         self._runner = runner
         self._ready.set()
         self.loop.run_forever()
@@ -281,8 +277,8 @@ def test_metrics_exposition_names_and_values():
     from serving.metrics import HttpMetrics, exposition
 
     http = HttpMetrics()
-    http.observe("v1", 200, 0.02)
-    http.observe("v1", 429, 0.001)
+    http.observe("/v1/embeddings", 200, 0.02)
+    http.observe("/v1/embeddings", 429, 0.001)
     none = LatencySummary.from_ns([])
     stats = BatcherStats(
         queue_depth=3,
@@ -302,21 +298,22 @@ def test_metrics_exposition_names_and_values():
     )
     lines = exposition(stats, http).splitlines()
     for line in (
-        "bb_queue_depth 3",
-        'bb_batch_size_bucket{le="1"} 2',
-        'bb_batch_size_bucket{le="2"} 3',
-        'bb_batch_size_bucket{le="+Inf"} 3',
-        "bb_batch_size_sum 4",
-        "bb_useful_tokens_total 30",
-        "bb_padded_tokens_total 40",
-        "bb_padding_ratio 0.250000",
-        "bb_rejected_total 1",
-        'bb_requests_total{route="v1",status="200"} 1',
-        'bb_requests_total{route="v1",status="429"} 1',
-        'bb_request_latency_seconds_bucket{le="0.01"} 0',
-        'bb_request_latency_seconds_bucket{le="0.025"} 1',
-        'bb_request_latency_seconds_bucket{le="+Inf"} 1',
-        "bb_request_latency_seconds_count 1",
+        # prometheus_client writes every value as a float
+        "bb_queue_depth 3.0",
+        'bb_batch_size_bucket{le="1"} 2.0',
+        'bb_batch_size_bucket{le="2"} 3.0',
+        'bb_batch_size_bucket{le="+Inf"} 3.0',
+        "bb_batch_size_sum 4.0",
+        "bb_useful_tokens_total 30.0",
+        "bb_padded_tokens_total 40.0",
+        "bb_padding_ratio 0.25",
+        "bb_rejected_total 1.0",
+        'bb_requests_total{route="/v1/embeddings",status="200"} 1.0',
+        'bb_requests_total{route="/v1/embeddings",status="429"} 1.0',
+        'bb_request_latency_seconds_bucket{le="0.01"} 0.0',
+        'bb_request_latency_seconds_bucket{le="0.025"} 1.0',
+        'bb_request_latency_seconds_bucket{le="+Inf"} 1.0',
+        "bb_request_latency_seconds_count 1.0",
     ):
         assert line in lines
     assert all(line.startswith(("# HELP bb_", "# TYPE bb_", "bb_")) for line in lines)
