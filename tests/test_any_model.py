@@ -7,16 +7,15 @@ their authors' stack, and are skipped with the reason when they are not installe
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import threading
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ServerThread
 
 from engines import create_engine
 from engines.errors import ConfigError, EngineError
@@ -348,7 +347,7 @@ def test_model_path_alone_is_an_alias_for_model(clf_folder, tmp_path, capsys):
     assert (row["model_name"], row["task"]) == ("tiny-clf", "classification")
 
 
-class Served:
+class Served(ServerThread):
     """`harness.serve`'s server for argv, on 127.0.0.1 in a background thread."""
 
     def __init__(self, argv: list[str]):
@@ -356,35 +355,10 @@ class Served:
 
         from harness.serve import build_parser, build_server
 
-        self.port = free_port()
-        args = build_parser().parse_args([*argv, "--port", str(self.port)])
-        self.server, _, _ = build_server(args, Console(stderr=True))
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._ready = threading.Event()
-
-    def _serve(self):
-        from aiohttp import web
-
-        self.loop = asyncio.new_event_loop()
-        runner = web.AppRunner(self.server.app())
-        self.loop.run_until_complete(runner.setup())
-        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-
-    def __enter__(self):
-        self.server.batcher.start()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.server.batcher.stop()
-        self.server.engine.close()
+        port = free_port()
+        args = build_parser().parse_args([*argv, "--port", str(port)])
+        server, _, _ = build_server(args, Console(stderr=True))
+        super().__init__(server, port)
 
     def request(self, path: str, body=None):
         data = None if body is None else json.dumps(body).encode()

@@ -2,56 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 
 import numpy as np
 import pytest
+from helpers import ServerThread  # noqa: E402
 
 from engines import create_engine  # noqa: E402
-from engines.net import free_port
 from engines.registry import engine_config
 from serving.batcher import BatcherConfig, DynamicBatcher  # noqa: E402
 from serving.server import Server, ServerLimits  # noqa: E402
 
 
-class Running:
+class Running(ServerThread):
     """A server on 127.0.0.1 in a background thread, stopped at exit."""
 
     def __init__(self, model: str, engine: str = "fake", limits=None, latency_ms=2.0, **batcher):
         cfg = engine_config(engine, model, fake_latency_ms=latency_ms, fake_per_input_ms=0.1)
-        self.engine = create_engine(cfg)
-        self.engine.load()
-        self.batcher = DynamicBatcher(self.engine, BatcherConfig(**batcher))
-        self.server = Server(
-            self.engine, self.batcher, limits or ServerLimits(max_body_bytes=2**20)
-        )
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self):
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        runner = self.loop.run_until_complete(self.server.start("127.0.0.1", self.port))
-        self._runner = runner
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-
-    def __enter__(self):
-        self.batcher.start()
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.batcher.stop()
-        self.engine.close()
+        eng = create_engine(cfg)
+        eng.load()
+        batch = DynamicBatcher(eng, BatcherConfig(**batcher))
+        super().__init__(Server(eng, batch, limits or ServerLimits(max_body_bytes=2**20)))
 
 
 def post(url, path, body=None, raw=None, headers=None, timeout=10):

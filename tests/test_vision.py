@@ -3,19 +3,16 @@ parity, in-process and HTTP benchmarks, vector-count checks and bad-image handli
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 import struct
 import sys
-import threading
 import zlib
 
 import numpy as np
 import pytest
-
-from engines.net import free_port
+from helpers import ServerThread
 
 pytestmark = pytest.mark.vision
 
@@ -302,42 +299,15 @@ def test_inprocess_eager_and_compile(engine, batch, tmp_path):
 # --------------------------------------------------------------------------- HTTP
 
 
-class Serving:
+class Serving(ServerThread):
     """The tiny ColQwen2 behind our server on 127.0.0.1, in a background thread."""
 
     def __init__(self, engine, **limits):
         from serving.batcher import BatcherConfig, DynamicBatcher
         from serving.server import Server, ServerLimits
 
-        self.batcher = DynamicBatcher(engine, BatcherConfig(max_batch_size=4))
-        self.server = Server(engine, self.batcher, ServerLimits(**limits))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self):
-        from aiohttp import web
-
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        runner = web.AppRunner(self.server.app())
-        self.loop.run_until_complete(runner.setup())
-        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
-
-    def __enter__(self):
-        self.batcher.start()
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.batcher.stop()
+        batcher = DynamicBatcher(engine, BatcherConfig(max_batch_size=4))
+        super().__init__(Server(engine, batcher, ServerLimits(**limits)), close_engine=False)
 
 
 def post(url, body=None, raw=None, headers=None):

@@ -1,0 +1,49 @@
+"""Shared test helpers (not tests): a server running in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from engines.net import free_port
+
+
+class ServerThread:
+    """A `serving.server.Server` on 127.0.0.1 in a background event loop, stopped at exit."""
+
+    def __init__(self, server, port: int | None = None, close_engine: bool = True):
+        self.server = server
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.close_engine = close_engine
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def batcher(self):
+        return self.server.batcher
+
+    @property
+    def engine(self):
+        return self.server.engine
+
+    def _serve(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        runner = self.loop.run_until_complete(self.server.start("127.0.0.1", self.port))
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(runner.cleanup())
+
+    def __enter__(self):
+        self.batcher.start()
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.batcher.stop()
+        if self.close_engine:
+            self.engine.close()
