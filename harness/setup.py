@@ -31,17 +31,10 @@ log = logging.getLogger("billionbench")
 def workload_spec(args: argparse.Namespace) -> WorkloadSpec:
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1; got {args.num_samples}")
-    return WorkloadSpec(
-        task=args.task,
-        source=args.dataset,
-        n=args.num_samples,
-        tokens_mean=args.tokens_mean,
-        tokens_sd=args.tokens_sd,
-        tokens_min=args.tokens_min,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        seed=args.seed,
-        **_vision_workload(args),
+    # the flags carry WorkloadSpec's names, but for the source, the count and the image fields
+    text = {k: v for k, v in vars(args).items() if not k.startswith(("image_", "min_", "max_"))}
+    return fields_from(
+        WorkloadSpec, text, source=args.dataset, n=args.num_samples, **_vision_workload(args)
     )
 
 

@@ -3,9 +3,11 @@ choice between a Hub dataset and synthetic inputs."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -15,35 +17,11 @@ from harness.measure import TokenStats
 
 log = logging.getLogger(__name__)
 
-# Seed 000's datasets and their measured length profiles.
+# Seed 000's datasets and their measured length profiles, per task (data, not code)
 TASK_DEFAULTS = {
-    "classification": dict(
-        dataset="tyqiangz/multilingual-sentiments",
-        config="all",
-        split="train",
-        text_column="text",
-        label_column="label",
-        mean=100.0,
-        sd=None,
-        min=50,
-    ),
-    "embedding": dict(
-        dataset="sentence-transformers/trivia-qa-triplet",
-        config=None,
-        split="train",
-        text_column="positive",
-        label_column=None,
-        mean=144.0,
-        sd=14.0,
-        min=8,
-    ),
-    # seed 000's vision data: RLAIF-V images (mostly ~600x400); see harness/workloads/images.py
-    "vision-embedding": dict(
-        dataset="openbmb/RLAIF-V-Dataset",
-        config=None,
-        split="train",
-        image_column="image",
-    ),
+    k: v
+    for k, v in json.loads(Path(__file__).with_name("datasets.json").read_text()).items()
+    if not k.startswith("_")
 }
 
 
