@@ -47,3 +47,12 @@ class ServerThread:
         self.batcher.stop()
         if self.close_engine:
             self.engine.close()
+
+
+def write_export_manifest(folder, spec, info, loaded, tok, **fields) -> None:
+    """What `exporters.api.export` writes after an exporter ran, for tests that call one alone."""
+    from engines.artifact import Manifest, write_manifest
+    from engines.base import fields_from
+
+    provenance = {"model_id": loaded.source, "weights": loaded.weights, "tokenizer": tok.source}
+    write_manifest(folder, fields_from(Manifest, spec, info, provenance, **fields))

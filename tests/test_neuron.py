@@ -3,10 +3,10 @@ import types
 
 import numpy as np
 import pytest
+from helpers import write_export_manifest
 
 from engines import neuron as neuron_mod
-from engines.artifact import Manifest, write_manifest
-from engines.base import EngineConfig, fields_from
+from engines.base import EngineConfig
 from engines.errors import ConfigError, EngineError, HardwareMismatch, MissingDependency
 from engines.models import get_spec, load_model, load_tokenizer
 from engines.neuron import (
@@ -199,19 +199,8 @@ def _export(tmp_path, model_name, buckets, precision="bf16"):
     loaded = load_model(spec, weights="random", attn=exporter.export_attn)
     tok = load_tokenizer(spec)
     info = exporter.export(cfg, loaded.model, tok.tokenizer, tmp_path)
-    write_manifest(
-        tmp_path,
-        fields_from(
-            Manifest,
-            spec,
-            info,
-            model=model_name,
-            format="neuron",
-            precision=precision,
-            model_id=loaded.source,
-            weights=loaded.weights,
-            tokenizer=tok.source,
-        ),
+    write_export_manifest(
+        tmp_path, spec, info, loaded, tok, model=model_name, format="neuron", precision=precision
     )
     return info
 

@@ -8,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+from helpers import write_export_manifest
 
 from engines.base import EngineConfig
 from engines.errors import ConfigError, EngineError, HardwareMismatch, MissingDependency
@@ -221,8 +222,6 @@ def test_engines_do_not_import_exporters():
 
 @pytest.mark.trt
 def test_tiny_export_builds_a_plan_that_matches_eager(tmp_path):
-    from engines.artifact import Manifest, write_manifest
-    from engines.base import fields_from
     from engines.models import get_spec, load_model, load_tokenizer
 
     cfg = _cfg(tmp_path, batch_range=(1, 2, 4), seq_range=(8, 32, 64), workspace_gb=1.0)
@@ -237,19 +236,8 @@ def test_tiny_export_builds_a_plan_that_matches_eager(tmp_path):
     assert (tmp_path / "timing.cache").is_file()
     assert info.shape_profiles["input_ids"] == {"min": [1, 8], "opt": [2, 32], "max": [4, 64]}
     assert info.details["trtexec"].startswith("trtexec --onnx=model.onnx")
-    write_manifest(
-        tmp_path,
-        fields_from(
-            Manifest,
-            spec,
-            info,
-            model=MODEL,
-            format="trt",
-            precision="fp16",
-            model_id=loaded.source,
-            weights=loaded.weights,
-            tokenizer=tok.source,
-        ),
+    write_export_manifest(
+        tmp_path, spec, info, loaded, tok, model=MODEL, format="trt", precision="fp16"
     )
 
     texts = ["great product", "terrible service, never again", "ok"]

@@ -335,29 +335,23 @@ class HttpScenario(Scenario):
         server, messages = self.server, []
         tokens0 = server.tokens() if server else None
         meter = energy.start_meter(self.meter if server else None)
-        if a.rate:
+        shared = dict(inputs_per_request=p.inputs_per_request, ceiling_rps=self.ceiling)
+        if a.rate:  # open loop: Poisson arrivals, at most `vus` in flight
             res = run_open_loop(
                 self.target,
                 self.setup.workload,
-                rate=a.rate,
-                duration_s=a.max_duration,
-                inputs_per_request=p.inputs_per_request,
+                a.rate,
+                a.max_duration,
                 max_concurrency=p.vus,
-                ceiling_rps=self.ceiling,
+                **shared,
             )
             messages.append(
                 f"    open loop at {a.rate:g} req/s: {res.late_requests} sent late "
                 f"(max {res.max_late_ms:.1f} ms)"
             )
-        else:
+        else:  # k6's shared iterations
             res = run_closed_loop(
-                self.target,
-                self.setup.workload,
-                vus=p.vus,
-                iterations=a.iterations,
-                max_duration_s=a.max_duration,
-                inputs_per_request=p.inputs_per_request,
-                ceiling_rps=self.ceiling,
+                self.target, self.setup.workload, p.vus, a.iterations, a.max_duration, **shared
             )
         reading = energy.stop_meter(meter)
         row = res.to_row()
