@@ -97,24 +97,20 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         "weights/tokenizer from this directory",
     )
     g.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="let transformers run Python code shipped in the model folder (auto_map); "
-        "off by default, recorded in the row",
-    )
-    g.add_argument(
         "--weights",
         choices=WEIGHTS,
         default="auto",
         help="auto: local dir > HF cache > Hub > random (labelled); random: never fetch",
     )
-    g.add_argument(
-        "--max-seq-len",
-        type=int,
-        default=None,
-        help="truncate inputs to this many tokens (default: the model's limit)",
+    add_flags(
+        g,
+        None,
+        """
+        --max-seq-len       | int  |   | truncate inputs to this many tokens (default: the model's limit)
+        --seed              | int  | 0 | workload and random-weight seed
+        --trust-remote-code | flag |   | let transformers run Python code shipped in the model folder (auto_map); off by default, recorded in the row
+        """,
     )
-    g.add_argument("--seed", type=int, default=0, help="workload and random-weight seed")
     g = p.add_argument_group("engine")
     g.add_argument(
         "--engine",
@@ -128,11 +124,12 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         help=f"one of: {', '.join(PRECISIONS)} (a comma list with --executor ray)",
     )
     g.add_argument("--attn", choices=ATTENTIONS, default="sdpa", help="attention implementation")
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch intra-op threads (default: torch's choice, usually all cores)",
+    add_flags(
+        g,
+        None,
+        """
+        --threads | int | | torch intra-op threads (default: torch's choice, usually all cores)
+        """,
     )
     g.add_argument(
         "--variant",
@@ -140,23 +137,15 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         help="artifact variant: 'optimized' (ONNX fusions); for --engine triton the encoder "
         "backend of the repository it writes (python | onnxruntime | pytorch | tensorrt)",
     )
-    g.add_argument(
-        "--artifact", default=None, help="use this artifact folder instead of exporting on demand"
-    )
-    g.add_argument(
-        "--artifacts-dir", default="artifacts", help="cache of on-demand exports, reused if valid"
-    )
-    g.add_argument(
-        "--trust-artifact",
-        action="store_true",
-        help="load an --artifact with native code (.pt2, TensorRT plan, Neuron, TorchScript) or "
-        "believe its parity result although its manifest is not sealed by this machine's key "
-        "(recorded in the row)",
-    )
-    g.add_argument(
-        "--skip-parity",
-        action="store_true",
-        help="benchmark an artifact that failed (or skipped) the parity gate",
+    add_flags(
+        g,
+        None,
+        """
+        --artifact       | str  |           | use this artifact folder instead of exporting on demand
+        --artifacts-dir  | str  | artifacts | cache of on-demand exports, reused if valid
+        --trust-artifact | flag |           | load an --artifact with native code (.pt2, TensorRT plan, Neuron, TorchScript) or believe its parity result although its manifest is not sealed by this machine's key (recorded in the row)
+        --skip-parity    | flag |           | benchmark an artifact that failed (or skipped) the parity gate
+        """,
     )
     add_engine_options(p)
     g = p.add_argument_group("hardware and cost")
@@ -172,21 +161,14 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="override the profile's $/hr (recorded as the price source)",
     )
-    g = p.add_argument_group("vision models (--task vision-embedding)")
-    g.add_argument(
-        "--min-pixels", type=int, default=None, help="image processor: resize up to at least this"
-    )
-    g.add_argument(
-        "--max-pixels",
-        type=int,
-        default=None,
-        help="image processor: resize down to at most this (default 768*28*28: 768 visual tokens)",
-    )
-    g.add_argument(
-        "--max-image-pixels",
-        type=int,
-        default=None,
-        help="refuse decoded images larger than this (default 40,000,000)",
+    add_flags(
+        p,
+        "vision models (--task vision-embedding)",
+        """
+        --min-pixels       | int | | image processor: resize up to at least this
+        --max-pixels       | int | | image processor: resize down to at most this (default 768*28*28: 768 visual tokens)
+        --max-image-pixels | int | | refuse decoded images larger than this (default 40,000,000)
+        """,
     )
 
 
@@ -308,11 +290,11 @@ def setup_logging(console, verbose: bool) -> None:
 _TYPES = {"int": int, "float": float, "str": str, "positive_float": None, "int_list": None}
 
 
-def add_flags(p: argparse.ArgumentParser, title: str, spec: str) -> None:
+def add_flags(p, title: str | None, spec: str) -> None:
     """A group of flags from lines of `--flag | type | default | help`, where type is int,
     float, str, positive_float, int_list, flag (store_true) or choice:a,b,c, and an empty
-    default is None: a command's flags read as a table."""
-    g = p.add_argument_group(title)
+    default is None: a command's flags read as a table. `title` None: add to `p` itself."""
+    g = p.add_argument_group(title) if title is not None else p
     for line in filter(None, (ln.strip() for ln in spec.strip().splitlines())):
         flag, kind, default, help_ = (part.strip() for part in line.split("|", 3))
         if kind == "flag":
