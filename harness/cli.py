@@ -307,6 +307,18 @@ def add_batcher_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="plain FIFO batching instead of grouping inputs by length",
     )
+    g.add_argument(
+        "--micro-batches",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run each batch as near-equal-length micro-batches, back to back (auto: on CPU)",
+    )
+    g.add_argument(
+        "--micro-batch-padding",
+        type=float,
+        default=0.05,
+        help="the padding fraction one micro-batch may carry",
+    )
 
 
 def build_serve_parser() -> argparse.ArgumentParser:

