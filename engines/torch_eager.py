@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engines.base import Engine
+from engines.base import Engine, EngineOptions, option
 from engines.errors import EngineError, HardwareMismatch, MissingDependency
 from engines.models import TASKS, load_model
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+TOKEN_LAYOUTS = ("padded", "packed")
+
+
+@dataclass(frozen=True)
+class EagerOptions(EngineOptions):
+    token_layout: str = option(
+        "padded",
+        flag="--token-layout",
+        help="eager engine: packed runs BERT/DistilBERT on real tokens only (no FLOPs on "
+        "padding; attention per input)",
+        choices=TOKEN_LAYOUTS,
+    )
 
 
 class EagerEngine(Engine):
     devices = ("cpu", "cuda")
     tasks = TASKS
+    Options = EagerOptions
 
     def load(self) -> None:
         import torch
@@ -54,6 +68,13 @@ class EagerEngine(Engine):
         self._device = torch.device(cfg.device)
         model = loaded.model.to(device=self._device, dtype=getattr(torch, _DTYPES[cfg.precision]))
         self.model = model.eval()
+        self._packed = None
+        if getattr(cfg.options, "token_layout", "padded") == "packed":
+            from engines.unpadded import PackedEncoder  # imports torch: only when asked for
+
+            if self._pipeline_padding_side() != "right":
+                raise EngineError("--token-layout packed needs a right-padding tokenizer")
+            self._packed = PackedEncoder(model, self.spec.family, self.spec.task)
         self.info.update(
             weights=loaded.weights,
             model_source=loaded.source,
@@ -66,16 +87,25 @@ class EagerEngine(Engine):
         dev = self._device
         with torch.inference_mode():
             feeds = {k: torch.from_numpy(v).to(dev, non_blocking=True) for k, v in inputs.items()}
-            out = self.model(**feeds)
-            if self.spec.task == "classification":
-                result = out.logits
-            elif self.spec.multi_vector:  # ColQwen2: [B, T, 128], colpali-engine: the tensor
-                result = out if isinstance(out, torch.Tensor) else out.embeddings
+            if self._packed is not None:
+                result = self._packed(feeds["input_ids"], feeds["attention_mask"])
             else:
-                result = out.last_hidden_state
+                result = self._forward(feeds)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
         return result
+
+    def _forward(self, feeds: dict[str, Any]) -> Any:
+        torch = self._torch
+        out = self.model(**feeds)
+        if self.spec.task == "classification":
+            return out.logits
+        if self.spec.multi_vector:  # ColQwen2: [B, T, 128], colpali-engine: the tensor
+            return out if isinstance(out, torch.Tensor) else out.embeddings
+        return out.last_hidden_state
+
+    def _pipeline_padding_side(self) -> str:
+        return getattr(self.pipeline.tokenizer, "padding_side", "right")
 
     def close(self) -> None:
         self.model = None

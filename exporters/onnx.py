@@ -163,6 +163,73 @@ def optimize(src: Path, dst: Path, spec: ModelSpec, use_gpu: bool) -> dict[str, 
     return counts
 
 
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags /proc/cpuinfo lists for this CPU (empty where unreadable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_vnni() -> bool:
+    """True when the CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI)."""
+    return not cpu_flags().isdisjoint({"avx512_vnni", "avx_vnni"})
+
+
+def int8_exclusions(model: Any, layers: int) -> list[str]:
+    """MatMul nodes that stay fp32: activation x activation products (the softmax's input and
+    its product with V) and the last layer's projections, whose error reaches the output
+    unattenuated by a later LayerNorm."""
+    inits = {i.name for i in model.graph.initializer}
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    weighted = [n for n in matmuls if any(i in inits for i in n.input)]
+    keep = [n.name for n in matmuls if not any(i in inits for i in n.input)]
+    per_layer = len(weighted) // max(layers, 1)
+    # nodes are topologically sorted, so the last layer's projections come last
+    keep += [n.name for n in weighted[len(weighted) - per_layer :]] if per_layer else []
+    return keep
+
+
+def quantize_int8(src: Path, dst: Path, spec: ModelSpec) -> dict[str, Any]:
+    """Dynamic int8 that keeps a trained model within the int8 parity gate; returns the recipe.
+
+    Weights: symmetric, per output channel. Activations: quantized per call (dynamic). Only
+    weight MatMuls are quantized (embeddings stay fp32), minus `int8_exclusions`. On CPUs
+    without VNNI, `reduce_range` (7-bit weights) avoids the u8 x s8 saturation of AVX2 kernels.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src))
+    c = spec.arch_config
+    layers = int(c.get("n_layers", c.get("num_hidden_layers", 1)))
+    exclude = int8_exclusions(model, layers)
+    reduce_range = not has_vnni()
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=reduce_range,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=exclude,
+        # fused contrib ops defeat ONNX shape inference; their outputs are float
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
+    )
+    return {
+        "method": "dynamic",
+        "weights": "QInt8, symmetric, per channel",
+        "op_types": ["MatMul"],
+        "fp32_nodes": len(exclude),
+        "fp32_kept": "activation x activation MatMuls, the last layer, embeddings",
+        "reduce_range": reduce_range,
+    }
+
+
 class OnnxExporter(Exporter):
     format = "onnx"
     engine = "onnx"
@@ -267,17 +334,7 @@ class OnnxExporter(Exporter):
             m.convert_float_to_float16(keep_io_types=True)
             m.save_model_to_file(str(final))
         elif cfg.precision == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            # dynamic (weight-only int8, activations quantized per call): the CPU recipe
-            # fused contrib ops defeat ONNX shape inference; their outputs are float
-            quantize_dynamic(
-                str(current),
-                str(final),
-                weight_type=QuantType.QInt8,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-            details["quantization"] = "dynamic, weights QInt8"
+            details["quantization"] = quantize_int8(current, final, spec)
         else:
             current.replace(final)
         for p in (raw, out_dir / "fused.onnx"):

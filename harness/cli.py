@@ -383,6 +383,8 @@ def add_batcher_args(p: argparse.ArgumentParser) -> None:
         --max-queue          | int   | 4096  | inputs waiting before new requests get 429 + Retry-After
         --max-request-inputs | int   | 256   | inputs per request
         --fifo               | flag  |       | plain FIFO batching instead of grouping inputs by length
+        --micro-batches      | choice:auto,on,off | auto | run each batch as near-equal-length micro-batches, back to back (auto: on CPU)
+        --micro-batch-padding | float | 0.05 | the padding fraction one micro-batch may carry
         """,
     )
 

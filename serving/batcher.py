@@ -27,12 +27,18 @@ import numpy as np
 from engines.base import Engine
 from engines.errors import BillionbenchError, ConfigError, EngineError
 from engines.pipeline import Batch, Prediction
-from serving.policy import BatchLimits, select_batch
+from serving.policy import (
+    MICRO_BATCH_DEVICES,
+    BatchLimits,
+    select_batch,
+    split_micro_batches,
+)
 
 log = logging.getLogger(__name__)
 
 _RECENT = 10_000  # latency samples kept for the stats (most recent first to go)
 _POST_QUEUE_BATCHES = 4  # formed batches that may wait for post-processing (bounds memory)
+MICRO_BATCHES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,10 @@ class BatcherConfig:
     max_request_inputs: int = 256  # inputs one request may carry
     length_aware: bool = True  # group inputs of similar length (False: plain FIFO)
     tokenize_workers: int = 2  # threads that tokenize for `asubmit`
+    # split each batch into near-equal-length micro-batches run back to back: "auto" does it
+    # where the device default says so (CPU) for engines that compute a model; "on" / "off"
+    micro_batches: str = "auto"
+    micro_batch_padding: float = 0.05  # the padding fraction one micro-batch may carry
 
     def __post_init__(self) -> None:
         for name, lo, hi in (
@@ -66,6 +76,14 @@ class BatcherConfig:
             or not 0 <= delay <= 60_000
         ):
             raise ConfigError(f"max_queue_delay_ms must be a number in [0, 60000]; got {delay!r}")
+        if self.micro_batches not in MICRO_BATCHES:
+            raise ConfigError(
+                f"micro_batches must be one of {', '.join(MICRO_BATCHES)}; "
+                f"got {self.micro_batches!r}"
+            )
+        pad = self.micro_batch_padding
+        if isinstance(pad, bool) or not isinstance(pad, (int, float)) or not 0 <= pad < 1:
+            raise ConfigError(f"micro_batch_padding must be a number in [0, 1); got {pad!r}")
         if not isinstance(self.length_aware, bool):
             raise ConfigError(f"length_aware must be True or False; got {self.length_aware!r}")
 
@@ -202,6 +220,18 @@ def _stack(rows: list[Any]) -> np.ndarray:
     return out
 
 
+def _micro_padding(config: BatcherConfig, engine: Engine) -> float | None:
+    """The padding bound of micro-batches for this engine, or None when batches are not split."""
+    if config.micro_batches == "off":
+        return None
+    if config.micro_batches == "on":
+        return config.micro_batch_padding
+    # the fake engine computes nothing, so padding costs it nothing: keep its batches whole
+    if engine.config.device not in MICRO_BATCH_DEVICES or not engine.computes_model:
+        return None
+    return config.micro_batch_padding
+
+
 def _set_result(request: _Request, result: Prediction) -> None:
     try:
         request.future.set_result(result)
@@ -232,6 +262,7 @@ class DynamicBatcher:
         self._limits = BatchLimits(
             config.max_batch_size, config.max_batch_tokens, config.length_aware
         )
+        self._micro_padding = _micro_padding(config, engine)
         self._cond = threading.Condition(threading.Lock())
         # guarded by _cond: waiting items in arrival order, the same keyed by (tokens, seq)
         self._fifo: collections.OrderedDict[int, _Item] = collections.OrderedDict()
@@ -464,6 +495,13 @@ class DynamicBatcher:
                 self._remove_locked(item)
 
     def _run_batch(self, chosen: list[_Item]) -> None:
+        if self._micro_padding is None or len(chosen) < 2:
+            self._run_micro_batch(chosen)
+            return
+        for group in split_micro_batches([i.n for i in chosen], self._micro_padding):
+            self._run_micro_batch([chosen[j] for j in group])
+
+    def _run_micro_batch(self, chosen: list[_Item]) -> None:
         try:
             batch = self._pipeline.collate([i.ids for i in chosen], [i.text for i in chosen])
         except Exception as e:

@@ -103,3 +103,35 @@ def _length_aware(
             longest = width
             right += 1
     return Selection(tuple(chosen), True)
+
+
+# Devices that split batches into micro-batches by default: on CPU every padded slot costs as
+# much as a real token and a bigger batch buys no speed, so near-equal-length micro-batches run
+# back to back; GPUs gain from one wide forward, so they keep one batch.
+MICRO_BATCH_DEVICES = frozenset({"cpu"})
+
+
+def split_micro_batches(lengths: Sequence[int], max_padding: float) -> list[tuple[int, ...]]:
+    """Split one selected batch into near-equal-length micro-batches, shortest first.
+
+    Returns indices into `lengths`. Every micro-batch keeps its padding fraction
+    (1 - useful / (inputs x longest)) at or below `max_padding`; a lone input has none. Each
+    micro-batch is a subset of the batch, so the batch's size and token budget still hold.
+    """
+    if not 0 <= max_padding < 1:
+        raise ValueError(f"max_padding must be in [0, 1); got {max_padding!r}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[tuple[int, ...]] = []
+    current: list[int] = []
+    useful = 0
+    for i in order:
+        n = lengths[i]
+        # sorted ascending: the newcomer is the longest, so it sets the padded width
+        if current and useful + n < (1 - max_padding) * (len(current) + 1) * n:
+            groups.append(tuple(current))
+            current, useful = [], 0
+        current.append(i)
+        useful += n
+    if current:
+        groups.append(tuple(current))
+    return groups

