@@ -52,13 +52,36 @@ def build_server(args, console):
 
 
 def build_parser():
-    return build_serve_parser()
+    p = build_serve_parser()
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve KServe v2 over gRPC on this port, same --host (default: no gRPC); "
+        "needs the triton extra",
+    )
+    return p
+
+
+def _with_grpc(app, server, host: str, port: int):
+    """Start the gRPC service with the HTTP app's event loop, and stop it with the app."""
+    from serving.grpc_server import start_grpc
+
+    async def start(app) -> None:
+        app["grpc"] = await start_grpc(server, host, port)
+
+    async def stop(app) -> None:
+        await app["grpc"].stop(grace=1.0)
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
-    args = build_serve_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     console = Console(stderr=True)
     setup_logging(console, args.verbose)
     try:
@@ -75,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         f"serving {server.name} ({server.engine.info.get('weights')} weights) with "
         f"{args.engine} on {profile.name} = {detected.device_name} at "
         f"http://{args.host}:{args.port}  (KServe v2: /v2/models/{server.name}/infer, "
-        f"{server.codec.route}, /metrics)",
+        f"{server.codec.route}, /metrics)"
+        + (f"; gRPC at {args.host}:{args.grpc_port}" if args.grpc_port else ""),
         highlight=False,
     )
+    app = server.app()
+    if args.grpc_port:
+        app = _with_grpc(app, server, args.host, args.grpc_port)
     try:
         web.run_app(
-            server.app(),
+            app,
             host=args.host,
             port=args.port,
             print=None,
