@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-p99-ms", type=positive_float, default=None)
     g.add_argument("--url", default=None, help="benchmark this server instead of starting ours")
     g.add_argument(
-        "--protocol", choices=("kserve", "triton", "openai", "classify", "hf"), default="kserve"
+        "--protocol",
+        choices=("kserve", "triton", "kserve-grpc", "openai", "classify", "hf"),
+        default="kserve",
+        help="kserve-grpc: KServe v2 over gRPC (--url host:port, or our server started with a gRPC port)",
     )
     g.add_argument(
         "--served-model", default=None, help="model name on the target (default: the registry name)"
