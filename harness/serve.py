@@ -14,6 +14,7 @@ from engines.registry import create_engine
 from harness.cli import build_serve_parser, print_error, setup_logging
 from harness.setup import prepare_artifact, resolve_setup
 from serving.batcher import BatcherConfig, DynamicBatcher
+from serving.grpc_server import GrpcPortBusy
 from serving.server import Server, ServerLimits
 
 log = logging.getLogger("billionbench")
@@ -114,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             handle_signals=True,
             access_log=None,
         )
+    except GrpcPortBusy as e:
+        print_error(console, str(e))
+        return 1
     except OSError as e:
         print_error(
             console, f"cannot listen on {args.host}:{args.port}: {e.strerror}; pick another --port"

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 _NP = {"FP32": np.float32, "INT64": np.int64}
 
 
+class GrpcPortBusy(OSError):
+    """The gRPC port cannot be bound; the message names it and the flag to change."""
+
+
 def _modules():
     try:
         import grpc
@@ -206,15 +210,19 @@ async def start_grpc(server: Any, host: str, port: int):
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 64 * 2**20)),
+            ("grpc.so_reuseport", 0),  # a taken port is an error, not a second listener
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(build_servicer(server), aio)
-    bound = aio.add_insecure_port(f"{host}:{port}")
+    try:  # grpcio returns 0 or raises RuntimeError, by version, when the port is taken
+        bound = aio.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
     if not bound:
-        raise OSError(f"cannot listen on {host}:{port} for gRPC")
+        raise GrpcPortBusy(f"cannot listen on {host}:{port} for gRPC; pick another --grpc-port")
     await aio.start()
     log.info("gRPC (KServe v2) on %s:%d", host, bound)
     return aio
 
 
-__all__ = ["build_servicer", "decode_bytes", "infer", "start_grpc", "status_code"]
+__all__ = ["GrpcPortBusy", "build_servicer", "decode_bytes", "infer", "start_grpc", "status_code"]

@@ -212,6 +212,17 @@ def test_grpc_and_http_give_the_in_process_numbers(tmp_path):
     assert np.allclose(gp, want.values, atol=1e-5)
 
 
+def test_taken_grpc_port_is_a_one_line_error(fake_server):
+    import subprocess
+
+    argv = [sys.executable, "-m", "harness.serve", "--engine", "fake", "--model", EMB]
+    argv += ["--task", "embedding", "--port", str(free_port())]
+    argv += ["--grpc-port", str(fake_server.grpc_port)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{fake_server.grpc_port} for gRPC" in done.stderr
+
+
 # ------------------------------------------------------------------------- load generator
 @pytest.mark.tritonclient
 def test_load_generator_speaks_grpc(fake_server):
