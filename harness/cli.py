@@ -397,10 +397,16 @@ def build_serve_parser() -> argparse.ArgumentParser:
         "(/v2/...), OpenAI /v1/embeddings, /classify and Prometheus /metrics, on 127.0.0.1 "
         "unless told otherwise.",
     )
-    p.set_defaults(task="classification")
     add_common_args(p)
     add_batcher_args(p)
     g = p.add_argument_group("http")
+    g.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve KServe v2 over gRPC on this port, same --host (default: no gRPC); "
+        "needs the triton extra",
+    )
     g.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
     g.add_argument("--port", type=int, default=8000)
     g.add_argument("--max-body-mb", type=float, default=8.0, help="request body cap")

@@ -17,6 +17,7 @@ from engines.registry import create_engine
 from harness.cli import build_serve_parser, print_error, setup_logging
 from harness.setup import prepare_artifact, resolve_setup
 from serving.batcher import BatcherConfig, DynamicBatcher
+from serving.grpc_server import GrpcPortBusy, start_grpc
 from serving.server import Server, ServerLimits
 
 log = logging.getLogger("billionbench")
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     server.batcher.start()
     try:
         asyncio.run(_serve(server, args, console, profile, detected))
+    except GrpcPortBusy as e:
+        print_error(console, str(e))
+        return 2
     except OSError as e:
         print_error(
             console, f"cannot listen on {args.host}:{args.port}: {e.strerror}; pick another --port"
@@ -87,11 +91,19 @@ def main(argv: list[str] | None = None) -> int:
 async def _serve(server: Server, args, console, profile, detected) -> None:
     """Listen until SIGINT or SIGTERM, then stop taking connections."""
     runner = await server.start(args.host, args.port)
+    grpc = None
+    if args.grpc_port:
+        try:
+            grpc = await start_grpc(server, args.host, args.grpc_port)
+        except BaseException:
+            await runner.cleanup()
+            raise
     console.print(
         f"serving {server.name} ({server.engine.info.get('weights')} weights) with "
         f"{args.engine} on {profile.name} = {detected.device_name} at "
         f"http://{args.host}:{args.port}  (KServe v2: /v2/models/{server.name}/infer, "
-        f"{server.codec.route}, /metrics)",
+        f"{server.codec.route}, /metrics)"
+        + (f"; gRPC at {args.host}:{args.grpc_port}" if args.grpc_port else ""),
         highlight=False,
     )
     stop = asyncio.Event()
@@ -101,6 +113,8 @@ async def _serve(server: Server, args, console, profile, detected) -> None:
     try:
         await stop.wait()
     finally:
+        if grpc is not None:
+            await grpc.stop(grace=1.0)
         await runner.cleanup()
 
 

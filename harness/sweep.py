@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         --max-p95-ms         | positive_float |           |
         --max-p99-ms         | positive_float |           |
         --url                | str            |           | benchmark this server instead of starting ours
-        --protocol           | choice:kserve,triton,openai,classify,hf | kserve |
+        --protocol           | choice:kserve,triton,kserve-grpc,openai,classify,hf | kserve | kserve-grpc: KServe v2 over gRPC (--url host:port, or our server started with a gRPC port)
         --served-model       | str            |           | model name on the target (default: the registry name)
         --no-ceiling         | flag           |           | skip measuring the load generator's own ceiling
         --rate               | positive_float |           | open loop instead of the VU search: Poisson arrivals at this many requests/s for --max-duration, at most --vus-max in flight; latency counts from the scheduled send

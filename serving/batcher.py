@@ -145,6 +145,10 @@ class BatcherStats:
     padding_ratio: float
     forward_ms: LatencySummary  # engine.infer only
     queue_wait_ms: LatencySummary  # per input: admitted -> placed in a batch
+    # cumulative per request, as Triton's statistics extension counts: the wait of a request's
+    # first input for a batch, and the forward pass of that batch (shared by its requests)
+    request_queue_ns_total: int = 0
+    request_forward_ns_total: int = 0
 
     @property
     def mean_batch_size(self) -> float:
@@ -282,6 +286,7 @@ class DynamicBatcher:
         self._batches = self._failed_batches = self._inputs = 0
         self._completed = self._failed = self._rejected = 0
         self._useful = self._padded = 0
+        self._request_queue_ns = self._request_forward_ns = 0
         self._hist: collections.Counter[int] = collections.Counter()
         self._forward_ns: collections.deque[int] = collections.deque(maxlen=_RECENT)
         self._wait_ns: collections.deque[int] = collections.deque(maxlen=_RECENT)
@@ -475,10 +480,12 @@ class DynamicBatcher:
                     for item in chosen:
                         self._remove_locked(item)
                     waits = [now - item.t_ns for item in chosen]
+                    first_waits = sum(w for w, i in zip(waits, chosen, strict=True) if i.index == 0)
                     break
                 self._cond.wait(wait_ns / 1e9)
         with self._stats_lock:
             self._wait_ns.extend(waits)
+            self._request_queue_ns += first_waits
         return chosen
 
     def _remove_locked(self, item: _Item) -> None:
@@ -526,6 +533,7 @@ class DynamicBatcher:
         dt = time.perf_counter_ns() - t0
         with self._stats_lock:
             self._forward_ns.append(dt)
+            self._request_forward_ns += dt * sum(1 for i in chosen if i.index == 0)
             rate = k * 1e9 / max(dt, 1)
             self._rate = rate if self._rate is None else 0.8 * self._rate + 0.2 * rate
         self._post_q.put((chosen, batch, outputs, None))
@@ -599,6 +607,10 @@ class DynamicBatcher:
                 batch_size_histogram=dict(sorted(self._hist.items())),
             )
             forward_ns, wait_ns = list(self._forward_ns), list(self._wait_ns)
+            totals = dict(
+                request_queue_ns_total=self._request_queue_ns,
+                request_forward_ns_total=self._request_forward_ns,
+            )
         return BatcherStats(
             queue_depth=depth,
             pending_requests=pending,
@@ -608,6 +620,7 @@ class DynamicBatcher:
             padding_ratio=1.0 - useful / padded if padded else 0.0,
             forward_ms=LatencySummary.from_ns(forward_ns),
             queue_wait_ms=LatencySummary.from_ns(wait_ns),
+            **totals,
         )
 
 

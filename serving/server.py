@@ -24,6 +24,14 @@ from serving.codecs import HttpError, codec_for
 from serving.kserve import HEADER, ProtocolError, build_response, parse_request
 from serving.metrics import CONTENT_TYPE, HttpMetrics, exposition
 from serving.schemas import ClassifyRequest, EmbeddingsRequest, SchemaError, load_json, validate
+from serving.triton_api import (
+    EXTENSIONS,
+    RequestTimes,
+    input_metadata,
+    model_config,
+    model_statistics,
+    repository_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +89,7 @@ class Server:
         r.add_post("/embeddings_image", self.infinity_embeddings_image)
         r.add_post("/classify", self.classify)
         r.add_get("/metrics", self.prometheus)
+        self.add_triton_routes(app)
         return app
 
     @property
@@ -214,7 +223,7 @@ class Server:
         from aiohttp import web
 
         return web.json_response(
-            {"name": "billionbench", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+            {"name": "billionbench", "version": "0.1.0", "extensions": list(EXTENSIONS)}
         )
 
     async def model_metadata(self, request):
@@ -226,7 +235,7 @@ class Server:
                 "name": self.name,
                 "versions": ["1"],
                 "platform": f"billionbench_{self.engine.config.engine}",
-                "inputs": [{"name": self.codec.input_name, "datatype": "BYTES", "shape": [-1]}],
+                "inputs": [input_metadata(self.spec)],
                 "outputs": contract.outputs_metadata(self.spec),
                 # provenance, so a remote load generator can label its rows honestly
                 "parameters": {k: v for k, v in self.engine.info.items() if k != "parity"}
@@ -298,6 +307,83 @@ class Server:
         pred = await self._predict(await self.codec.json_inputs(body["input"]))
         data = self.codec.classify(pred)
         return web.json_response({"object": "classify", "data": data, "model": self.name})
+
+    # ---------------------------------------------------------------- Triton extensions
+    # model configuration, statistics and repository index: what perf_analyzer and other
+    # NVIDIA tools read before they send a request (serving/triton_api.py builds the JSON)
+    @property
+    def times(self) -> RequestTimes:
+        if not hasattr(self, "_times"):
+            self._times = RequestTimes()
+        return self._times
+
+    def add_triton_routes(self, app) -> None:
+        r = app.router
+        r.add_get("/v2/models/{name}/config", self.triton_config)
+        r.add_get("/v2/models/{name}/versions/{v}/config", self.triton_config)
+        r.add_get("/v2/models/{name}/stats", self.triton_stats)
+        r.add_get("/v2/models/{name}/versions/{v}/stats", self.triton_stats)
+        r.add_get("/v2/models/stats", self.triton_stats)
+        r.add_post("/v2/repository/index", self.triton_index)
+        app.middlewares.append(self._infer_times)
+
+    def config_json(self) -> dict[str, Any]:
+        """This model's Triton configuration (HTTP and gRPC serve the same one)."""
+        cfg = self.engine.config
+        return model_config(
+            self.spec,
+            max_batch_size=self.batcher.config.max_request_inputs,
+            queue_delay_ms=self.batcher.config.max_queue_delay_ms,
+            device=str(getattr(cfg, "device", "cpu")),
+            parameters={
+                "engine": cfg.engine,
+                "precision": cfg.precision,
+                "weights": self.engine.info.get("weights"),
+            },
+        )
+
+    async def predict(self, inputs: list) -> Prediction:
+        """Checked inputs through the batcher (the gRPC service calls this too)."""
+        return await self._predict(inputs)
+
+    def stats_json(self) -> dict[str, Any]:
+        return model_statistics(self.name, self.times, self.batcher.stats())
+
+    async def triton_config(self, request):
+        from aiohttp import web
+
+        self._model(request)
+        return web.json_response(self.config_json())
+
+    async def triton_stats(self, request):
+        from aiohttp import web
+
+        if "name" in request.match_info:
+            self._model(request)
+        return web.json_response(self.stats_json())
+
+    async def triton_index(self, request):
+        from aiohttp import web
+
+        return web.json_response(repository_index(self.name))
+
+    @property
+    def _infer_times(self):
+        from aiohttp import web
+
+        @web.middleware
+        async def infer_times(request, handler):
+            if not (request.method == "POST" and request.path.endswith("/infer")):
+                return await handler(request)
+            t0, ok = time.perf_counter_ns(), False
+            try:
+                resp = await handler(request)
+                ok = resp.status < 400
+                return resp
+            finally:
+                self.times.add(ok, time.perf_counter_ns() - t0)
+
+        return infer_times
 
     # ---------------------------------------------------------------- metrics
     async def prometheus(self, request):

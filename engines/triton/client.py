@@ -99,6 +99,7 @@ class TritonEngine(Engine):
         self._repo: str | None = None
         self.url = ""
         self.transport = self.options.transport or "http"
+        self._encoder = True
 
     @classmethod
     def needs_artifact(cls, config) -> bool:
@@ -160,13 +161,16 @@ class TritonEngine(Engine):
             ) from None
         if not live:
             raise EngineError(f"Triton at {address} is not live")
-        for name in (ENCODER, self.ensemble):
+        # a KServe server that serves only the text model (ours: harness.serve) has no encoder;
+        # predict_remote works there, the tensor-level infer() does not
+        self._encoder = not self.options.triton_url or client.is_model_ready(ENCODER)
+        for name in (ENCODER, self.ensemble) if self._encoder else (self.ensemble,):
             if not client.is_model_ready(name):
                 raise EngineError(
                     f"model {name!r} is not ready on {address}; serve a repository written by "
                     f"python -m exporters --model {cfg.model} --format triton"
                 )
-        enc = self._config(ENCODER)
+        enc = self._config(ENCODER if self._encoder else self.ensemble)
         self._output = enc["output"][0]["name"]
         self._inputs = [i["name"] for i in enc["input"]]
         self._load_pipeline()
@@ -227,6 +231,12 @@ class TritonEngine(Engine):
 
     # -- inference ---------------------------------------------------------------------------
     def infer(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        if not self._encoder:
+            raise EngineError(
+                f"{self.url} serves {self.ensemble!r} (text in) but no {ENCODER!r} model, so "
+                "there is no tensor-level forward to time; drive it with --load perf_analyzer "
+                "or python -m harness.sweep --url"
+            )
         mod = self._mod
         tensors = []
         for name in self._inputs:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import time
@@ -12,6 +11,7 @@ import urllib.parse
 from collections.abc import AsyncIterator
 
 from engines.errors import BillionbenchError, ConfigError
+from harness.load.grpc import GrpcSession
 from harness.load.protocols import PROTOCOLS, Target
 from harness.load.validation import Check, validate
 from harness.workloads import Workload
@@ -77,7 +77,7 @@ class Client:
             if not self.adapter.checks_outputs:
                 return "ok", None, ""
             try:
-                parsed = self.adapter.parse(json.loads(payload))
+                parsed = self.adapter.parse(self.adapter.decode(payload))
             except (
                 ValueError,
                 KeyError,
@@ -105,16 +105,19 @@ class Client:
 
         texts, labels = self.workload.batch(index, self.k)
         req = self.adapter.request(texts)
-        data = json.dumps(req.body).encode()
+        data = self.adapter.encode(req.body)
         status, payload, kind, detail, check = 0, b"", "", "", None
         self.inflight += 1
         sent = time.perf_counter_ns()
         try:
-            async with self.session.request(
-                req.method, self.target.url + req.path, data=data, headers=self.headers
-            ) as resp:
-                payload = await resp.read()
-                status = resp.status
+            if self.adapter.transport == "grpc":
+                status, payload = await self.session.call(data)
+            else:
+                async with self.session.request(
+                    req.method, self.target.url + req.path, data=data, headers=self.headers
+                ) as resp:
+                    payload = await resp.read()
+                    status = resp.status
         except asyncio.TimeoutError:
             kind, detail = "timeouts", f"no answer within {self.target.timeout_s:g} s"
         except (aiohttp.ClientError, OSError) as e:
@@ -131,7 +134,11 @@ class Client:
 
 
 def open_session(target: Target, limit: int):
-    """An aiohttp session with at most `limit` connections and the target's request timeout."""
+    """An aiohttp session with at most `limit` connections and the target's request timeout
+    (a gRPC target: one channel, the timeout per call)."""
+    if PROTOCOLS[target.protocol].transport == "grpc":
+        auth = request_headers(target).get("Authorization")
+        return GrpcSession(target.url, target.timeout_s, (("authorization", auth),) if auth else ())
     import aiohttp
 
     return aiohttp.ClientSession(

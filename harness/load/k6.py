@@ -158,6 +158,10 @@ def k6_script(
         inputs_per_request=inputs_per_request,
     )
     adapter = PROTOCOLS[target.protocol](target)
+    if adapter.transport != "http":
+        raise ConfigError(
+            f"k6 speaks HTTP here; --protocol {target.protocol} needs the aiohttp generator"
+        )
     marks = [f"\x00bb-text-{j}\x00" for j in range(inputs_per_request)]
     req = adapter.request(marks)
     path = _path_to(req.body, marks)

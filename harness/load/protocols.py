@@ -6,6 +6,7 @@ An adapter turns a batch of inputs into a `Request` and a response body into `Pa
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 from engines import contract
 from engines.errors import ConfigError
 from engines.vision import data_uri
+from harness.load import grpc
 
 TASKS = ("embedding", "classification", "vision-embedding")
 
@@ -24,7 +26,7 @@ TASKS = ("embedding", "classification", "vision-embedding")
 class Request:
     method: str
     path: str  # appended to the target URL ("" posts to the URL itself)
-    body: Any  # JSON-serialisable
+    body: Any  # JSON-serialisable (gRPC: the serialised message)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Protocol(ABC):
     needs_model: ClassVar[bool] = False
     checks_outputs: ClassVar[bool] = True
     count_js: ClassVar[str]  # JS expression: number of outputs in parsed body `b` (k6 scripts)
+    transport: ClassVar[str] = "http"  # or "grpc": a grpc.aio channel instead of aiohttp
 
     def __init__(self, target: Target):
         self.target = target
@@ -67,6 +70,14 @@ class Protocol(ABC):
 
     @abstractmethod
     def parse(self, body: Any) -> Parsed: ...
+
+    def encode(self, body: Any) -> bytes:
+        """The request body on the wire."""
+        return json.dumps(body).encode()
+
+    def decode(self, payload: bytes) -> Any:
+        """The response body `parse` takes; ValueError when it is not one."""
+        return json.loads(payload)
 
 
 def _mime(raw: bytes) -> str:
@@ -137,6 +148,39 @@ class TritonKServe(KServe):
         return req
 
 
+class KServeGrpc(Protocol):
+    """KServe v2 / Triton over gRPC: ModelInfer with raw tensor contents (BYTES [n] of texts)."""
+
+    name = "kserve-grpc"
+    needs_model = True
+    transport = "grpc"
+    count_js = ""  # k6 speaks HTTP here: k6_script refuses a gRPC target
+
+    def request(self, texts: list[str]) -> Request:
+        name = contract.input_name(self.target.task)
+        # texts as UTF-8, images as their raw file bytes (no base64 on gRPC)
+        body = grpc.infer_request(self.target.model, name, list(texts))
+        return Request("POST", grpc.MODEL_INFER, body)
+
+    def encode(self, body: Any) -> bytes:
+        return body  # serialised once, in request()
+
+    def decode(self, payload: bytes) -> Any:
+        return grpc.parse_response(payload)
+
+    def parse(self, body: Any) -> Parsed:
+        main = contract.output_names(self.target.task)[0]
+        if main not in body:
+            raise KeyError(f"no output {main!r} in {sorted(body)}")
+        arr = np.asarray(body[main][1], dtype=np.float64)
+        labels = body.get(contract.LABELS)
+        labels = [str(x) for x in labels[1]] if labels else None
+        if contract.NUM_VECTORS in body:  # multi-vector: rows are zero-padded to the longest
+            counts = [int(n) for n in body[contract.NUM_VECTORS][1]]
+            return Parsed([a[:n] for a, n in zip(arr, counts, strict=True)], labels)
+        return Parsed(list(arr), labels)
+
+
 class OpenAIEmbeddings(Protocol):
     """OpenAI-compatible embeddings (Infinity, TEI, our server): POST /v1/embeddings."""
 
@@ -203,7 +247,8 @@ class Noop(Protocol):
 
 
 PROTOCOLS: dict[str, type[Protocol]] = {
-    p.name: p for p in (KServe, TritonKServe, OpenAIEmbeddings, Classify, HFEndpoint, Noop)
+    p.name: p
+    for p in (KServe, TritonKServe, KServeGrpc, OpenAIEmbeddings, Classify, HFEndpoint, Noop)
 }
 
 
@@ -227,14 +272,22 @@ class Target:
     timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"--url must start with http:// or https://; got {self.url!r}")
-        object.__setattr__(self, "url", self.url.rstrip("/"))
-        object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         if self.protocol not in PROTOCOLS:
             raise ConfigError(
                 f"--protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}"
             )
+        if PROTOCOLS[self.protocol].transport == "grpc":
+            # host:port (tritonclient's form) or grpc://host:port; kept as grpc://host:port
+            hostport = self.url.removeprefix("grpc://").rstrip("/")
+            if "://" in hostport or ":" not in hostport:
+                raise ConfigError(
+                    f"--protocol {self.protocol} takes --url host:port (gRPC); got {self.url!r}"
+                )
+            object.__setattr__(self, "url", "grpc://" + hostport)
+        elif not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"--url must start with http:// or https://; got {self.url!r}")
+        object.__setattr__(self, "url", self.url.rstrip("/"))
+        object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
         proto = PROTOCOLS[self.protocol]

@@ -313,9 +313,15 @@ class HttpScenario(Scenario):
             self.close()
             progress(f"starting the server (max batch {batch_size}) ...")
             log = Path(a.output_dir) / "logs" / f"serve-batch{batch_size}.log"
-            self.server = ServerProcess(serve_argv(a, batch_size), free_port(), log)
+            argv = serve_argv(a, batch_size)
+            grpc_port = free_port() if a.protocol == "kserve-grpc" else None
+            if grpc_port:  # the load goes over gRPC; health and /metrics stay on HTTP
+                argv += ["--grpc-port", str(grpc_port)]
+            self.server = ServerProcess(argv, free_port(), log)
             self.server.start()
             self.server_batch, url = batch_size, self.server.url
+            if grpc_port:
+                url = f"grpc://127.0.0.1:{grpc_port}"
             meta = self.server.get_json(f"/v2/models/{spec.name}")
             self.info = meta.get("parameters", {})
         self.target = Target(

@@ -310,7 +310,7 @@ class PerfAnalyzerScenario(Scenario):
     def header(self) -> list[str]:
         stats, info = self.setup.workload.stats, self.engine.info
         return [
-            f"[bold]billionbench[/] · {self.setup.spec.name} through Triton at {self.engine.url}"
+            f"[bold]billionbench[/] · {self.setup.spec.name} through {self.engine.url}"
             f" · {self.version} · 16/16 sampled responses valid · workload "
             f"{self.setup.workload.source} (avg {stats.avg:.1f} tokens) · "
             f"weights={info.get('weights')}"
@@ -352,7 +352,8 @@ class PerfAnalyzerScenario(Scenario):
         row.update(
             self.setup.context(info, row["throughput_req_per_sec"], self.parity_metric),
             batch_size=batch,
-            vendor="triton",
+            # harness.serve announces backend "billionbench" in its model config
+            vendor="billionbench" if info.get("triton_backend") == "billionbench" else "triton",
             protocol=f"triton-{transport}",
             load_generator=self.version,
             **{k: info.get(k) for k in TRITON_CONFIG_COLUMNS},
