@@ -219,7 +219,7 @@ def test_taken_grpc_port_is_a_one_line_error(fake_server):
     argv += ["--task", "embedding", "--port", str(free_port())]
     argv += ["--grpc-port", str(fake_server.grpc_port)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
+    assert done.returncode == 2  # every error exits 2
     assert f"cannot listen on 127.0.0.1:{fake_server.grpc_port} for gRPC" in done.stderr
 
 
