@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from harness import checks
 from harness.scenarios.http import Search
@@ -167,3 +168,39 @@ def test_open_loop_sweep_reports_lateness(tmp_path):
     assert len(df) == 1 and df["late_requests"].notna().all()
     # arrivals come from a seeded Poisson schedule (~80 in 2 s): never more than scheduled
     assert 1 <= df["total_requests"].iloc[0] <= 130
+
+
+def _server_child(pid: int, timeout_s: float = 120.0):
+    """The `harness.serve` process a sweep started, once it exists."""
+    import psutil
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                if "harness.serve" in " ".join(child.cmdline()):
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.2)
+    raise AssertionError("the sweep started no server")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_sweep_leaves_no_server_behind_and_logs_in_its_folder(tmp_path, sig):
+    import psutil
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = _cmd(tmp_path, ["--vus-max", "32", "--fake-latency-ms", "20", "--iterations", "4000"])
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        server = _server_child(proc.pid)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        gone, alive = psutil.wait_procs([server], timeout=30)
+        assert server in gone, "the sweep's server outlived it"
+    finally:
+        proc.kill()
+    assert list((tmp_path / "logs").glob("serve-batch*.log"))  # the log stays with the rows
