@@ -110,6 +110,9 @@ _EXTRA = {
     "max_late_ms": FLOAT,
     "client_cpu_percent": FLOAT,
     "loadgen_ceiling_rps": FLOAT,
+    # how many load generators drove the point (--load-workers), and each one's ceiling
+    "load_workers": INT,
+    "loadgen_ceilings_rps": JSON,
     "load_generator": STR,
     "server_batch_size": INT,
     "repeat": INT,

@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engines.errors import ConfigError
 from harness import cli, runner
-from harness.executors.ray_cluster import run_on_ray
-from harness.scenarios.http import HttpScenario
+from harness.executors.load_workers import DistributedLoad
+from harness.executors.ray_cluster import connect, import_ray, run_on_ray
+from harness.scenarios.http import CEILING_S, HttpScenario
 from harness.scenarios.triton import TritonScenario
 from harness.setup import load_setup
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         --served-model       | str            |           | model name on the target (default: the registry name)
         --no-ceiling         | flag           |           | skip measuring the load generator's own ceiling
         --rate               | positive_float |           | open loop instead of the VU search: Poisson arrivals at this many requests/s for --max-duration, at most --vus-max in flight; latency counts from the scheduled send
+        --load-workers       | int            |           | with --executor ray and --url: this many load generators on different nodes drive the endpoint together (VUs split among them; latencies merged from every request)
         """,
     )
     cli.add_flags(
@@ -66,10 +69,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args: argparse.Namespace, console) -> int:
+    if args.load_workers is not None:
+        return _distributed_load(args, console)
     if args.executor == "ray":
         return run_on_ray(args, console, build_scenario)
     cli.require_single_targets(args)
     return runner.run_command_scenario(args, console, "harness.sweep", build_scenario)
+
+
+def _distributed_load(args: argparse.Namespace, console) -> int:
+    """One endpoint, N load generators on the cluster: the sweep runs here, its load there."""
+    if args.executor != "ray" or not args.url:
+        raise ConfigError(
+            "--load-workers runs load generators on a Ray cluster against one endpoint: give "
+            "--executor ray and --url"
+        )
+    if args.load_workers < 1:
+        raise ConfigError(f"--load-workers must be >= 1; got {args.load_workers}")
+    if args.engine == "triton" or args.protocol == "kserve-grpc":
+        raise ConfigError("--load-workers drives HTTP endpoints (not --engine triton or gRPC)")
+    cli.require_single_targets(args)
+    ray = import_ray()
+    started = connect(ray, args, console)
+    try:
+        ceiling_s = None if args.no_ceiling else CEILING_S
+        load = DistributedLoad(ray, args.load_workers, ceiling_s=ceiling_s, console=console)
+
+        def build(a: argparse.Namespace, c) -> runner.Scenario:
+            return HttpScenario(a, load_setup(a), c, load=load)
+
+        return runner.run_command_scenario(args, console, "harness.sweep", build)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def build_scenario(args: argparse.Namespace, console) -> runner.Scenario:

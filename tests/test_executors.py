@@ -168,3 +168,35 @@ def test_executor_ray_needs_named_hardware():
     args = argparse.Namespace(hw="auto", engine="fake", precision="fp32")
     with pytest.raises(ConfigError, match="--executor ray needs --hw"):
         plan_targets(args, None)
+
+
+def test_a_nodes_summary_files_come_home_with_the_text(monkeypatch, tmp_path):
+    """checks.json is written on the node that planned the target; the driver writes it."""
+    from harness.executors.node import NodeWorker
+    from harness.runner import Scenario
+
+    class Writes(Scenario):
+        def __init__(self, args):
+            self.args = args
+
+        def plan(self):
+            yield from ()
+
+        def measure(self, point, progress):
+            raise AssertionError
+
+        def summarize(self, console, rows, store):
+            path = f"{self.args.output_dir}/checks.json"
+            with open(path, "w") as f:
+                f.write(f'{{"rows": {len(rows)}}}')
+            console.print(f"checks: {path}")
+
+    driver_dir = str(tmp_path / "driver")
+    args = argparse.Namespace(output_dir="/node/only")
+    w = NodeWorker("cpu", lambda a, c: Writes(a), "n1")
+    monkeypatch.setattr(w, "_scenario", lambda key, a: w.scenarios.setdefault(key, Writes(a)))
+    w._scenario("t", args)
+    text, files = w.summarize("t", [{}, {}], None, driver_dir)
+    assert files == {"checks.json": b'{"rows": 2}'}
+    assert f"checks: {driver_dir}/checks.json" in text
+    assert args.output_dir == "/node/only"  # the scenario's own flags are left as they were

@@ -23,16 +23,20 @@ from engines.errors import BillionbenchError, ConfigError  # noqa: E402
 from engines.net import free_port  # noqa: E402
 from harness.load import (  # noqa: E402
     K6Missing,
+    LoadResult,
+    Samples,
     Target,
     TargetError,
     TargetUnreachable,
     k6_script,
     measure_ceiling,
+    merge_results,
     parse_k6_summary,
     run_closed_loop,
     run_k6,
     run_open_loop,
 )
+from harness.load.loops import _summarise  # noqa: E402
 from harness.results import COLUMNS  # noqa: E402
 from harness.workloads import Workload  # noqa: E402
 
@@ -606,3 +610,66 @@ def test_generated_k6_script_runs_under_stubbed_k6_modules(protocol):
             "hf": "",
         }[protocol]
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Several load generators: merged from raw samples
+
+
+def _samples(latencies_ms: list[float], t0_ns: int = 10**18) -> Samples:
+    n = len(latencies_ms)
+    start = t0_ns + np.arange(n, dtype=np.int64) * 1_000_000
+    end = start + (np.asarray(latencies_ms) * 1e6).astype(np.int64)
+    ones, zeros = np.ones(n, np.int64), np.zeros(n, np.int64)
+    kind = np.asarray(["ok"] * n)
+    return Samples(start, start, end, ones, kind, zeros, zeros, zeros, ones, {})
+
+
+def _result(samples: Samples, vus: int) -> LoadResult:
+    res = _summarise(
+        samples,
+        protocol="kserve",
+        task="embedding",
+        inputs_per_request=1,
+        mode="closed",
+        wall_s=1.0,
+        cpu_percent=10.0,
+        dropped=0,
+        unstarted=0,
+        late_threshold_ms=math.inf,
+        vus=vus,
+        iterations=len(samples.kind),
+    )
+    res.ceiling_rps = 1000.0
+    return res
+
+
+def test_merged_percentiles_come_from_every_request_not_averaged_percentiles():
+    fast, slow = _result(_samples([10.0] * 100), 2), _result(_samples([30.0] * 100), 3)
+    merged = merge_results([fast, slow])
+    assert (fast.latency.p99, slow.latency.p99) == (10.0, 30.0)
+    assert merged.latency.p99 == pytest.approx(30.0)  # the average of the p99s would say 20
+    assert merged.latency.p50 == pytest.approx(20.0)  # halfway between the two halves
+    assert merged.latency.count == merged.total_requests == merged.successful_requests == 200
+    assert (merged.vus, merged.iterations, merged.client_cpu_percent) == (5, 200, 20.0)
+    assert merged.ceiling_rps == 2000.0
+
+
+def test_merging_two_real_runs_equals_one_run_over_their_union(server):
+    server.reset()
+    a = run_closed_loop(emb(server), workload(["a"]), vus=2, iterations=20, warmup_requests=0)
+    b = run_closed_loop(emb(server), workload(["b"]), vus=1, iterations=10, warmup_requests=0)
+    merged = merge_results([a, b])
+    durations = np.concatenate([(r.samples.end - r.samples.start) / 1e6 for r in (a, b)])
+    assert merged.latency.p99 == pytest.approx(float(np.percentile(durations, 99)))
+    assert merged.total_requests == server.hits == 30 and merged.vus == 3
+    # the two runs ran one after the other: the window spans both, so throughput counts both
+    window = (max(a.samples.end.max(), b.samples.end.max()) - a.samples.start.min()) / 1e9
+    assert merged.throughput.window_s == pytest.approx(window)
+
+
+def test_load_shares_split_evenly_and_workers_with_none_sit_out():
+    from harness.executors.load_workers import shares
+
+    assert shares(32, 3) == [11, 11, 10] and sum(shares(7, 4)) == 7
+    assert shares(1, 3) == [1, 0, 0]

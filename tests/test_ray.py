@@ -293,3 +293,73 @@ def test_a_target_list_needs_the_ray_executor(capsys, tmp_path):
     code = run_cmd.main([*FAKE, "--hw", "cpu,l4", "--output-dir", str(tmp_path)])
     assert code == 2
     assert "--hw cpu,l4: a list of targets needs --executor ray" in capsys.readouterr().err
+
+
+@pytest.fixture
+def endpoint():
+    """Our server over the fake classifier, in this process: the one endpoint under load."""
+    from helpers import ServerThread
+
+    from engines import create_engine
+    from engines.registry import engine_config
+    from serving.batcher import BatcherConfig, DynamicBatcher
+    from serving.server import Server, ServerLimits
+
+    eng = create_engine(engine_config("fake", "distilbert-sentiment-tiny", fake_latency_ms=2.0))
+    eng.load()
+    server = Server(eng, DynamicBatcher(eng, BatcherConfig()), ServerLimits())
+    with ServerThread(server) as s:
+        yield s
+
+
+SWEEP_URL = [
+    "--model",
+    "distilbert-sentiment-tiny",
+    "--weights",
+    "random",
+    "--dataset",
+    "synthetic",
+    "--num-samples",
+    "16",
+    "--batch-sizes",
+    "8",
+    "--vus-start",
+    "4",
+    "--vus-max",
+    "4",
+    "--repeats",
+    "1",
+    "--iterations",
+    "60",
+]
+
+
+@pytest.mark.ray
+def test_two_load_generators_on_two_nodes_drive_one_url_and_merge(cluster, endpoint, tmp_path):
+    from harness import sweep
+
+    out = tmp_path / "dist"
+    argv = [*SWEEP_URL, "--url", endpoint.url, "--executor", "ray"]
+    argv += ["--ray-address", cluster.address, "--load-workers", "2", "--output-dir", str(out)]
+    assert sweep.main(argv) == 0
+    df = rows(out)
+    assert len(df) == 1
+    r = df.iloc[0]
+    assert r["load_workers"] == 2 and r["executor"] == "ray"
+    nodes = r["node"].split(",")
+    cpu_only = {cluster.ids[k] for k in "ABC"}
+    assert len(set(nodes)) == 2 and set(nodes) <= cpu_only  # never the accelerator node
+    ceilings = json.loads(r["loadgen_ceilings_rps"])
+    assert len(ceilings) == 2 and all(c > 0 for c in ceilings)
+    assert r["loadgen_ceiling_rps"] == pytest.approx(sum(ceilings))
+    assert r["vus"] == 4 and r["total_requests"] == r["successful_requests"] == 60
+    assert (out / "checks.json").exists()  # written here, by the one process that plans
+
+
+def test_load_workers_needs_the_ray_executor_and_a_url(capsys, tmp_path):
+    from harness import sweep
+
+    code = sweep.main([*SWEEP_URL, "--load-workers", "2", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "--load-workers runs load generators on a Ray cluster" in err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +98,31 @@ class NodeWorker:
         m.row["node"] = self.node
         return Reply(m, text=self._text())
 
-    def summarize(self, key: str, rows: list[dict[str, Any]], store) -> str:
-        if key in self.scenarios:
-            self.scenarios[key].summarize(self.console, rows, store)
-        return self._text()
+    def summarize(
+        self, key: str, rows: list[dict[str, Any]], store, home: str
+    ) -> tuple[str, dict[str, bytes]]:
+        """The scenario's summary, and the files it writes next to the rows (checks.json):
+        written here into a scratch folder and handed back, for the driver to write under
+        `home`, since this node's disk need not be the driver's."""
+        files: dict[str, bytes] = {}
+        s = self.scenarios.get(key)
+        if s is None:
+            return self._text(), files
+        args = getattr(s, "args", None)
+        with tempfile.TemporaryDirectory(prefix="bb-summary-") as tmp:
+            saved = getattr(args, "output_dir", None)
+            if args is not None:
+                args.output_dir = tmp
+            try:
+                s.summarize(self.console, rows, store)
+            finally:
+                if args is not None:
+                    args.output_dir = saved
+            for f in sorted(Path(tmp).rglob("*")):
+                if f.is_file():
+                    files[f.relative_to(tmp).as_posix()] = f.read_bytes()
+            text = self._text().replace(tmp, home)
+        return text, files
 
     def pack(self, path: str, arcname: str) -> bytes | None:
         """An artifact folder (manifest included) as a gzipped tar, to bring it home."""

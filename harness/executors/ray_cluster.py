@@ -472,12 +472,20 @@ class ClusterRun:
         for t, rows in results.items():
             if t in self.planners:
                 pool, i = self.planners[t]
+                # a scenario's own files (checks.json) come home: the output folder, or one
+                # folder per target when there are several
+                home = Path(self.args.output_dir)
+                if len(results) > 1:
+                    home = home / t.name.replace("/", "-")
                 try:
-                    text = self.ray.get(
-                        pool.actors[i][0].summarize.remote(t.name, rows, self.store)
+                    text, files = self.ray.get(
+                        pool.actors[i][0].summarize.remote(t.name, rows, self.store, str(home))
                     )
                 except self.ray.exceptions.RayError:
-                    text = ""
+                    text, files = "", {}
+                for name, blob in files.items():
+                    (home / name).parent.mkdir(parents=True, exist_ok=True)
+                    (home / name).write_bytes(blob)
                 self.say(text, t.hw)
         best = []
         for rows in results.values():

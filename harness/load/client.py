@@ -46,6 +46,8 @@ class Recorder:
         self.rows: list[tuple[int, int, int, int, str, int, int, int]] = []
         self.nvec: list[int] = []
         self.first: dict[str, str] = {}
+        # perf_counter_ns -> epoch ns, so several load generators' records share one clock
+        self.epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
 
     def add(self, start, sent, end, inputs, kind, check: Check | None, detail: str | None):
         c = check or Check()

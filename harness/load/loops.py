@@ -81,6 +81,9 @@ class LoadResult:
     client_cpu_percent: float | None  # 100 = one core
     ceiling_rps: float | None = None
     errors: dict[str, str] = field(default_factory=dict)  # first message per failure kind
+    # every request's record (None from k6): what merge_results combines across generators
+    samples: Samples | None = field(default=None, repr=False)
+    late_threshold_ms: float = math.inf
 
     def to_row(self) -> dict[str, Any]:
         """The result-row columns this run fills (all in harness.results.COLUMNS)."""
@@ -122,12 +125,73 @@ class LoadResult:
         }
 
 
+@dataclass
+class Samples:
+    """Every request of a run as arrays, times in epoch ns: runs of several load generators
+    against one target at once concatenate into one (`concat`), and their latencies and
+    throughput come from the union of the raw samples, never from averaged percentiles."""
+
+    start: np.ndarray  # scheduled (open loop) or sent (closed loop)
+    sent: np.ndarray
+    end: np.ndarray
+    inputs: np.ndarray
+    kind: np.ndarray  # "ok", "invalid" or a FAILURE_KINDS entry
+    invalid_out: np.ndarray
+    correct: np.ndarray
+    labelled: np.ndarray
+    nvec: np.ndarray  # vectors per output (embeddings)
+    first: dict[str, str]  # first message per failure kind
+
+    @classmethod
+    def from_recorder(cls, rec) -> Samples:
+        if rec.rows:
+            cols = list(zip(*rec.rows, strict=True))
+            times = [np.asarray(c, dtype=np.int64) + rec.epoch_offset_ns for c in cols[:3]]
+            ints = [np.asarray(c, dtype=np.int64) for c in (cols[3], *cols[5:])]
+            kind = np.asarray(cols[4], dtype=str)
+        else:
+            times = [np.zeros(0, np.int64)] * 3
+            ints = [np.zeros(0, np.int64)] * 4
+            kind = np.zeros(0, dtype=str)
+        start, sent, end = times
+        inputs, invalid_out, correct, labelled = ints
+        nvec = np.asarray(rec.nvec, dtype=np.int64)
+        return cls(
+            start, sent, end, inputs, kind, invalid_out, correct, labelled, nvec, dict(rec.first)
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Samples]) -> Samples:
+        first: dict[str, str] = {}
+        for p in parts:
+            for k, v in p.first.items():
+                first.setdefault(k, v)
+        arrays = {
+            name: np.concatenate([getattr(p, name) for p in parts])
+            for name in (
+                "start",
+                "sent",
+                "end",
+                "inputs",
+                "kind",
+                "invalid_out",
+                "correct",
+                "labelled",
+                "nvec",
+            )
+        }
+        return cls(**arrays, first=first)
+
+
 def _summarise(
-    client: Client,
+    samples: Samples,
+    *,
+    protocol: str,
+    task: str,
+    inputs_per_request: int,
     mode: str,
     wall_s: float,
     cpu_percent: float | None,
-    *,
     dropped: int,
     unstarted: int,
     late_threshold_ms: float,
@@ -136,54 +200,100 @@ def _summarise(
     target_rate: float | None = None,
     max_concurrency: int | None = None,
 ) -> LoadResult:
-    """The client's per-request records as one LoadResult; failures and late sends are logged."""
-    rec, target = client.rec, client.target
-    if rec.rows:
-        cols = list(zip(*rec.rows, strict=True))
-        start, sent, end, inputs = (np.asarray(c, dtype=np.int64) for c in cols[:4])
-        kind = np.asarray(cols[4])
-        invalid_out, correct, labelled = (np.asarray(c, dtype=np.int64) for c in cols[5:])
-    else:
-        start = sent = end = inputs = invalid_out = correct = labelled = np.zeros(0, np.int64)
-        kind = np.zeros(0, dtype=str)
+    """One run's records as a LoadResult; failures and late sends are logged."""
+    s = samples
+    kind = s.kind
     ok = kind == "ok"
     counts = {k: int((kind == k).sum()) for k in FAILURE_KINDS}
     counts["invalid_responses"] = int((kind == "invalid").sum())
-    late = (sent - start) / 1e6
-    nvec = np.asarray(rec.nvec) if target.task != "classification" and rec.nvec else None
-    n_labelled = int(labelled.sum())
+    late = (s.sent - s.start) / 1e6
+    nvec = s.nvec if task != "classification" and s.nvec.size else None
+    n_labelled = int(s.labelled.sum())
     res = LoadResult(
         mode=mode,
         generator="aiohttp",
-        protocol=target.protocol,
-        task=target.task,
-        inputs_per_request=client.k,
+        protocol=protocol,
+        task=task,
+        inputs_per_request=inputs_per_request,
         vus=vus,
         iterations=iterations,
         target_rate=target_rate,
         max_concurrency=max_concurrency,
-        latency=Latency.from_ns(end[ok] - start[ok]),
-        send_latency=Latency.from_ns(end[ok] - sent[ok]),
-        throughput=Throughput.from_completions(start[ok], end[ok], inputs[ok]),
-        requests_per_sec=Throughput.from_completions(start, end, np.ones_like(end)).avg,
-        total_requests=len(rec.rows),
+        latency=Latency.from_ns(s.end[ok] - s.start[ok]),
+        send_latency=Latency.from_ns(s.end[ok] - s.sent[ok]),
+        throughput=Throughput.from_completions(s.start[ok], s.end[ok], s.inputs[ok]),
+        requests_per_sec=Throughput.from_completions(s.start, s.end, np.ones_like(s.end)).avg,
+        total_requests=int(kind.size),
         successful_requests=int(ok.sum()),
         failed_requests=sum(counts.values()),
-        invalid_embeddings=int(invalid_out.sum()),
+        invalid_embeddings=int(s.invalid_out.sum()),
         dropped=dropped,
         unstarted=unstarted,
         test_duration_sec=wall_s,
         avg_num_vectors=float(nvec.mean()) if nvec is not None else None,
         min_num_vectors=int(nvec.min()) if nvec is not None else None,
         max_num_vectors=int(nvec.max()) if nvec is not None else None,
-        accuracy=int(correct.sum()) / n_labelled if n_labelled else None,
+        accuracy=int(s.correct.sum()) / n_labelled if n_labelled else None,
         late_requests=int((late > late_threshold_ms).sum()),
         max_late_ms=float(late.max()) if late.size else 0.0,
         client_cpu_percent=cpu_percent,
-        errors=dict(rec.first),
+        errors=dict(s.first),
+        samples=s,
+        late_threshold_ms=late_threshold_ms,
         **counts,
     )
     _log_problems(res, late_threshold_ms)
+    return res
+
+
+def _summarise_client(client: Client, mode: str, wall_s: float, cpu_percent, **kw) -> LoadResult:
+    return _summarise(
+        Samples.from_recorder(client.rec),
+        protocol=client.target.protocol,
+        task=client.target.task,
+        inputs_per_request=client.k,
+        mode=mode,
+        wall_s=wall_s,
+        cpu_percent=cpu_percent,
+        **kw,
+    )
+
+
+def _sum(values: list) -> Any:
+    """The sum of the parts' values, or None when any part has none."""
+    return None if any(v is None for v in values) else sum(values)
+
+
+def merge_results(parts: list[LoadResult]) -> LoadResult:
+    """One run out of several load generators' runs against one target at the same time.
+
+    Latency percentiles and throughput come from the union of the raw samples (each part
+    carries them), so a p99 is the p99 of every request, not an average of p99s. Counts,
+    VUs, rates and client CPU add up; the duration is the longest part's.
+    """
+    if not parts:
+        raise ValueError("merge_results needs at least one run")
+    if any(p.samples is None for p in parts):
+        raise ValueError("merge_results needs runs that kept their samples")
+    head = parts[0]
+    res = _summarise(
+        Samples.concat([p.samples for p in parts]),
+        protocol=head.protocol,
+        task=head.task,
+        inputs_per_request=head.inputs_per_request,
+        mode=head.mode,
+        wall_s=max(p.test_duration_sec for p in parts),
+        cpu_percent=_sum([p.client_cpu_percent for p in parts]),
+        dropped=sum(p.dropped for p in parts),
+        unstarted=sum(p.unstarted for p in parts),
+        late_threshold_ms=head.late_threshold_ms,
+        vus=_sum([p.vus for p in parts]),
+        iterations=_sum([p.iterations for p in parts]),
+        target_rate=_sum([p.target_rate for p in parts]),
+        max_concurrency=_sum([p.max_concurrency for p in parts]),
+    )
+    res.generator = head.generator
+    res.ceiling_rps = _sum([p.ceiling_rps for p in parts])
     return res
 
 
@@ -240,6 +350,16 @@ class _CpuClock:
         return (t.user + t.system - self._cpu0) / wall * 100
 
 
+async def _until(epoch_s: float | None) -> None:
+    """Sleep until this wall-clock time (a start shared by several load generators)."""
+    if epoch_s is not None:
+        late = time.time() - epoch_s
+        if late > 0:
+            log.warning("this load generator started %.0f ms after the shared start", late * 1e3)
+        else:
+            await asyncio.sleep(-late)
+
+
 async def _cancel(pending) -> None:
     for t in pending:
         t.cancel()
@@ -257,12 +377,14 @@ async def arun_closed_loop(
     warmup_requests: int | None = None,
     ceiling_rps: float | None = None,
     check_reachable: bool = True,
+    start_at: float | None = None,
 ) -> LoadResult:
     """k6 shared-iterations: `vus` users share `iterations` requests, stopping at max duration.
 
     Requests in flight at the deadline are cancelled and counted as `dropped`, iterations never
     started as `unstarted`. Warm-up defaults to one untimed request per VU; with `ceiling_rps`
-    (from `measure_ceiling`) the run warns when it reaches 50% of it.
+    (from `measure_ceiling`) the run warns when it reaches 50% of it. `start_at` (epoch
+    seconds): after the warm-up, wait until then, so several generators start together.
     """
     check_positive(
         vus=vus,
@@ -288,6 +410,7 @@ async def arun_closed_loop(
                 started += 1
                 await client.send(i)
 
+        await _until(start_at)
         cpu = _CpuClock()
         t0 = time.perf_counter()
         tasks = [asyncio.create_task(vu()) for _ in range(vus)]
@@ -305,7 +428,7 @@ async def arun_closed_loop(
             iterations,
             dropped,
         )
-    res = _summarise(
+    res = _summarise_client(
         client,
         "closed",
         wall,
@@ -387,12 +510,14 @@ async def arun_open_loop(
     warmup_requests: int | None = None,
     ceiling_rps: float | None = None,
     check_reachable: bool = True,
+    start_at: float | None = None,
 ) -> LoadResult:
     """Poisson arrivals at `rate` requests/s for `duration_s`, at most `max_concurrency` in flight.
 
     Latency runs from each request's scheduled send time; requests sent more than
     `late_threshold_ms` after it are counted in `late_requests`. At `max_duration_s` (default
     2 x duration + min(timeout, 30 s)) unsent arrivals are `unstarted`, in-flight ones `dropped`.
+    `start_at` (epoch seconds): the first arrival's time, after the warm-up.
     """
     check_positive(
         rate=rate,
@@ -414,12 +539,13 @@ async def arun_open_loop(
         warmup_requests=warm,
         check_reachable=check_reachable,
     ) as client:
+        await _until(start_at)
         cpu = _CpuClock()
         t0 = time.perf_counter_ns() + 1_000_000
         hard = t0 + int(max_duration_s * 1e9)
         sent, pending = await _send_on_schedule(client, offsets, t0, hard, max_concurrency)
         wall, cpu_pct = (time.perf_counter_ns() - t0) / 1e9, cpu.percent()
-    res = _summarise(
+    res = _summarise_client(
         client,
         "open",
         wall,

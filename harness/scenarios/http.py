@@ -27,10 +27,13 @@ from engines.errors import ConfigError, EngineError
 from engines.net import free_port
 from harness import checks, energy
 from harness.cli import serve_argv
-from harness.load import Target, measure_ceiling, run_closed_loop, run_open_loop
+from harness.load import LoadResult, Target, measure_ceiling, run_closed_loop, run_open_loop
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.setup import Setup
 from harness.tables import best_row, columns, print_rows
+
+#: seconds the load generator measures its own ceiling for, once per sweep
+CEILING_S = 3.0
 
 TABLE = columns(
     """
@@ -211,6 +214,39 @@ def _throughput(row: dict[str, Any]) -> float:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0
 
 
+# ------------------------------------------------------------------------- where the load runs
+class LocalLoad:
+    """The load of each point from this process (the default). The other implementation is
+    harness.executors.load_workers.DistributedLoad: the same calls, on N Ray actors."""
+
+    executor = None  # the row keeps the executor's own
+
+    def __init__(self, ceiling: float | None):
+        self.ceiling = ceiling
+
+    @property
+    def ceilings(self) -> list[float | None]:
+        return [self.ceiling]
+
+    @property
+    def nodes(self) -> list[str]:
+        return []
+
+    def describe(self) -> list[str]:
+        if not self.ceiling:
+            return []
+        return [f"load generator ceiling {self.ceiling:,.0f} req/s (no-op server)"]
+
+    def closed(self, target, workload, vus, iterations, max_duration_s, **kw) -> LoadResult:
+        return run_closed_loop(target, workload, vus, iterations, max_duration_s, **kw)
+
+    def open(self, target, workload, rate, duration_s, **kw) -> LoadResult:
+        return run_open_loop(target, workload, rate, duration_s, **kw)
+
+    def close(self) -> None:
+        return None
+
+
 # ------------------------------------------------------------------------- the scenario
 @dataclass(frozen=True)
 class HttpPoint:
@@ -223,13 +259,16 @@ class HttpPoint:
 class HttpScenario(Scenario):
     title = "HTTP sweep (latency = end to end per request; throughput = inputs/s)"
 
-    def __init__(self, args: argparse.Namespace, setup: Setup, console):
+    def __init__(self, args: argparse.Namespace, setup: Setup, console, load=None):
+        """`load`: where each point's load runs (default: this process, LocalLoad)."""
         if args.vus_start < 1 or args.vus_max < args.vus_start:
             raise ConfigError("--vus-start must be >= 1 and <= --vus-max")
         if args.repeats < 1 or args.iterations < 1:
             raise ConfigError("--repeats and --iterations must be >= 1")
         self.args, self.setup, self.console = args, setup, console
-        self.ceiling = None if args.no_ceiling else measure_ceiling(duration_s=3.0)
+        if load is None:
+            load = LocalLoad(None if args.no_ceiling else measure_ceiling(duration_s=CEILING_S))
+        self.load = load
         self.server: ServerProcess | None = None
         self.server_batch: int | None = None
         self.target: Target | None = None
@@ -238,10 +277,7 @@ class HttpScenario(Scenario):
         self.meter = None if args.url else energy.DeviceMeter(setup.profile.device)
 
     def header(self) -> list[str]:
-        lines = self.setup.describe()
-        if self.ceiling:
-            lines.append(f"load generator ceiling {self.ceiling:,.0f} req/s (no-op server)")
-        return lines
+        return self.setup.describe() + self.load.describe()
 
     def estimate(self) -> int:
         """Rough number of runs, for the progress bar (the VU search decides the rest)."""
@@ -310,7 +346,7 @@ class HttpScenario(Scenario):
             return
         url = a.url
         if not url:
-            self.close()
+            self._stop_server()
             progress(f"starting the server (max batch {batch_size}) ...")
             log = Path(a.output_dir) / "logs" / f"serve-batch{batch_size}.log"
             argv = serve_argv(a, batch_size)
@@ -341,9 +377,9 @@ class HttpScenario(Scenario):
         server, messages = self.server, []
         tokens0 = server.tokens() if server else None
         meter = energy.start_meter(self.meter if server else None)
-        shared = dict(inputs_per_request=p.inputs_per_request, ceiling_rps=self.ceiling)
+        shared = dict(inputs_per_request=p.inputs_per_request, ceiling_rps=self.load.ceiling)
         if a.rate:  # open loop: Poisson arrivals, at most `vus` in flight
-            res = run_open_loop(
+            res = self.load.open(
                 self.target,
                 self.setup.workload,
                 a.rate,
@@ -356,7 +392,7 @@ class HttpScenario(Scenario):
                 f"(max {res.max_late_ms:.1f} ms)"
             )
         else:  # k6's shared iterations
-            res = run_closed_loop(
+            res = self.load.closed(
                 self.target, self.setup.workload, p.vus, a.iterations, a.max_duration, **shared
             )
         reading = energy.stop_meter(meter)
@@ -373,16 +409,24 @@ class HttpScenario(Scenario):
             n_models=1,
             repeat=p.repeat,
             padding_ratio=pad,
+            load_workers=len(self.load.ceilings),
+            loadgen_ceilings_rps=json.dumps(self.load.ceilings),
         )
+        if self.load.executor:  # the generators' nodes: where this point ran
+            row.update(executor=self.load.executor, node=",".join(self.load.nodes))
         row.update(energy.energy_columns(reading, res.successful_requests * p.inputs_per_request))
         if row.get("energy_source"):
             messages.append(f"    {energy.describe([row])}")
         return Measurement(row, {"errors": res.errors}, messages)
 
-    def close(self) -> None:
+    def _stop_server(self) -> None:
         if self.server:
             self.server.stop()
         self.server, self.server_batch, self.target = None, None, None
+
+    def close(self) -> None:
+        self._stop_server()
+        self.load.close()
 
     def summarize(self, console, rows, store) -> None:
         if not rows:
