@@ -25,6 +25,15 @@ _PROVIDERS = {
 }
 
 
+#: --ort-graph-level -> the GraphOptimizationLevel member
+_GRAPH_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
 @dataclass(frozen=True)
 class OnnxOptions(EngineOptions):
     provider: str | None = option(
@@ -34,6 +43,20 @@ class OnnxOptions(EngineOptions):
         choices=PROVIDERS,
     )
 
+    graph_level: str = option(
+        "all",
+        flag="--ort-graph-level",
+        help="onnx engine: ONNX Runtime graph optimisation level",
+        choices=tuple(_GRAPH_LEVELS),
+    )
+    spinning: str = option(
+        "on",
+        flag="--ort-spinning",
+        help="onnx engine: intra-op threads spin between ops (on: ONNX Runtime's default) or "
+        "sleep (off: frees the cores for tokenization and HTTP)",
+        choices=("on", "off"),
+    )
+
     def check(self, config) -> None:
         if self.provider and PROVIDER_DEVICE[self.provider] != config.device:
             use = "cuda" if config.device == "cuda" else "cpu"
@@ -41,6 +64,20 @@ class OnnxOptions(EngineOptions):
                 f"--provider {self.provider} runs on {PROVIDER_DEVICE[self.provider]}, but this "
                 f"run is on {config.device}; use --provider {use}"
             )
+
+
+def session_options(ort, options: OnnxOptions, threads: int | None):
+    """The SessionOptions the engine's options ask for: graph level, spinning, intra-op threads."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, _GRAPH_LEVELS[options.graph_level]
+    )
+    opts.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if options.spinning == "on" else "0"
+    )
+    if threads:
+        opts.intra_op_num_threads = threads
+    return opts
 
 
 class OnnxEngine(Engine):
@@ -80,10 +117,7 @@ class OnnxEngine(Engine):
         providers: list[Any] = [wanted]
         if provider == "tensorrt":
             providers = [(wanted, {"trt_fp16_enable": True}), "CUDAExecutionProvider"]
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if cfg.threads:
-            opts.intra_op_num_threads = cfg.threads
+        opts = session_options(ort, self.options, cfg.threads)
         self._buckets: dict[tuple[int, int, int], Any] = {}
         if self.spec.task == "vision-embedding":
             entries = m.shape_profiles.get("image_buckets") or []
@@ -118,6 +152,7 @@ class OnnxEngine(Engine):
             model_source=m.model_id,
             onnxruntime=ort.__version__,
             provider=got[0],
+            ort_session=f"graph {self.options.graph_level}, spinning {self.options.spinning}",
             parity=m.parity,
             artifact=str(cfg.artifact),
         )

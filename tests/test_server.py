@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -303,3 +304,68 @@ def test_every_task_has_a_codec_with_a_method_for_each_route_it_serves():
         ):
             assert route in codec.refuses or callable(getattr(codec, method, None)), (codec, route)
         assert codec.route.lstrip("/").replace("v1/", "") not in codec.refuses
+
+
+def _busy(seconds: float) -> None:
+    t = time.thread_time()
+    while time.thread_time() - t < seconds:
+        pass
+
+
+def test_cpu_split_counts_registered_threads_as_non_forward():
+    """A registered thread's CPU is non-forward; an unregistered one's is forward."""
+    import threading
+
+    from serving import cpu
+
+    if cpu.split() is None:
+        pytest.skip("no /proc here: the CPU split is Linux-only")
+    f0, o0 = cpu.split()
+    other = threading.Thread(target=lambda: (cpu.register_other(), _busy(0.3)))
+    other.start()
+    other.join(timeout=10)
+    f1, o1 = cpu.split()  # the thread has ended: its CPU can no longer be told apart
+    forward = threading.Thread(target=_busy, args=(0.3,))
+    alive = threading.Event()
+
+    def registered_and_alive():
+        cpu.register_other()
+        _busy(0.3)
+        alive.wait(10)
+
+    keep = threading.Thread(target=registered_and_alive)
+    keep.start()
+    forward.start()
+    forward.join(timeout=10)
+    time.sleep(0.05)
+    f2, o2 = cpu.split()
+    alive.set()
+    keep.join(timeout=10)
+    assert o2 - o1 >= 0.25  # the live registered thread's 0.3 s (10-ms ticks)
+    assert f2 - f1 >= 0.25  # the unregistered thread's 0.3 s
+    assert f1 >= f0 and o1 >= 0
+
+
+def test_metrics_split_the_servers_cpu_and_the_sweep_reads_a_points_share(embedder):
+    from harness.scenarios.http import server_columns
+
+    _, body = get(embedder.url, "/metrics")
+    before = {
+        ln.split()[0]: float(ln.split()[1])
+        for ln in body.decode().splitlines()
+        if ln.startswith("bb_") and "{" not in ln
+    }
+    for _ in range(20):
+        post(embedder.url, "/v1/embeddings", {"input": ["some text to embed"] * 4})
+    _, body = get(embedder.url, "/metrics")
+    after = {
+        ln.split()[0]: float(ln.split()[1])
+        for ln in body.decode().splitlines()
+        if ln.startswith("bb_") and "{" not in ln
+    }
+    assert "bb_forward_cpu_seconds_total" in after and "bb_nonforward_cpu_seconds_total" in after
+    cols = server_columns(before, after)
+    assert cols["padding_ratio"] is not None and 0 <= cols["padding_ratio"] < 1
+    if cols["server_cpu_s"]:  # 20 small requests may take under one 10-ms tick
+        assert 0 <= cols["non_forward_cpu_share"] <= 1
+    assert server_columns({}, {})["non_forward_cpu_share"] is None

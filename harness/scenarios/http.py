@@ -47,6 +47,7 @@ TABLE = columns(
     failed_requests        | failed     | 0
     invalid_embeddings     | invalid    | 0
     padding_ratio          | pad frac   | 2
+    non_forward_cpu_share  | non-fwd CPU| 2
     1B_cost                | $/1B       | 2
 """
 )
@@ -117,19 +118,18 @@ class ServerProcess:
         with urllib.request.urlopen(self.url + path, timeout=5) as r:
             return json.loads(r.read())
 
-    def metric(self, name: str) -> float | None:
+    def counters(self) -> dict[str, float]:
+        """Every unlabelled sample of /metrics, by name (one scrape)."""
+        out: dict[str, float] = {}
         with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-        return None
-
-    def tokens(self) -> tuple[float, float]:
-        """(useful, padded) token counters from /metrics."""
-        return (
-            self.metric("bb_useful_tokens_total") or 0.0,
-            self.metric("bb_padded_tokens_total") or 0.0,
-        )
+                name, _, value = line.partition(" ")
+                if name and not name.startswith("#") and "{" not in name:
+                    try:
+                        out[name] = float(value)
+                    except ValueError:
+                        pass
+        return out
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -145,6 +145,21 @@ class ServerProcess:
             os.killpg(self.proc.pid, sig)  # the server and anything it started
         except ProcessLookupError:
             pass
+
+
+def server_columns(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """A point's padding ratio and non-forward CPU share, from /metrics before and after it."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    useful, padded = delta("bb_useful_tokens_total"), delta("bb_padded_tokens_total")
+    fwd, other = delta("bb_forward_cpu_seconds_total"), delta("bb_nonforward_cpu_seconds_total")
+    return {
+        "padding_ratio": 1 - useful / padded if padded > 0 else None,
+        "non_forward_cpu_share": other / (fwd + other) if fwd + other > 0 else None,
+        "server_cpu_s": fwd + other if "bb_forward_cpu_seconds_total" in after else None,
+    }
 
 
 # ------------------------------------------------------------------------- VU search
@@ -375,7 +390,7 @@ class HttpScenario(Scenario):
         self._serve(p.batch_size, progress)
         progress("load running")
         server, messages = self.server, []
-        tokens0 = server.tokens() if server else None
+        before = server.counters() if server else None
         meter = energy.start_meter(self.meter if server else None)
         shared = dict(inputs_per_request=p.inputs_per_request, ceiling_rps=self.load.ceiling)
         if a.rate:  # open loop: Poisson arrivals, at most `vus` in flight
@@ -397,10 +412,6 @@ class HttpScenario(Scenario):
             )
         reading = energy.stop_meter(meter)
         row = res.to_row()
-        pad = None
-        if server:  # this point's padding, not the server's lifetime
-            (u0, p0), (u1, p1) = tokens0, server.tokens()
-            pad = 1 - (u1 - u0) / (p1 - p0) if p1 > p0 else None
         row.update(
             self.setup.context(self.info, res.throughput.avg, self.info.get("parity_metric")),
             batch_size=p.batch_size,
@@ -408,10 +419,11 @@ class HttpScenario(Scenario):
             vendor="local" if server else "remote",
             n_models=1,
             repeat=p.repeat,
-            padding_ratio=pad,
             load_workers=len(self.load.ceilings),
             loadgen_ceilings_rps=json.dumps(self.load.ceilings),
         )
+        if server:  # this point's padding and CPU split, not the server's lifetime
+            row.update(server_columns(before, server.counters()))
         if self.load.executor:  # the generators' nodes: where this point ran
             row.update(executor=self.load.executor, node=",".join(self.load.nodes))
         row.update(energy.energy_columns(reading, res.successful_requests * p.inputs_per_request))
