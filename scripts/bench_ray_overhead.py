@@ -42,11 +42,14 @@ def timed(argv: list[str], log: Path) -> float:
 
 
 def executors() -> dict[str, float]:
+    """Local, Ray, then Ray, local: alternating, so the run-to-run noise shows."""
     walls = {}
-    for name, extra in (("local", []), ("ray", ["--executor", "ray"])):
-        out = OUT / f"inprocess-{name}"
+    order = [("local", 1), ("ray", 1), ("ray", 2), ("local", 2)]
+    for name, run in order:
+        extra = ["--executor", "ray"] if name == "ray" else []
+        out = OUT / f"inprocess-{name}-run{run}"
         argv = [PY, "-m", "harness.run", *SWEEP, *extra, "--fresh", "--output-dir", str(out)]
-        walls[name] = timed(argv, out / "run.log")
+        walls[f"{name}-run{run}"] = timed(argv, out / "run.log")
     return walls
 
 

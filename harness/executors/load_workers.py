@@ -21,6 +21,8 @@ from harness.load.loops import run_closed_loop, run_open_loop
 from harness.sysinfo import host_name
 from harness.workloads import Workload
 
+#: seconds the generators may take to be placed and measure their ceilings
+PLACE_TIMEOUT_S = 120.0
 #: seconds between sending a point to the actors and its shared start (covers the warm-up)
 START_MARGIN_S = 2.0
 
@@ -85,7 +87,17 @@ class DistributedLoad:
             ).remote(ceiling_s)
             for node in nodes
         ]
-        self.workers: list[dict[str, Any]] = ray.get([a.info.remote() for a in self.actors])
+        try:
+            self.workers: list[dict[str, Any]] = ray.get(
+                [a.info.remote() for a in self.actors], timeout=PLACE_TIMEOUT_S
+            )
+        except ray.exceptions.GetTimeoutError as e:
+            self.close()
+            raise ConfigError(
+                f"--load-workers {n}: the load generators were not placed within "
+                f"{PLACE_TIMEOUT_S:.0f} s; each needs one free CPU on its node (free some, or "
+                "ask for fewer)"
+            ) from e
         self.last: list[dict[str, Any]] = self.workers
 
     @property
