@@ -313,14 +313,7 @@ def endpoint():
 
 
 SWEEP_URL = [
-    "--model",
-    "distilbert-sentiment-tiny",
-    "--weights",
-    "random",
-    "--dataset",
-    "synthetic",
-    "--num-samples",
-    "16",
+    *FAKE[2:10],  # the tiny classifier's model, weights and workload flags
     "--batch-sizes",
     "8",
     "--vus-start",
