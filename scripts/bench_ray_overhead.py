@@ -7,7 +7,8 @@
 2. `harness.sweep --url` against one of our servers (the tiny classifier) with
    `--load-workers 1` and `--load-workers 2` on a two-node Ray cluster on this machine.
 
-    .venv/bin/python scripts/bench_ray_overhead.py [OUT]      # default results/cpu-ray
+    .venv/bin/python scripts/bench_ray_overhead.py [OUT] [all|executors|load]
+    # default: results/cpu-ray, all
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def load_workers() -> None:
         for i, n in enumerate((1, 2, 1, 2)):  # alternating, each run in its own folder
             out = OUT / f"load-workers-{n}-run{i // 2 + 1}"
             argv = [*LOAD, "--url", server.url, "--executor", "ray", "--ray-address", c.address]
-            argv += ["--load-workers", str(n), "--output-dir", str(out)]
+            argv += ["--load-workers", str(n), "--fresh", "--output-dir", str(out)]
             assert sweep.main(argv) == 0
     finally:
         if ray.is_initialized():
@@ -84,11 +85,14 @@ def load_workers() -> None:
 
 
 def main() -> int:
+    part = sys.argv[2] if len(sys.argv) > 2 else "all"
     OUT.mkdir(parents=True, exist_ok=True)
-    walls = executors()
-    (OUT / "walls.json").write_text(json.dumps(walls, indent=1))
-    print("command wall time (s):", walls)
-    load_workers()
+    if part in ("all", "executors"):
+        walls = executors()
+        (OUT / "walls.json").write_text(json.dumps(walls, indent=1))
+        print("command wall time (s):", walls)
+    if part in ("all", "load"):
+        load_workers()
     return 0
 
 

@@ -243,6 +243,7 @@ class Server:
                 | {
                     "engine": self.engine.config.engine,
                     "precision": self.engine.config.precision,
+                    "variant": self.engine.config.variant,
                     "parity_metric": (self.engine.info.get("parity") or {}).get("metric"),
                 },
             }

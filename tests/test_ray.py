@@ -346,6 +346,8 @@ def test_two_load_generators_on_two_nodes_drive_one_url_and_merge(cluster, endpo
     assert len(ceilings) == 2 and all(c > 0 for c in ceilings)
     assert r["loadgen_ceiling_rps"] == pytest.approx(sum(ceilings))
     assert r["vus"] == 4 and r["total_requests"] == r["successful_requests"] == 60
+    # the row names what the endpoint reported running, not the command's engine flag (eager)
+    assert r["engine"] == "fake" and r["weights"] == "none (fake engine)"
     assert (out / "checks.json").exists()  # written here, by the one process that plans
 
 

@@ -204,3 +204,17 @@ def test_a_killed_sweep_leaves_no_server_behind_and_logs_in_its_folder(tmp_path,
     finally:
         proc.kill()
     assert list((tmp_path / "logs").glob("serve-batch*.log"))  # the log stays with the rows
+
+
+def test_a_url_rows_engine_is_what_the_server_reported_else_remote():
+    from harness.scenarios.http import remote_identity
+
+    ours = {"engine": "onnx", "precision": "int8", "variant": "optimized", "weights": "local"}
+    assert remote_identity(ours, "kserve") == {
+        "engine": "onnx",
+        "precision": "int8",
+        "image": "onnx/int8/optimized",
+    }
+    peer = remote_identity({}, "openai")  # Infinity, TEI: no provenance endpoint
+    assert peer["engine"] == "remote" and peer["precision"] is None
+    assert peer["image"] == "remote/openai"

@@ -162,6 +162,32 @@ def server_columns(before: dict[str, float], after: dict[str, float]) -> dict[st
     }
 
 
+def remote_parameters(url: str, model: str) -> dict[str, Any]:
+    """The provenance a KServe v2 server gives at /v2/models/<model> (ours: engine, precision,
+    weights ...); {} when the endpoint has none (Infinity, TEI, a Triton without them)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/v2/models/{model}", timeout=5) as r:
+            meta = json.loads(r.read())
+    except (OSError, ValueError):
+        return {}
+    params = meta.get("parameters") if isinstance(meta, dict) else None
+    return params if isinstance(params, dict) else {}
+
+
+def remote_identity(info: dict[str, Any], protocol: str) -> dict[str, Any]:
+    """A --url row's engine columns: what the server reported, else `remote` (never the
+    engine flags of the command that drove it)."""
+    engine = info.get("engine")
+    if not isinstance(engine, str) or not engine:
+        return {"engine": "remote", "precision": None, "attn": None, "image": f"remote/{protocol}"}
+    parts = (engine, info.get("precision"), info.get("variant"), info.get("attn"))
+    return {
+        "engine": engine,
+        "precision": info.get("precision"),
+        "image": "/".join(str(x) for x in parts if x),
+    }
+
+
 # ------------------------------------------------------------------------- VU search
 @dataclass
 class Search:
@@ -375,6 +401,8 @@ class HttpScenario(Scenario):
                 url = f"grpc://127.0.0.1:{grpc_port}"
             meta = self.server.get_json(f"/v2/models/{spec.name}")
             self.info = meta.get("parameters", {})
+        elif a.protocol != "kserve-grpc":  # what the server says it runs, if it is ours
+            self.info = remote_parameters(url, a.served_model or spec.name)
         self.target = Target(
             url=url,
             protocol=a.protocol,
@@ -422,6 +450,8 @@ class HttpScenario(Scenario):
             load_workers=len(self.load.ceilings),
             loadgen_ceilings_rps=json.dumps(self.load.ceilings),
         )
+        if a.url:  # the row says what the endpoint runs, not this command's engine flags
+            row.update(remote_identity(self.info, a.protocol))
         if server:  # this point's padding and CPU split, not the server's lifetime
             row.update(server_columns(before, server.counters()))
         if self.load.executor:  # the generators' nodes: where this point ran
