@@ -56,3 +56,16 @@ def test_packed_is_refused_where_it_cannot_run():
         engine_config("eager", "bge-base-tiny", token_layout="jagged")
     with pytest.raises(EngineError, match="packed tokens run bert, distilbert"):
         loaded("gte-modernbert-tiny", "packed")
+
+
+def test_a_padded_run_with_much_padding_points_to_the_packed_layout(tmp_path, capsys):
+    from harness.run import main
+
+    argv = ["--engine", "eager", "--model", "distilbert-sentiment-tiny", "--weights", "random"]
+    argv += ["--dataset", "synthetic", "--num-samples", "16", "--batch-sizes", "8"]
+    argv += ["--duration", "0.2", "--min-calls", "1", "--warmup", "0"]
+    assert main([*argv, "--output-dir", str(tmp_path / "padded")]) == 0
+    out = capsys.readouterr().out
+    assert "--token-layout packed computes none of it" in out
+    assert main([*argv, "--token-layout", "packed", "--output-dir", str(tmp_path / "p")]) == 0
+    assert "--token-layout packed computes none of it" not in capsys.readouterr().out

@@ -182,6 +182,14 @@ class InprocessScenario(Scenario):
             "HTTP with python -m harness.sweep, or merge runs with python -m harness.report",
             highlight=False,
         )
+        padded = max((r.get("padding_ratio") or 0.0 for r in rows), default=0.0)
+        layout = getattr(self.setup.engine_cfg.options, "token_layout", None)
+        if layout == "padded" and padded >= 0.1:
+            console.print(
+                f"padding took up to {padded:.0%} of the token slots computed: "
+                "--token-layout packed computes none of it (BERT / DistilBERT)",
+                highlight=False,
+            )
         if weights == "random":
             console.print(
                 "[yellow]weights=random: latency/throughput are valid for the "
