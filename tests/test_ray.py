@@ -298,17 +298,9 @@ def test_a_target_list_needs_the_ray_executor(capsys, tmp_path):
 @pytest.fixture
 def endpoint():
     """Our server over the fake classifier, in this process: the one endpoint under load."""
-    from helpers import ServerThread
+    from tests.test_server import Running
 
-    from engines import create_engine
-    from engines.registry import engine_config
-    from serving.batcher import BatcherConfig, DynamicBatcher
-    from serving.server import Server, ServerLimits
-
-    eng = create_engine(engine_config("fake", "distilbert-sentiment-tiny", fake_latency_ms=2.0))
-    eng.load()
-    server = Server(eng, DynamicBatcher(eng, BatcherConfig()), ServerLimits())
-    with ServerThread(server) as s:
+    with Running("distilbert-sentiment-tiny", latency_ms=2.0) as s:
         yield s
 
 

@@ -70,8 +70,6 @@ class DistributedLoad:
     def __init__(self, ray, n: int, *, ceiling_s: float | None, console):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        if n < 1:
-            raise ConfigError(f"--load-workers must be >= 1; got {n}")
         self.ray = ray
         nodes = place(ray.nodes(), n)
         if len(set(nodes)) < n:

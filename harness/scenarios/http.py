@@ -114,10 +114,6 @@ class ServerProcess:
             f"the server was not ready in {self.ready_timeout_s:.0f} s (log: {self.log_file()})"
         )
 
-    def get_json(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=5) as r:
-            return json.loads(r.read())
-
     def counters(self) -> dict[str, float]:
         """Every unlabelled sample of /metrics, by name (one scrape)."""
         out: dict[str, float] = {}
@@ -399,8 +395,7 @@ class HttpScenario(Scenario):
             self.server_batch, url = batch_size, self.server.url
             if grpc_port:
                 url = f"grpc://127.0.0.1:{grpc_port}"
-            meta = self.server.get_json(f"/v2/models/{spec.name}")
-            self.info = meta.get("parameters", {})
+            self.info = remote_parameters(self.server.url, spec.name)
         elif a.protocol != "kserve-grpc":  # what the server says it runs, if it is ours
             self.info = remote_parameters(url, a.served_model or spec.name)
         self.target = Target(
