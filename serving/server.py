@@ -102,6 +102,13 @@ class Server:
             t0 = time.perf_counter()
             status = 500
             try:
+                if (request.content_length or 0) > self.limits.max_body_bytes:
+                    # answered before the body is read: a client that declares 10 GB and
+                    # sends 10 bytes must not hold the connection until the body timeout
+                    status = 413
+                    resp = web.json_response({"error": self._too_large()}, status=413)
+                    resp.force_close()
+                    return resp
                 resp = await handler(request)
                 status = resp.status
                 return resp
@@ -142,9 +149,10 @@ class Server:
         return errors
 
     def _http_reason(self, e) -> str:
-        if e.status == 413:
-            return f"request body over {self.limits.max_body_bytes} bytes"
-        return e.reason
+        return self._too_large() if e.status == 413 else e.reason
+
+    def _too_large(self) -> str:
+        return f"request body over {self.limits.max_body_bytes} bytes"
 
     async def _body(self, request) -> bytes:
         """The whole body, or a 4xx: too slow, not what Content-Encoding says, cut short."""

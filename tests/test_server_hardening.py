@@ -266,3 +266,18 @@ def test_serve_with_an_impossible_port_is_one_line_and_exit_2(capsys):
     code = main(["--engine", "fake", "--model", MODEL, "--task", "embedding", "--port", "99999"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "99999" in err
+
+
+def test_a_declared_body_over_the_limit_is_answered_413_at_once():
+    with Running(MODEL, limits=ServerLimits(max_body_bytes=2**20, body_timeout_s=30.0)) as s:
+        host, port = s.url.removeprefix("http://").split(":")
+        head = (
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10000000000\r\n\r\n"
+        )
+        # the socket gives up after 10 s, well before the 30 s body timeout would answer
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head + b'{"input":[')  # 10 bytes of the 10 GB it declared
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 413") and b"over 1048576 bytes" in answer
+        assert post(s.url, "/v1/embeddings", {"input": ["after"]})[0] == 200
