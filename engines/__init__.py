@@ -7,7 +7,6 @@ from engines.errors import (
     EngineError,
     HardwareMismatch,
     MissingDependency,
-    NotImplementedYet,
 )
 from engines.registry import ENGINES, create_engine, engine_class
 
@@ -20,7 +19,6 @@ __all__ = [
     "EngineError",
     "HardwareMismatch",
     "MissingDependency",
-    "NotImplementedYet",
     "create_engine",
     "engine_class",
 ]

@@ -19,10 +19,6 @@ class HardwareMismatch(BillionbenchError):
     """The requested hardware is not what this machine has, or lacks a needed capability."""
 
 
-class NotImplementedYet(BillionbenchError):
-    """A documented engine or feature that is not built yet; never silently replaced."""
-
-
 class MissingDependency(BillionbenchError, ImportError):
     """An optional dependency is missing; the message names the pip extra that installs it."""
 

@@ -7,12 +7,11 @@ from dataclasses import fields
 from typing import Any
 
 from engines.base import Engine, EngineConfig
-from engines.errors import ConfigError, NotImplementedYet
+from engines.errors import ConfigError
 
-ENGINES: dict[str, str | None] = {
+ENGINES: dict[str, str] = {
     "eager": "engines.torch_eager:EagerEngine",
     "fake": "engines.fake:FakeEngine",
-    # documented in DESIGN.md, built by later issues; None means "not implemented yet"
     "compile": "engines.torch_compile:CompileEngine",
     "aoti": "engines.torch_compile:AotiEngine",
     "onnx": "engines.onnxruntime:OnnxEngine",
@@ -25,13 +24,7 @@ ENGINES: dict[str, str | None] = {
 def engine_class(name: str) -> type[Engine]:
     if name not in ENGINES:
         raise ConfigError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
-    target = ENGINES[name]
-    if target is None:
-        raise NotImplementedYet(
-            f"engine {name!r} is not implemented yet; "
-            "available now: " + ", ".join(k for k, v in ENGINES.items() if v)
-        )
-    module, _, cls = target.partition(":")
+    module, _, cls = ENGINES[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
 

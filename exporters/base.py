@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engines.errors import ConfigError, NotImplementedYet
+from engines.errors import ConfigError
 from engines.models import WEIGHTS, ModelSpec, get_spec
 from engines.registry import engine_class
 from engines.vision import check_bucket
@@ -126,7 +126,7 @@ class Exporter(ABC):
         return None
 
 
-EXPORTERS: dict[str, str | None] = {
+EXPORTERS: dict[str, str] = {
     "onnx": "exporters.onnx:OnnxExporter",
     "aoti": "exporters.torch_export:AotiExporter",
     "trt": "exporters.tensorrt:TensorRTExporter",
@@ -138,8 +138,5 @@ EXPORTERS: dict[str, str | None] = {
 def exporter_class(fmt: str) -> type[Exporter]:
     if fmt not in EXPORTERS:
         raise ConfigError(f"unknown --format {fmt!r}; choose one of: {', '.join(EXPORTERS)}")
-    target = EXPORTERS[fmt]
-    if target is None:
-        raise NotImplementedYet(f"--format {fmt} is not implemented yet")
-    module, _, cls = target.partition(":")
+    module, _, cls = EXPORTERS[fmt].partition(":")
     return getattr(importlib.import_module(module), cls)

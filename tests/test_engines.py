@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from engines import EngineConfig, create_engine, engine_class
-from engines.errors import ConfigError, NotImplementedYet
-from engines.registry import ENGINES, engine_config
+from engines.errors import ConfigError
+from engines.registry import engine_config
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +68,6 @@ def test_fake_latency_is_configurable():
         t = time.perf_counter()
         e.infer(b.inputs)
         assert time.perf_counter() - t >= 0.03
-
-
-def test_planned_engines_say_not_implemented_yet(monkeypatch):
-    monkeypatch.setitem(ENGINES, "planned", None)
-    with pytest.raises(NotImplementedYet, match="engine 'planned' is not implemented yet"):
-        engine_class("planned")
 
 
 def test_unknown_engine_and_bad_config_values():

@@ -29,9 +29,22 @@ def plateau(cap: int, noise: float = 0.0):
     return measure
 
 
+def run(search: Search, measure) -> int:
+    """Drive the search's steps as the HTTP plan does; `measure(vus)` gives the repeats'
+    throughputs. Returns the best VUs."""
+    steps = search.steps()
+    try:
+        vus = next(steps)
+        while True:
+            vus = steps.send(measure(vus))
+    except StopIteration:
+        pass
+    return search.best()
+
+
 def test_search_doubles_then_bisects_and_returns_a_measured_point():
     s = Search(vus_start=1, vus_max=256, improvement=0.02)
-    best = s.run(plateau(12))
+    best = run(s, plateau(12))
     assert best in s.points  # the seed returned a VU count it never measured
     assert {1, 2, 4, 8, 16} <= set(s.points)
     assert 8 < best <= 16 and s.thr(best) == max(s.thr(v) for v in s.points)
@@ -40,14 +53,14 @@ def test_search_doubles_then_bisects_and_returns_a_measured_point():
 def test_noise_margin_from_repeats_stops_chasing_noise():
     # repeats differ by +-4%: a strict '>' on single runs would keep doubling on noise alone
     s = Search(vus_start=1, vus_max=1024, improvement=0.02)
-    s.run(plateau(4, noise=0.04))
+    run(s, plateau(4, noise=0.04))
     assert s.margin >= 0.08 - 1e-9
     assert max(s.points) <= 16
 
 
 def test_search_respects_vus_max():
     s = Search(vus_start=1, vus_max=8, improvement=0.02)
-    s.run(plateau(1000))
+    run(s, plateau(1000))
     assert max(s.points) == 8
 
 

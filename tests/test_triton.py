@@ -275,25 +275,6 @@ def test_reload_through_repository_api_changes_the_instance_count(repo, tmp_path
         assert s.model_ready(TINY)
 
 
-@pytest.mark.triton
-def test_a_repository_naming_the_old_backend_module_still_serves(repo, eager, tmp_path):
-    """Repositories written before the Triton code moved name `engines.triton_backend`."""
-    from engines.registry import create_engine
-    from engines.triton.server import TritonServer
-
-    work = tmp_path / "old"
-    shutil.copytree(repo, work)
-    for shim in work.glob("*/1/model.py"):
-        text = shim.read_text().replace("engines.triton.backend", "engines.triton_backend")
-        assert "from engines.triton_backend import" in text
-        shim.write_text(text)
-    with TritonServer(work, models=[TINY]) as s:
-        cfg = engine_config("triton", TINY, triton_url=s.url)
-        with create_engine(cfg) as tri:
-            got = tri.predict_remote(TEXTS)
-    assert got.labels == eager.predict(TEXTS).labels
-
-
 def test_the_old_tritonserver_module_still_runs_as_a_command():
     r = subprocess.run(
         [sys.executable, "-m", "engines.tritonserver", "--help"],

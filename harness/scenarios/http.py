@@ -234,17 +234,6 @@ class Search:
                 break
             self.points[mid] = yield mid
 
-    def run(self, measure) -> int:
-        """`measure(vus)` returns a list of throughputs (one per repeat). Returns the best VUs."""
-        steps = self.steps()
-        try:
-            vus = next(steps)
-            while True:
-                vus = steps.send(measure(vus))
-        except StopIteration:
-            pass
-        return self.best()
-
 
 def _throughput(row: dict[str, Any]) -> float:
     v = row.get("throughput_req_per_sec")
