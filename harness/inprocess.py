@@ -20,9 +20,9 @@ import numpy as np
 
 from engines.base import Engine, EngineConfig
 from engines.errors import ConfigError, EngineError
+from engines.measure import Latency, Throughput
 from engines.registry import create_engine
 from harness.energy import Meter, Reading, start_meter, stop_meter
-from harness.measure import Latency, Throughput
 from harness.workloads import Workload
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ import numpy as np
 
 from engines.base import Engine
 from engines.errors import BillionbenchError, ConfigError, EngineError
+from engines.measure import Latency
 from engines.pipeline import Batch, Prediction
 from serving import cpu
 from serving.policy import (
@@ -107,28 +108,6 @@ class BatcherStopped(EngineError):
 
 
 @dataclass(frozen=True)
-class LatencySummary:
-    """Milliseconds over the most recent samples (up to 10,000)."""
-
-    count: int
-    avg_ms: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @classmethod
-    def from_ns(cls, durations_ns: Any) -> LatencySummary:
-        ms = np.asarray(durations_ns, dtype=np.float64) / 1e6
-        if ms.size == 0:
-            return cls(0, *(float("nan"),) * 5)
-        p50, p90, p99 = np.percentile(ms, (50, 90, 99))
-        return cls(
-            int(ms.size), float(ms.mean()), float(p50), float(p90), float(p99), float(ms.max())
-        )
-
-
-@dataclass(frozen=True)
 class BatcherStats:
     """A snapshot of the batcher's counters; padding_ratio = 1 - useful / padded tokens."""
 
@@ -144,8 +123,8 @@ class BatcherStats:
     useful_tokens: int
     padded_tokens: int
     padding_ratio: float
-    forward_ms: LatencySummary  # engine.infer only
-    queue_wait_ms: LatencySummary  # per input: admitted -> placed in a batch
+    forward_ms: Latency  # engine.infer only
+    queue_wait_ms: Latency  # per input: admitted -> placed in a batch
     # cumulative per request, as Triton's statistics extension counts: the wait of a request's
     # first input for a batch, and the forward pass of that batch (shared by its requests)
     request_queue_ns_total: int = 0
@@ -622,8 +601,8 @@ class DynamicBatcher:
             useful_tokens=useful,
             padded_tokens=padded,
             padding_ratio=1.0 - useful / padded if padded else 0.0,
-            forward_ms=LatencySummary.from_ns(forward_ns),
-            queue_wait_ms=LatencySummary.from_ns(wait_ns),
+            forward_ms=Latency.from_ns(forward_ns),
+            queue_wait_ms=Latency.from_ns(wait_ns),
             **totals,
         )
 
@@ -633,7 +612,6 @@ __all__ = [
     "BatcherStats",
     "BatcherStopped",
     "DynamicBatcher",
-    "LatencySummary",
     "QueueFull",
     "RequestTooLarge",
 ]

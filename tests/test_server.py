@@ -245,13 +245,14 @@ def test_tiny_real_model_over_http_matches_in_process():
 
 
 def test_metrics_exposition_names_and_values():
-    from serving.batcher import BatcherStats, LatencySummary
+    from engines.measure import Latency
+    from serving.batcher import BatcherStats
     from serving.metrics import HttpMetrics, exposition
 
     http = HttpMetrics()
     http.observe("/v1/embeddings", 200, 0.02)
     http.observe("/v1/embeddings", 429, 0.001)
-    none = LatencySummary.from_ns([])
+    none = Latency.from_ns([])
     stats = BatcherStats(
         queue_depth=3,
         pending_requests=1,

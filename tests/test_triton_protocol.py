@@ -84,9 +84,10 @@ def test_model_config_is_triton_shaped():
 
 
 def test_statistics_and_index_json():
-    from serving.batcher import BatcherStats, LatencySummary
+    from engines.measure import Latency
+    from serving.batcher import BatcherStats
 
-    none = LatencySummary.from_ns([])
+    none = Latency.from_ns([])
     b = BatcherStats(3, 0, 4, 0, 0, 2, 0, 5, {2: 1, 3: 1}, 1, 1, 0.0, none, none, 700, 900)
     times = RequestTimes()
     times.add(True, 1000, 100, 10)

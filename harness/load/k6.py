@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.errors import BillionbenchError, ConfigError
+from engines.measure import Latency, Throughput
 from harness.load.client import preflight, request_headers
 from harness.load.loops import (
     FAILURE_KINDS,
@@ -21,7 +22,6 @@ from harness.load.loops import (
     warn_near_ceiling,
 )
 from harness.load.protocols import PROTOCOLS, Target
-from harness.measure import Latency, Throughput
 from harness.workloads import Workload
 
 K6_INSTALL = "https://grafana.com/docs/k6/latest/set-up/install-k6/"

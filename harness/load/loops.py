@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from engines.errors import ConfigError
+from engines.measure import Latency, Throughput
 from harness.load.client import Client, connected
 from harness.load.protocols import Target
-from harness.measure import Latency, Throughput
 from harness.workloads import Workload
 
 log = logging.getLogger(__name__)

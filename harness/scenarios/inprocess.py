@@ -6,10 +6,10 @@ import argparse
 from dataclasses import asdict, replace
 from typing import Any
 
+from engines.measure import NEURONPERF_STATS
 from harness import energy
 from harness.costs import cost_per_1m_tokens
 from harness.inprocess import InprocessConfig, InprocessResult, run_inprocess
-from harness.measure import NEURONPERF_STATS
 from harness.results import TRITON_CONFIG_COLUMNS
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.setup import Setup, prepare_artifact

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from engines.errors import ConfigError
+from engines.measure import TokenStats
 from engines.models import hub_reachable
-from harness.measure import TokenStats
 
 log = logging.getLogger(__name__)
 

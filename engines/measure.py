@@ -1,4 +1,8 @@
-"""Typed measurement values that compute their own statistics (latency, throughput, tokens)."""
+"""Typed measurement values that compute their own statistics (latency, throughput, tokens).
+
+The one latency type: the harness's rows and the batcher's /metrics and Triton statistics
+both use `Latency` (here, so `serving` may import it).
+"""
 
 from __future__ import annotations
 
