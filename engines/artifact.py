@@ -119,6 +119,17 @@ class Manifest:
         return bool(self.seal) and hmac.compare_digest(self.seal, self.digest())
 
     @property
+    def verdict(self) -> str:
+        """The parity result in words, the same everywhere: passed, FAILED, or not run (why)."""
+        parity = self.parity or {}
+        passed = parity.get("passed")
+        if passed is True:
+            return "passed"
+        if passed is False:
+            return "FAILED"
+        return f"not run ({parity['skipped']})" if parity.get("skipped") else "not run"
+
+    @property
     def native_code(self) -> bool:
         """Whether loading the artifact runs code it carries (dlopen, deserialised plans)."""
         backend = (self.details or {}).get("backend")

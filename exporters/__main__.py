@@ -201,9 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     parity = m.parity or {}
-    verdict = {True: "[green]passed[/]", False: "[red]FAILED[/]"}.get(
-        parity.get("passed"), f"[yellow]not run ({parity.get('skipped')})[/]"
-    )
+    color = {True: "green", False: "red"}.get(parity.get("passed"), "yellow")
+    verdict = f"[{color}]{escape(m.verdict)}[/]"
     out = Console(width=160)
     out.print(
         f"artifact: {cfg.out}  ({m.format} {m.precision}{' ' + m.variant if m.variant else ''},"

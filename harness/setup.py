@@ -248,8 +248,7 @@ class Prepared:
 
     @property
     def parity_metric(self) -> str:
-        verdict = {True: "passed", False: "FAILED"}.get(self.parity.get("passed"), "not run")
-        return self.parity.get("metric") or verdict
+        return self.parity.get("metric") or self.manifest.verdict
 
 
 def prepare_artifact(
@@ -306,7 +305,7 @@ def prepare_artifact(
     prepared = Prepared(replace(engine_cfg, artifact=cfg.out), manifest, reused)
     parity = prepared.parity
     how = "reused" if reused else f"exported in {manifest.export_seconds} s"
-    verdict = {True: "passed", False: "FAILED"}.get(parity.get("passed"), "not run")
+    verdict = manifest.verdict
     if not manifest.sealed:
         verdict += " (claimed by an unsealed manifest)"
     console.print(

@@ -15,6 +15,19 @@ from prometheus_client.registry import Collector
 from serving import cpu
 from serving.batcher import BatcherStats
 
+# the names a scraper reads back (harness.sweep's padding and CPU columns): one spelling each.
+# prometheus_client adds `_total` to a counter's samples: `total()` gives that sample's name.
+USEFUL_TOKENS = "bb_useful_tokens"
+PADDED_TOKENS = "bb_padded_tokens"
+FORWARD_CPU_SECONDS = "bb_forward_cpu_seconds"
+NONFORWARD_CPU_SECONDS = "bb_nonforward_cpu_seconds"
+
+
+def total(counter: str) -> str:
+    """The sample name of a counter in the text exposition."""
+    return f"{counter}_total"
+
+
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -43,8 +56,8 @@ class BatcherCollector(Collector):
             sum_value=sum(k * v for k, v in hist),
         )
         for name, doc, value in (
-            ("bb_useful_tokens", "Unpadded tokens run through the model.", s.useful_tokens),
-            ("bb_padded_tokens", "Token slots computed, padding included.", s.padded_tokens),
+            (USEFUL_TOKENS, "Unpadded tokens run through the model.", s.useful_tokens),
+            (PADDED_TOKENS, "Token slots computed, padding included.", s.padded_tokens),
             ("bb_rejected", "Requests rejected with 429.", s.rejected),
         ):
             yield CounterMetricFamily(name, doc, value=value)
@@ -62,12 +75,12 @@ class CpuCollector(Collector):
             return
         forward, other = got
         yield CounterMetricFamily(
-            "bb_forward_cpu_seconds",
+            FORWARD_CPU_SECONDS,
             "CPU seconds of the forward pass (forward and intra-op threads).",
             value=forward,
         )
         yield CounterMetricFamily(
-            "bb_nonforward_cpu_seconds",
+            NONFORWARD_CPU_SECONDS,
             "CPU seconds of everything else: HTTP, JSON, tokenization, post-processing.",
             value=other,
         )
@@ -117,4 +130,15 @@ class _Forward(Collector):
         yield from self.registry.collect()
 
 
-__all__ = ["CONTENT_TYPE", "BatcherCollector", "CpuCollector", "HttpMetrics", "exposition"]
+__all__ = [
+    "CONTENT_TYPE",
+    "FORWARD_CPU_SECONDS",
+    "NONFORWARD_CPU_SECONDS",
+    "PADDED_TOKENS",
+    "USEFUL_TOKENS",
+    "total",
+    "BatcherCollector",
+    "CpuCollector",
+    "HttpMetrics",
+    "exposition",
+]

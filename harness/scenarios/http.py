@@ -31,6 +31,8 @@ from harness.load import LoadResult, Target, measure_ceiling, run_closed_loop, r
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.setup import Setup
 from harness.tables import best_row, columns, print_rows
+from serving import metrics
+from serving.metrics import total
 
 #: seconds the load generator measures its own ceiling for, once per sweep
 CEILING_S = 3.0
@@ -149,12 +151,13 @@ def server_columns(before: dict[str, float], after: dict[str, float]) -> dict[st
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
 
-    useful, padded = delta("bb_useful_tokens_total"), delta("bb_padded_tokens_total")
-    fwd, other = delta("bb_forward_cpu_seconds_total"), delta("bb_nonforward_cpu_seconds_total")
+    useful, padded = delta(total(metrics.USEFUL_TOKENS)), delta(total(metrics.PADDED_TOKENS))
+    fwd = delta(total(metrics.FORWARD_CPU_SECONDS))
+    other = delta(total(metrics.NONFORWARD_CPU_SECONDS))
     return {
         "padding_ratio": 1 - useful / padded if padded > 0 else None,
         "non_forward_cpu_share": other / (fwd + other) if fwd + other > 0 else None,
-        "server_cpu_s": fwd + other if "bb_forward_cpu_seconds_total" in after else None,
+        "server_cpu_s": fwd + other if total(metrics.FORWARD_CPU_SECONDS) in after else None,
     }
 
 
