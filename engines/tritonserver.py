@@ -1,4 +1,4 @@
-"""Import shim: the tritonserver wrapper lives in `engines.triton.server`.
+"""Import shim: the tritonserver wrapper lives in `engines.processes.tritonserver`.
 
 `python -m engines.tritonserver prepare|serve REPO` keeps working: scripts/setup.sh and the
 READMEs of written repositories run it.
@@ -6,7 +6,7 @@ READMEs of written repositories run it.
 
 import sys
 
-from engines.triton.server import (
+from engines.processes.tritonserver import (
     INSTALL_HINT,
     PYTRITON,
     Installation,

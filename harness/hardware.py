@@ -13,6 +13,10 @@ from engines.errors import ConfigError, HardwareMismatch
 HF_PRICING = "Hugging Face Inference Endpoints pricing page"
 
 
+#: Ray resources that mark a node as an accelerator node: such a node is never selected as `cpu`
+ACCELERATORS = ("GPU", "neuron_cores")
+
+
 @dataclass(frozen=True)
 class HardwareProfile:
     """One hardware type. Peaks are dense (no structured sparsity), per accelerator."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from engines.errors import BillionbenchError
-from harness.scenarios.perf_analyzer import find_binary, prepare, version
+from engines.processes.perf_analyzer import find_binary, prepare, version
 
 
 def main(argv: list[str] | None = None) -> int:

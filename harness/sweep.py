@@ -15,8 +15,8 @@ import sys
 
 from engines.errors import ConfigError
 from harness import cli, runner
-from harness.executors.load_workers import DistributedLoad
 from harness.executors.ray_cluster import connect, import_ray, run_on_ray
+from harness.load.distributed import DistributedLoad
 from harness.scenarios.http import CEILING_S, HttpScenario
 from harness.scenarios.triton import TritonScenario
 from harness.setup import load_setup

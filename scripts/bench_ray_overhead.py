@@ -58,8 +58,8 @@ def load_workers() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
+    from engines.processes.serve import ServerProcess
     from harness import sweep
-    from harness.scenarios.http import ServerProcess
 
     server = ServerProcess(
         ["--engine", "eager", "--model", "distilbert-sentiment-tiny", "--weights", "random"],

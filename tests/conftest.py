@@ -37,7 +37,7 @@ def _importable(*modules: str) -> bool:
 def _triton_missing() -> str | None:
     """Why no tritonserver can run here (naming the package), or None when one can."""
     from engines.errors import BillionbenchError
-    from engines.triton.server import find_installation
+    from engines.processes.tritonserver import find_installation
 
     try:
         find_installation()
@@ -49,7 +49,7 @@ def _triton_missing() -> str | None:
 def _perf_analyzer_missing() -> str | None:
     """Why perf_analyzer cannot run here (with the command that prepares it), or None."""
     from engines.errors import BillionbenchError
-    from harness.scenarios.perf_analyzer import find_binary, version
+    from engines.processes.perf_analyzer import find_binary, version
 
     try:
         version(*find_binary())

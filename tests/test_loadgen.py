@@ -669,7 +669,7 @@ def test_merging_two_real_runs_equals_one_run_over_their_union(server):
 
 
 def test_load_shares_split_evenly_and_workers_with_none_sit_out():
-    from harness.executors.load_workers import shares
+    from harness.load.distributed import shares
 
     assert shares(32, 3) == [11, 11, 10] and sum(shares(7, 4)) == 7
     assert shares(1, 3) == [1, 0, 0]

@@ -348,7 +348,7 @@ def test_cpu_split_counts_registered_threads_as_non_forward():
 
 
 def test_metrics_split_the_servers_cpu_and_the_sweep_reads_a_points_share(embedder):
-    from harness.scenarios.http import server_columns
+    from harness.load.endpoint import server_columns
 
     _, body = get(embedder.url, "/metrics")
     before = {

@@ -220,7 +220,7 @@ def test_a_killed_sweep_leaves_no_server_behind_and_logs_in_its_folder(tmp_path,
 
 
 def test_a_url_rows_engine_is_what_the_server_reported_else_remote():
-    from harness.scenarios.http import remote_identity
+    from harness.load.endpoint import remote_identity
 
     ours = {"engine": "onnx", "precision": "int8", "variant": "optimized", "weights": "local"}
     assert remote_identity(ours, "kserve") == {

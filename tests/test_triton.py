@@ -171,7 +171,7 @@ def test_cli_refuses_tensorrt_on_cpu_in_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    from engines.triton.server import TritonServer
+    from engines.processes.tritonserver import TritonServer
 
     s = TritonServer(repo, models=[TINY]).start()
     yield s
@@ -254,7 +254,7 @@ def test_load_generator_triton_protocol_validates_outputs(server):
 
 @pytest.mark.triton
 def test_reload_through_repository_api_changes_the_instance_count(repo, tmp_path):
-    from engines.triton.server import TritonServer
+    from engines.processes.tritonserver import TritonServer
     from exporters.triton import set_encoder_serving
 
     work = tmp_path / "repo"
@@ -296,8 +296,9 @@ PA_CSV = (
 
 
 def test_perf_analyzer_csv_becomes_result_rows():
+    from engines.processes.perf_analyzer import parse_csv
     from harness.results import COLUMNS
-    from harness.scenarios.perf_analyzer import parse_csv, to_row
+    from harness.scenarios.perf_analyzer import to_row
 
     (pa,) = parse_csv(PA_CSV)
     row = to_row(pa, batch=2)
@@ -368,7 +369,8 @@ def test_config_sweep_writes_rows_with_settings_and_resumes(repo, tmp_path, caps
 @pytest.mark.triton
 @pytest.mark.perf_analyzer
 def test_perf_analyzer_runs_against_the_bundled_server(server):
-    from harness.scenarios.perf_analyzer import find_binary, run, to_row
+    from engines.processes.perf_analyzer import find_binary, run
+    from harness.scenarios.perf_analyzer import to_row
 
     binary, env = find_binary()
     rows = run(

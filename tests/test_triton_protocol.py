@@ -33,7 +33,7 @@ class Served:
     """`python -m harness.serve` with HTTP and gRPC on loopback, stopped at exit."""
 
     def __init__(self, model: str, engine: str, tmp_path, *extra: str):
-        from harness.scenarios.http import ServerProcess
+        from engines.processes.serve import ServerProcess
 
         self.grpc_port = free_port()
         argv = ["--engine", engine, "--model", model, "--task", get_spec(model).task]

@@ -23,7 +23,7 @@ from engines.artifact import verify
 from engines.base import Engine, EngineOptions, option
 from engines.errors import EngineError, MissingDependency
 from engines.pipeline import Prediction, check_texts
-from engines.triton.server import INSTALL_HINT, TritonServer
+from engines.processes.tritonserver import INSTALL_HINT, TritonServer
 
 ENCODER = "encoder"
 

@@ -26,15 +26,13 @@ from typing import Any
 from engines.errors import BillionbenchError, ConfigError, MissingDependency
 from harness import hardware
 from harness.executors.node import Build, NodeWorker, Reply, failed
+from harness.hardware import ACCELERATORS
 from harness.results import ResultsStore
 from harness.runner import Measurement, Point, Recorder, stored_rows
 from harness.setup import check_target
 from harness.tables import best_row, print_rows, progress_bar
 
 log = logging.getLogger("billionbench")
-
-#: resources that mark a node as an accelerator node: such a node is never selected as `cpu`
-ACCELERATORS = ("GPU", "neuron_cores")
 
 
 def import_ray():

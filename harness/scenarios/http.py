@@ -12,27 +12,23 @@ import argparse
 import json
 import math
 import os
-import signal
 import statistics
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.errors import ConfigError, EngineError
+from engines.errors import ConfigError
 from engines.net import free_port
+from engines.processes.serve import ServerProcess
 from harness import checks, energy
 from harness.cli import serve_argv
-from harness.load import LoadResult, Target, measure_ceiling, run_closed_loop, run_open_loop
+from harness.load import Target, measure_ceiling
+from harness.load.endpoint import counters, remote_identity, remote_parameters, server_columns
+from harness.load.strategies import LocalLoad
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.setup import Setup
 from harness.tables import best_row, columns, print_rows
-from serving import metrics
-from serving.metrics import total
 
 #: seconds the load generator measures its own ceiling for, once per sweep
 CEILING_S = 3.0
@@ -53,138 +49,6 @@ TABLE = columns(
     1B_cost                | $/1B       | 2
 """
 )
-
-
-# ------------------------------------------------------------------------- server process
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the sweep dies, even by SIGKILL (Linux)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class ServerProcess:
-    """`python -m harness.serve` in a subprocess: start(), stop(), log_file().
-
-    The server runs in its own process group, which stop() ends; it also gets a parent-death
-    signal, so a sweep killed outright leaves no server listening. Its log goes to `log_path`.
-    """
-
-    def __init__(
-        self, argv: list[str], port: int, log_path: str | Path, ready_timeout_s: float = 600.0
-    ):
-        self.argv = argv
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.ready_timeout_s = ready_timeout_s
-        self._log_path = Path(log_path)
-        self.proc: subprocess.Popen | None = None
-
-    def log_file(self) -> str:
-        return str(self._log_path)
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "harness.serve", *self.argv, "--port", str(self.port)]
-        self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=Path(__file__).resolve().parents[2],
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = Path(self.log_file()).read_text(errors="replace").strip().splitlines()
-                raise EngineError(
-                    f"the server exited: {tail[-1] if tail else 'no output'} "
-                    f"(log: {self.log_file()})"
-                )
-            try:
-                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise EngineError(
-            f"the server was not ready in {self.ready_timeout_s:.0f} s (log: {self.log_file()})"
-        )
-
-    def counters(self) -> dict[str, float]:
-        """Every unlabelled sample of /metrics, by name (one scrape)."""
-        out: dict[str, float] = {}
-        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                name, _, value = line.partition(" ")
-                if name and not name.startswith("#") and "{" not in name:
-                    try:
-                        out[name] = float(value)
-                    except ValueError:
-                        pass
-        return out
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.proc.wait()
-
-    def _signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)  # the server and anything it started
-        except ProcessLookupError:
-            pass
-
-
-def server_columns(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
-    """A point's padding ratio and non-forward CPU share, from /metrics before and after it."""
-
-    def delta(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    useful, padded = delta(total(metrics.USEFUL_TOKENS)), delta(total(metrics.PADDED_TOKENS))
-    fwd = delta(total(metrics.FORWARD_CPU_SECONDS))
-    other = delta(total(metrics.NONFORWARD_CPU_SECONDS))
-    return {
-        "padding_ratio": 1 - useful / padded if padded > 0 else None,
-        "non_forward_cpu_share": other / (fwd + other) if fwd + other > 0 else None,
-        "server_cpu_s": fwd + other if total(metrics.FORWARD_CPU_SECONDS) in after else None,
-    }
-
-
-def remote_parameters(url: str, model: str) -> dict[str, Any]:
-    """The provenance a KServe v2 server gives at /v2/models/<model> (ours: engine, precision,
-    weights ...); {} when the endpoint has none (Infinity, TEI, a Triton without them)."""
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/v2/models/{model}", timeout=5) as r:
-            meta = json.loads(r.read())
-    except (OSError, ValueError):
-        return {}
-    params = meta.get("parameters") if isinstance(meta, dict) else None
-    return params if isinstance(params, dict) else {}
-
-
-def remote_identity(info: dict[str, Any], protocol: str) -> dict[str, Any]:
-    """A --url row's engine columns: what the server reported, else `remote` (never the
-    engine flags of the command that drove it)."""
-    engine = info.get("engine")
-    if not isinstance(engine, str) or not engine:
-        return {"engine": "remote", "precision": None, "attn": None, "image": f"remote/{protocol}"}
-    parts = (engine, info.get("precision"), info.get("variant"), info.get("attn"))
-    return {
-        "engine": engine,
-        "precision": info.get("precision"),
-        "image": "/".join(str(x) for x in parts if x),
-    }
 
 
 # ------------------------------------------------------------------------- VU search
@@ -241,39 +105,6 @@ class Search:
 def _throughput(row: dict[str, Any]) -> float:
     v = row.get("throughput_req_per_sec")
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0
-
-
-# ------------------------------------------------------------------------- where the load runs
-class LocalLoad:
-    """The load of each point from this process (the default). The other implementation is
-    harness.executors.load_workers.DistributedLoad: the same calls, on N Ray actors."""
-
-    executor = None  # the row keeps the executor's own
-
-    def __init__(self, ceiling: float | None):
-        self.ceiling = ceiling
-
-    @property
-    def ceilings(self) -> list[float | None]:
-        return [self.ceiling]
-
-    @property
-    def nodes(self) -> list[str]:
-        return []
-
-    def describe(self) -> list[str]:
-        if not self.ceiling:
-            return []
-        return [f"load generator ceiling {self.ceiling:,.0f} req/s (no-op server)"]
-
-    def closed(self, target, workload, vus, iterations, max_duration_s, **kw) -> LoadResult:
-        return run_closed_loop(target, workload, vus, iterations, max_duration_s, **kw)
-
-    def open(self, target, workload, rate, duration_s, **kw) -> LoadResult:
-        return run_open_loop(target, workload, rate, duration_s, **kw)
-
-    def close(self) -> None:
-        return None
 
 
 # ------------------------------------------------------------------------- the scenario
@@ -405,7 +236,7 @@ class HttpScenario(Scenario):
         self._serve(p.batch_size, progress)
         progress("load running")
         server, messages = self.server, []
-        before = server.counters() if server else None
+        before = counters(server.metrics_text()) if server else None
         meter = energy.start_meter(self.meter if server else None)
         shared = dict(inputs_per_request=p.inputs_per_request, ceiling_rps=self.load.ceiling)
         if a.rate:  # open loop: Poisson arrivals, at most `vus` in flight
@@ -440,7 +271,7 @@ class HttpScenario(Scenario):
         if a.url:  # the row says what the endpoint runs, not this command's engine flags
             row.update(remote_identity(self.info, a.protocol))
         if server:  # this point's padding and CPU split, not the server's lifetime
-            row.update(server_columns(before, server.counters()))
+            row.update(server_columns(before, counters(server.metrics_text())))
         if self.load.executor:  # the generators' nodes: where this point ran
             row.update(executor=self.load.executor, node=",".join(self.load.nodes))
         row.update(energy.energy_columns(reading, res.successful_requests * p.inputs_per_request))

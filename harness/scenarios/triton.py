@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from engines.errors import ConfigError
+from engines.processes.tritonserver import TritonServer
 from engines.triton.client import counters, stats_delta
-from engines.triton.server import TritonServer
 from exporters.triton import (
     ENCODER,
     TritonExporter,

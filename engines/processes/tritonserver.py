@@ -1,4 +1,4 @@
-"""A real `tritonserver` process on loopback: start(), wait_ready(), stop(), log_file().
+"""A real `tritonserver` process on loopback: start(), stop(), log_file() (a ManagedProcess).
 
 Where the binary comes from, in order: `$TRITONSERVER` (a path to the binary, e.g. inside the
 NGC container), `tritonserver` on PATH with its backends in /opt/tritonserver/backends, or the
@@ -32,6 +32,7 @@ from pathlib import Path
 
 from engines.errors import BillionbenchError, EngineError
 from engines.net import free_port
+from engines.processes.base import ManagedProcess
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +175,14 @@ def find_installation() -> Installation:
     raise TritonUnavailable(f"no tritonserver found; {INSTALL_HINT}")
 
 
-class TritonServer:
+class TritonServer(ManagedProcess):
     """One tritonserver bound to 127.0.0.1, on free HTTP/gRPC/metrics ports.
 
     `explicit=True` starts it in explicit model-control mode with `models` loaded, so a sweep can
     reload a model after rewriting its config instead of restarting the server.
     """
+
+    name = "tritonserver"
 
     def __init__(
         self,
@@ -196,15 +199,13 @@ class TritonServer:
             raise EngineError(f"model repository {self.repository} is not a directory")
         self.models = list(models or [])
         self.explicit = explicit
-        self.ready_timeout_s = ready_timeout_s
         self.install = installation or find_installation()
         self.extra_args = list(extra_args or [])
         self.http_port = self.grpc_port = self.metrics_port = 0
-        self._log = tempfile.NamedTemporaryFile(prefix="bb-triton-", suffix=".log", delete=False)
-        self._log.close()
-        self.proc: subprocess.Popen | None = None
+        log = tempfile.NamedTemporaryFile(prefix="bb-triton-", suffix=".log", delete=False)
+        log.close()
+        super().__init__(log.name, ready_timeout_s)
 
-    # -- lifecycle ---------------------------------------------------------------------------
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
@@ -213,10 +214,7 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def log_file(self) -> str:
-        return self._log.name
-
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         env = dict(os.environ)
         libs = [sysconfig.get_config_var("LIBDIR") or ""]
         if self.install.libs:
@@ -253,50 +251,29 @@ class TritonServer:
     def start(self) -> TritonServer:
         """Start and wait until ready; one retry (a start right after a stop can time out)."""
         for attempt in (1, 2):
-            self._spawn()
             try:
-                self.wait_ready()
+                super().start()
                 return self
             except EngineError:
-                self.stop()
                 if attempt == 2:
                     raise
                 log.warning("tritonserver did not start; retrying once (log: %s)", self.log_file())
                 time.sleep(1.0)
         return self
 
-    def _spawn(self) -> None:
-        import atexit
-
+    def spawn(self) -> None:
         self.http_port, self.grpc_port, self.metrics_port = (free_port() for _ in range(3))
-        atexit.register(self.stop)  # never leave a server (and its stubs) behind a crash
-        with open(self.log_file(), "ab") as logf:
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=self._env(),
-                start_new_session=True,
-            )
+        super().spawn()
 
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise EngineError(f"tritonserver exited: {self.last_error()}")
-            try:
-                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=1) as r:
-                    if r.status == 200 and all(self.model_ready(m) for m in self.models):
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.25)
-        raise EngineError(
-            f"tritonserver was not ready in {self.ready_timeout_s:.0f} s: {self.last_error()}"
-        )
+    def is_ready(self) -> bool:
+        with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=1) as r:
+            return r.status == 200 and all(self.model_ready(m) for m in self.models)
+
+    def failure(self) -> str:
+        """The most telling log line (a model load failure, else the last line), with the log."""
+        return self.last_error()
 
     def last_error(self) -> str:
-        """The most telling log line (a model load failure, else the last line), with the log."""
         try:
             lines = Path(self.log_file()).read_text(errors="replace").splitlines()
         except OSError:
@@ -305,26 +282,8 @@ class TritonServer:
         text = (bad or lines or ["no output"])[-1].strip()
         return f"{text[:400]} (log: {self.log_file()})"
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None:
-            try:  # backend stubs the server left behind share its process group
-                os.killpg(self.proc.pid, 9)
-            except (ProcessLookupError, PermissionError):
-                pass
-        self.proc = None
-
-    def __enter__(self) -> TritonServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def stop(self, grace_s: float = 20.0) -> None:
+        super().stop(grace_s)
 
     # -- HTTP helpers (repository and statistics APIs) ---------------------------------------
     def _request(self, method: str, path: str, body: dict | None = None, timeout: float = 300):
@@ -356,19 +315,6 @@ class TritonServer:
     def statistics(self, name: str) -> dict:
         stats = self._request("GET", f"/v2/models/{name}/stats")["model_stats"]
         return stats[0] if stats else {}
-
-    def rss_mb(self) -> float | None:
-        """Resident memory of the server and its backend stubs, in MiB."""
-        if not self.proc:
-            return None
-        import psutil
-
-        try:
-            p = psutil.Process(self.proc.pid)
-            procs = [p, *p.children(recursive=True)]
-            return sum(q.memory_info().rss for q in procs) / 2**20
-        except psutil.Error:
-            return None
 
 
 def main(argv: list[str] | None = None) -> int:

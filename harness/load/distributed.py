@@ -15,9 +15,10 @@ import time
 from typing import Any
 
 from engines.errors import ConfigError, EngineError
-from harness.executors.ray_cluster import ACCELERATORS
-from harness.load import LoadResult, Target, measure_ceiling, merge_results
-from harness.load.loops import run_closed_loop, run_open_loop
+from harness.hardware import ACCELERATORS
+from harness.load.ceiling import measure_ceiling
+from harness.load.loops import LoadResult, merge_results, run_closed_loop, run_open_loop
+from harness.load.protocols import Target
 from harness.sysinfo import host_name
 from harness.workloads import Workload
 
