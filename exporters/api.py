@@ -7,10 +7,9 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from engines.artifact import MANIFEST, ArtifactError, Manifest, verify, write_manifest
 from engines.base import EngineConfig, fields_from
@@ -19,7 +18,6 @@ from engines.models import load_model, load_tokenizer
 from engines.registry import create_engine
 from engines.vision import budget_for_buckets
 from exporters.base import ExportConfig, exporter_class
-from exporters.neuron import default_buckets
 from exporters.parity import bucket_shapes, compare
 
 log = logging.getLogger(__name__)
@@ -56,104 +54,13 @@ def ensure_artifact(cfg: ExportConfig, exporter=None) -> tuple[Manifest, bool]:
         m = verify(cfg.out, expectation(cfg, exporter))
     except ArtifactError:
         return export(cfg, exporter, force=True), False
-    wider = widened(cfg, m, exporter)
+    wider = exporter.widen(cfg, m)
     if wider is not None:
         # re-export with the shapes it had plus the new ones, so the cache only grows
         return export(wider, exporter, force=True), False
     if cfg.weights in ("auto", m.weights):
         return m, True
     return export(cfg, exporter, force=True), False
-
-
-def widened(cfg: ExportConfig, m: Manifest, exporter) -> ExportConfig | None:
-    """None when the cached artifact holds every shape `cfg` needs; else `cfg` widened to both.
-
-    Shape-bound artifacts (fixed vision buckets, TensorRT profiles, Neuron buckets) are part of
-    the cache identity this way; ONNX text graphs and AOTInductor packages take any batch and
-    sequence, so their shapes never trigger a rebuild.
-    """
-    buckets = exporter.vision_buckets(cfg)
-    if buckets is not None and not holds_buckets(m, buckets):
-        have = [tuple(x["bucket"]) for x in m.shape_profiles.get("image_buckets", [])]
-        return replace(cfg, image_buckets=tuple(sorted({*have, *buckets})))
-    rule = SHAPE_BOUND.get(cfg.format)
-    if rule is not None and not rule.holds(m, cfg):
-        return rule.widen(m, cfg)
-    return None
-
-
-def holds_buckets(m: Manifest, buckets) -> bool:
-    """Whether a fixed-size vision artifact has every (batch, grid h, grid w) bucket asked for."""
-    have = {tuple(x["bucket"]) for x in m.shape_profiles.get("image_buckets", [])}
-    return {tuple(b) for b in buckets} <= have
-
-
-def _span(rng: tuple[int, int, int], lo: int, hi: int) -> tuple[int, int, int]:
-    """A (min, opt, max) range covering both `rng` and lo..hi; opt stays the run's own."""
-    return min(rng[0], lo), rng[1], max(rng[2], hi)
-
-
-def _plan_bounds(m: Manifest) -> tuple[int, int, int, int] | None:
-    """(batch min, batch max, seq min, seq max) every input of a TensorRT plan accepts."""
-    profiles = [p for p in m.shape_profiles.values() if isinstance(p, dict) and "max" in p]
-    if not profiles:
-        return None
-    return (
-        max(p["min"][0] for p in profiles),
-        min(p["max"][0] for p in profiles),
-        max(p["min"][1] for p in profiles),
-        min(p["max"][1] for p in profiles),
-    )
-
-
-def _plan_holds(m: Manifest, cfg: ExportConfig) -> bool:
-    bounds = _plan_bounds(m)
-    if bounds is None:
-        return False
-    b_lo, b_hi, _, s_hi = bounds
-    # a sequence below the profile's minimum is padded up to it by the engine, so only the
-    # batch range and the longest sequence bound what a plan runs
-    return b_lo <= cfg.batch_range[0] and cfg.batch_range[2] <= b_hi and cfg.seq_range[2] <= s_hi
-
-
-def _plan_widen(m: Manifest, cfg: ExportConfig) -> ExportConfig:
-    bounds = _plan_bounds(m)
-    if bounds is None:
-        return cfg
-    b_lo, b_hi, s_lo, s_hi = bounds
-    return replace(
-        cfg,
-        batch_range=_span(cfg.batch_range, b_lo, b_hi),
-        seq_range=_span(cfg.seq_range, s_lo, s_hi),
-    )
-
-
-def _neuron_buckets(m: Manifest) -> set[tuple[int, int]]:
-    return {(int(b), int(s)) for b, s in m.shape_profiles.get("buckets", [])}
-
-
-def _neuron_holds(m: Manifest, cfg: ExportConfig) -> bool:
-    # exact buckets, as for vision: a batch padded into a bigger bucket would be measured at
-    # that bucket's cost, not at the batch size the row reports
-    return set(default_buckets(cfg)) <= _neuron_buckets(m)
-
-
-def _neuron_widen(m: Manifest, cfg: ExportConfig) -> ExportConfig:
-    return replace(cfg, buckets=tuple(sorted(_neuron_buckets(m) | set(default_buckets(cfg)))))
-
-
-class ShapeRule(NamedTuple):
-    """How a shape-bound format tells whether a cached artifact holds a run, and widens it."""
-
-    holds: Callable[[Manifest, ExportConfig], bool]
-    widen: Callable[[Manifest, ExportConfig], ExportConfig]
-
-
-# formats whose artifacts run only the shapes they were built for (as their manifests record)
-SHAPE_BOUND: dict[str, ShapeRule] = {
-    "trt": ShapeRule(_plan_holds, _plan_widen),
-    "neuron": ShapeRule(_neuron_holds, _neuron_widen),
-}
 
 
 def check_out(out: Path, force: bool) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from engines.artifact import Manifest
 from engines.errors import ConfigError
 from engines.models import WEIGHTS, ModelSpec, get_spec
 from engines.registry import engine_class
@@ -117,6 +118,17 @@ class Exporter(ABC):
     def export(self, cfg: ExportConfig, model: Any, tokenizer: Any, out_dir: Path) -> ExportInfo:
         """Write the artifact's files into `out_dir` (the manifest is written by the caller)."""
 
+    def widen(self, cfg: ExportConfig, m: Manifest) -> ExportConfig | None:
+        """None when the cached artifact `m` holds every shape `cfg` needs; else `cfg` widened
+        to hold both, so the cache only grows. Shape-bound formats (TensorRT profiles, Neuron
+        buckets) override this; ONNX text graphs and AOTInductor packages take any batch and
+        sequence, and a fixed-size vision artifact must hold its buckets."""
+        buckets = self.vision_buckets(cfg)
+        if buckets is not None and not holds_buckets(m, buckets):
+            have = [tuple(x["bucket"]) for x in m.shape_profiles.get("image_buckets", [])]
+            return replace(cfg, image_buckets=tuple(sorted({*have, *buckets})))
+        return None
+
     def vision_buckets(self, cfg: ExportConfig) -> list[tuple[int, int, int]] | None:
         """Fixed (batch, grid h, grid w) buckets a vision artifact runs; None: any image size.
 
@@ -124,6 +136,12 @@ class Exporter(ABC):
         holds them all.
         """
         return None
+
+
+def holds_buckets(m: Manifest, buckets) -> bool:
+    """Whether a fixed-size vision artifact has every (batch, grid h, grid w) bucket asked for."""
+    have = {tuple(x["bucket"]) for x in m.shape_profiles.get("image_buckets", [])}
+    return {tuple(b) for b in buckets} <= have
 
 
 EXPORTERS: dict[str, str] = {

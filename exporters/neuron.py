@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from engines import neuron as neuron_engine
+from engines.artifact import Manifest
 from engines.errors import ConfigError
 from engines.neuron import bucket_file, package_version
 from exporters.base import ExportConfig, Exporter, ExportInfo
@@ -57,6 +59,13 @@ class NeuronExporter(Exporter):
         # via the module so tests (and users) see one definition of both checks
         neuron_engine.import_neuronx()
         neuron_engine.require_device()
+
+    def widen(self, cfg: ExportConfig, m: Manifest) -> ExportConfig | None:
+        """Exact buckets, as for vision: a batch padded into a bigger bucket would be measured at
+        that bucket's cost, not at the batch size the row reports."""
+        have = {(int(b), int(s)) for b, s in m.shape_profiles.get("buckets", [])}
+        want = set(default_buckets(cfg))
+        return None if want <= have else replace(cfg, buckets=tuple(sorted(have | want)))
 
     def export(self, cfg: ExportConfig, model: Any, tokenizer: Any, out_dir: Path) -> ExportInfo:
         neuronx = neuron_engine.import_neuronx()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from engines.artifact import Manifest
 from engines.errors import ConfigError, EngineError, HardwareMismatch
 from engines.tensorrt import (
     PLAN_FILE,
@@ -76,6 +78,24 @@ def trtexec_command(
     )
 
 
+def _span(rng: tuple[int, int, int], lo: int, hi: int) -> tuple[int, int, int]:
+    """A (min, opt, max) range covering both `rng` and lo..hi; opt stays the run's own."""
+    return min(rng[0], lo), rng[1], max(rng[2], hi)
+
+
+def _plan_bounds(m: Manifest) -> tuple[int, int, int, int] | None:
+    """(batch min, batch max, seq min, seq max) every input of a TensorRT plan accepts."""
+    profiles = [p for p in m.shape_profiles.values() if isinstance(p, dict) and "max" in p]
+    if not profiles:
+        return None
+    return (
+        max(p["min"][0] for p in profiles),
+        min(p["max"][0] for p in profiles),
+        max(p["min"][1] for p in profiles),
+        min(p["max"][1] for p in profiles),
+    )
+
+
 class TensorRTExporter(Exporter):
     format = "trt"
     engine = "trt"
@@ -90,6 +110,22 @@ class TensorRTExporter(Exporter):
                 f"{cfg.spec.max_seq_len}"
             )
         self._require_runtime()
+
+    def widen(self, cfg: ExportConfig, m: Manifest) -> ExportConfig | None:
+        """A plan runs only its profile's shapes: reused when the profile holds the run's batch
+        range and longest sequence (shorter ones are padded up to its minimum), else rebuilt
+        over both ranges."""
+        bounds = _plan_bounds(m)
+        if bounds is None:
+            return cfg
+        b_lo, b_hi, s_lo, s_hi = bounds
+        if b_lo <= cfg.batch_range[0] and cfg.batch_range[2] <= b_hi and cfg.seq_range[2] <= s_hi:
+            return None
+        return replace(
+            cfg,
+            batch_range=_span(cfg.batch_range, b_lo, b_hi),
+            seq_range=_span(cfg.seq_range, s_lo, s_hi),
+        )
 
     def expected_hardware(self, cfg: ExportConfig) -> dict[str, Any] | None:
         # a cached plan is reused only on the same GPU model and TensorRT version; callers ask

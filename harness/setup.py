@@ -19,8 +19,8 @@ from engines.models import DEFAULT_MODEL, get_spec, load_tokenizer
 from engines.models.auto import folder_disagrees
 from engines.registry import engine_class
 from engines.vision import describe_buckets
-from exporters.api import artifact_dir, ensure_artifact, expectation, holds_buckets
-from exporters.base import ExportConfig
+from exporters.api import artifact_dir, ensure_artifact, expectation
+from exporters.base import ExportConfig, holds_buckets
 from harness import hardware
 from harness.results import context_columns
 from harness.workloads import WorkloadSpec, load_workload, parse_sizes

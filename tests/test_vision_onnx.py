@@ -95,8 +95,7 @@ def test_batches_without_a_bucket_are_refused_in_one_line(engines):
 
 
 def test_cached_artifact_is_reused_only_with_the_buckets_asked_for(artifact):
-    from exporters.api import holds_buckets
-    from exporters.base import ExportConfig
+    from exporters.base import ExportConfig, holds_buckets
     from exporters.onnx import OnnxExporter
 
     _, m = artifact
