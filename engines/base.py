@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engines.config import arg, check_choices
 from engines.errors import ConfigError, EngineError
 from engines.models import TASKS, WEIGHTS, ModelSpec, get_spec, load_tokenizer
 from engines.pipeline import Batch, Pipeline, Prediction
@@ -37,7 +38,7 @@ def fields_from(cls: type, *sources: Any, **overrides: Any) -> Any:
 
 def option(default: Any, *, flag: str, help: str, choices: tuple | None = None) -> Any:
     """A field of an engine's Options: its CLI flag, help and allowed values live with it."""
-    return field(default=default, metadata={"flag": flag, "help": help, "choices": choices})
+    return arg(default, flag=flag, help=help, choices=choices)
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,15 @@ class EngineOptions:
     and the config_json entries are generated from those fields, so a new option is one line."""
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            choices, value = f.metadata.get("choices"), getattr(self, f.name)
-            if choices and value is not None and value not in choices:
-                raise ConfigError(
-                    f"{f.metadata['flag']} must be one of {', '.join(choices)}; got {value!r}"
-                )
+        check_choices(self)
 
     def check(self, config: EngineConfig) -> None:
         """Checks that need the rest of the config (device, precision); one-line errors."""
+        return None
+
+    def padding_hint(self) -> str | None:
+        """How this engine can skip computing padding, said when a run padded much (None:
+        it cannot)."""
         return None
 
     @classmethod

@@ -26,6 +26,11 @@ class EagerOptions(EngineOptions):
         choices=TOKEN_LAYOUTS,
     )
 
+    def padding_hint(self) -> str | None:
+        if self.token_layout == "padded":
+            return "--token-layout packed computes none of it (BERT / DistilBERT)"
+        return None
+
 
 class EagerEngine(Engine):
     devices = ("cpu", "cuda")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
@@ -9,10 +10,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from engines.artifact import Manifest
+from engines.base import PRECISIONS
+from engines.config import arg
 from engines.errors import ConfigError
 from engines.models import WEIGHTS, ModelSpec, get_spec
 from engines.registry import engine_class
-from engines.vision import check_bucket
+from engines.vision import PixelBudget, check_bucket, image_grid
 
 # (batch, tokens) shapes every export is checked at; 200 > ModernBERT's 128-token local window
 PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (4, 64), (2, 200))
@@ -21,30 +24,87 @@ PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (4, 64), (2, 200))
 DEFAULT_IMAGE_BUCKETS: tuple[tuple[int, int, int], ...] = ((1, 28, 42), (2, 28, 42))
 
 
+EXPORTERS: dict[str, str] = {
+    "onnx": "exporters.onnx:OnnxExporter",
+    "aoti": "exporters.torch_export:AotiExporter",
+    "trt": "exporters.tensorrt:TensorRTExporter",
+    "neuron": "exporters.neuron:NeuronExporter",
+    "triton": "exporters.triton:TritonExporter",
+}
+
+
+def _range(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,OPT,MAX integers, got {text!r}") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected MIN,OPT,MAX, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def parse_image_buckets(text: str) -> tuple[tuple[int, int, int], ...]:
+    """'1:600x400,2:600x400' -> (batch, grid h, grid w) under the default resize budget."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            b, _, size = part.partition(":")
+            w, h = (int(x) for x in size.lower().split("x"))
+            batch = int(b)
+        except ValueError:
+            raise ConfigError(
+                f"--image-buckets takes BATCH:WIDTHxHEIGHT[,...] (e.g. 1:600x400); got {part!r}"
+            ) from None
+        out.append((batch, *image_grid(w, h, PixelBudget())))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """What to export and for which target; a pure value validated on construction."""
 
-    model: str
-    format: str
-    out: str
-    precision: str = "fp32"
-    variant: str = ""  # exporter-specific, e.g. "optimized" for ONNX
-    device: str = "cpu"  # where the artifact will run: cpu | cuda | neuron
-    hw: str = "cpu"  # hardware profile name it is built for
-    weights: str = "auto"
-    model_path: str | None = None
-    seed: int = 0
-    opset: int = 17
+    model: str = arg(help="a local model folder, a Hub id, or a registry name")
+    format: str = arg(help="one of: " + ", ".join(EXPORTERS))
+    out: str = arg(help="artifact folder (default artifacts/<model>/...)")
+    precision: str = arg("fp32", choices=PRECISIONS, help="weights and activations")
+    variant: str = arg("", help="'optimized' = ONNX Runtime transformer fusions")
+    device: str = arg(
+        "cpu",
+        choices=("cpu", "cuda", "neuron"),
+        help="where the artifact will run (default: this machine's)",
+    )
+    hw: str = arg("cpu", cli=False, help="hardware profile name it is built for")
+    weights: str = arg("auto", choices=WEIGHTS, help="auto | pretrained | random")
+    model_path: str | None = arg(None, help="the model's weights/tokenizer from this folder")
+    seed: int = arg(0, help="random-weight seed")
+    opset: int = arg(17, help="ONNX opset")
     # shape profile: batch and sequence ranges the artifact must accept (min, opt, max)
-    batch_range: tuple[int, int, int] = (1, 8, 32)
-    seq_range: tuple[int, int, int] = (8, 128, 512)
-    buckets: tuple[tuple[int, int], ...] = ()  # static-shape formats (neuron): (batch, seq)
+    batch_range: tuple[int, int, int] = arg(
+        (1, 8, 32),
+        parse=_range,
+        help="MIN,OPT,MAX batch for shape profiles (TensorRT) / buckets (Neuron)",
+    )
+    seq_range: tuple[int, int, int] = arg((8, 128, 512), parse=_range, help="MIN,OPT,MAX tokens")
+    buckets: tuple[tuple[int, int], ...] = arg(  # static-shape formats (neuron): (batch, seq)
+        (), cli=False, help=""
+    )
     # vision ONNX: (batch, grid height, grid width) in 14-pixel patches; () = DEFAULT_IMAGE_BUCKETS
-    image_buckets: tuple[tuple[int, int, int], ...] = ()
-    workspace_gb: float = 4.0  # TensorRT builder workspace limit
-    skip_parity: bool = False
-    trust_remote_code: bool = False  # let transformers run code shipped in the model folder
+    image_buckets: tuple[tuple[int, int, int], ...] = arg(
+        (),
+        parse=parse_image_buckets,
+        metavar="BATCH:WxH[,...]",
+        help="vision ONNX: fixed buckets, each the image grid that size gets under the default "
+        "resize budget (default 1:600x400,2:600x400); only these run",
+    )
+    workspace_gb: float = arg(4.0, help="TensorRT builder workspace (GB)")
+    skip_parity: bool = arg(
+        False,
+        help="do not compare against eager fp32 (the harness then refuses it unless it is "
+        "also given --skip-parity)",
+    )
+    trust_remote_code: bool = arg(
+        False, help="let transformers run Python code shipped in the model folder"
+    )
 
     def __post_init__(self) -> None:
         get_spec(self.model)
@@ -142,15 +202,6 @@ def holds_buckets(m: Manifest, buckets) -> bool:
     """Whether a fixed-size vision artifact has every (batch, grid h, grid w) bucket asked for."""
     have = {tuple(x["bucket"]) for x in m.shape_profiles.get("image_buckets", [])}
     return {tuple(b) for b in buckets} <= have
-
-
-EXPORTERS: dict[str, str] = {
-    "onnx": "exporters.onnx:OnnxExporter",
-    "aoti": "exporters.torch_export:AotiExporter",
-    "trt": "exporters.tensorrt:TensorRTExporter",
-    "neuron": "exporters.neuron:NeuronExporter",
-    "triton": "exporters.triton:TritonExporter",
-}
 
 
 def exporter_class(fmt: str) -> type[Exporter]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engines import contract
+from engines.config import arg, check_choices
 from engines.errors import ConfigError, MissingDependency
 from engines.models import ModelSpec
 from exporters.api import artifact_dir, ensure_artifact
@@ -50,28 +51,51 @@ def pb():
     return model_config_pb2, text_format
 
 
+def _int_list_or_empty(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--preferred-batch-sizes must be comma-separated integers; got {text!r}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class TritonOptions:
     """Serving settings of the encoder (the part a config sweep changes) and of the ensemble."""
 
-    backend: str = "python"
-    max_batch_size: int = 32
-    dynamic_batching: bool = True
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_us: int = 500
-    instances: int = 1
-    gpu: bool = False  # KIND_GPU; only for hardware profiles with a GPU
-    threads: int = 0  # intra-op threads per encoder instance (0: cores // instances)
-    client_max_batch: int = 8  # max inputs per client request (ensemble, tokenizer, postprocess)
-    seq_buckets: tuple[int, ...] = SEQ_BUCKETS
-    python_engine: str = "onnx"  # what the python-backend encoder runs: onnx | eager
-    trt_fp16: bool = True  # onnxruntime backend on GPU: the TensorRT accelerator in FP16
+    backend: str = arg(
+        "python",
+        choices=BACKENDS,
+        help="encoder format: python (our engine on ONNX, served by the bundled tritonserver), "
+        "onnxruntime, tensorrt (plan; GPU) or pytorch (TorchScript)",
+    )
+    max_batch_size: int = arg(32, help="encoder max_batch_size (the server's max batch)")
+    dynamic_batching: bool = arg(
+        True, negate=("--no-dynamic-batching",), help="the encoder's dynamic_batching block"
+    )
+    preferred_batch_sizes: tuple[int, ...] = arg(
+        (),
+        parse=_int_list_or_empty,
+        help="comma-separated preferred_batch_size values (default: none, as Triton advises)",
+    )
+    max_queue_delay_us: int = arg(500, help="dynamic batching: max_queue_delay_microseconds")
+    instances: int = arg(1, help="encoder instance_group count")
+    gpu: bool = arg(False, cli=False, help="KIND_GPU; only for hardware profiles with a GPU")
+    threads: int = arg(0, help="intra-op threads per encoder instance (0: cores // instances)")
+    client_max_batch: int = arg(
+        8, help="max inputs per client request (the ensemble's max_batch_size)"
+    )
+    seq_buckets: tuple[int, ...] = arg(SEQ_BUCKETS, cli=False, help="")
+    python_engine: str = arg(  # what the python-backend encoder runs
+        "onnx", cli=False, choices=("onnx", "eager"), help="onnx | eager"
+    )
+    trt_fp16: bool = arg(  # onnxruntime backend on GPU: the TensorRT accelerator in FP16
+        True, cli=False, help=""
+    )
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(
-                f"--backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}"
-            )
+        check_choices(self)
         if self.max_batch_size < 1 or self.instances < 1 or self.client_max_batch < 1:
             raise ConfigError("max_batch_size, instances and client_max_batch must be >= 1")
         if self.client_max_batch > self.max_batch_size:
@@ -84,8 +108,6 @@ class TritonOptions:
             raise ConfigError("max_queue_delay_us and threads must be >= 0")
         if any(b < 1 or b > self.max_batch_size for b in self.preferred_batch_sizes):
             raise ConfigError("preferred batch sizes must be between 1 and max_batch_size")
-        if self.python_engine not in ("onnx", "eager"):
-            raise ConfigError(f"python_engine must be onnx or eager; got {self.python_engine!r}")
 
     @property
     def kind(self) -> str:

@@ -117,6 +117,8 @@ _EXTRA = {
     "load_workers": INT,
     "loadgen_ceilings_rps": JSON,
     "load_generator": STR,
+    # the server's max batch (HTTP, Triton); `server_batch_size` is its old name (one release)
+    "max_batch_size": INT,
     "server_batch_size": INT,
     "repeat": INT,
     "host_name": STR,

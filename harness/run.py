@@ -1,8 +1,8 @@
 """`python -m harness.run`: benchmark one model x engine x hardware in process (neuronperf-style).
 
-Sweeps batch sizes x n_models x workers_per_model, appends one result row per configuration to
-`<output-dir>/results.{csv,parquet}` as soon as it is measured, and prints seed 002's table with
-$/1M, $/1B and the roofline floor. Re-running the same command resumes where it stopped.
+Sweeps inputs per call x n_models x workers_per_model, appends one result row per configuration
+to `<output-dir>/results.{csv,parquet}` as soon as it is measured, and prints seed 002's table
+with $/1M, $/1B and the roofline floor. Re-running the same command resumes where it stopped.
 `--load perf_analyzer` drives a Triton ensemble with NVIDIA's perf_analyzer instead.
 """
 
@@ -10,63 +10,78 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
+from engines.config import add_config, config_from
 from harness import cli, runner
-from harness.executors.ray_cluster import run_on_ray
-from harness.scenarios.inprocess import InprocessScenario
-from harness.scenarios.perf_analyzer import PerfAnalyzerScenario
+from harness.config import (
+    OutputConfig,
+    TargetConfig,
+    add_executor,
+    add_output,
+    add_target,
+    executor_from,
+    target_from,
+)
+from harness.executors import launch
+from harness.scenarios.inprocess import InprocessConfig, InprocessScenario
+from harness.scenarios.perf_analyzer import PerfAnalyzerConfig, PerfAnalyzerScenario
 from harness.setup import load_setup
+from harness.workloads import WorkloadSpec
+
+LOADS = ("inprocess", "perf_analyzer")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.Parser(
         prog="harness.run",
-        description="Benchmark an encoder in process (model copies x worker threads x batch "
-        "sizes) and report p50/p99 latency, throughput and $ per 1M / 1B inputs.",
+        description="Benchmark an encoder in process (model copies x worker threads x inputs "
+        "per call) and report p50/p99 latency, throughput and $ per 1M / 1B inputs.",
     )
-    cli.add_common_args(p)
-    cli.add_workload_args(p)
-    cli.add_flags(
-        p,
-        "sweep (neuronperf-style)",
-        """
-        --batch-sizes       | int_list       | 1,8,32    | comma-separated
-        --n-models          | int_list       | 1         | model copies, comma-separated
-        --workers-per-model | int_list       | 1         | threads feeding each copy, comma-separated
-        --processes         | flag           |           | run model copies as processes instead of threads
-        --duration          | positive_float | 5.0       | minimum timed seconds per configuration
-        --min-calls         | int            | 10        | minimum timed calls per configuration (both minima must be met)
-        --warmup            | int            | 2         | untimed warm-up calls per model copy
-        --load              | choice:inprocess,perf_analyzer | inprocess | perf_analyzer (with --engine triton): drive the ensemble with NVIDIA's perf_analyzer over --concurrency, after checking a sample of responses ourselves
-        --concurrency       | int_list       | 1,2,4,8   | perf_analyzer concurrencies
-        --max-duration      | positive_float |           | hard stop per configuration (default 10 x duration + 120 s)
-        """,
+    add_target(p)
+    add_config(p, WorkloadSpec, "workload")
+    add_config(p, InprocessConfig, "sweep (neuronperf-style)")
+    p.add_argument(
+        "--load",
+        choices=LOADS,
+        default="inprocess",
+        help="perf_analyzer (with --engine triton): drive the ensemble with NVIDIA's "
+        "perf_analyzer over --concurrency, after checking a sample of responses ourselves",
     )
-    cli.add_executor_args(p)
-    cli.add_output_args(p)
+    add_config(p, PerfAnalyzerConfig, "perf_analyzer (--load perf_analyzer)", only=("concurrency",))
+    add_executor(p)
+    add_output(p)
     return p
 
 
-def build_scenario(args: argparse.Namespace, console) -> runner.Scenario:
-    """Flags -> the scenario to measure, on the machine that measures it (here, or a node)."""
-    if args.threads:
-        import torch
+@dataclass(frozen=True)
+class Build:
+    """What a machine builds a target's scenario from (here, or on a cluster node): picklable."""
 
-        torch.set_num_threads(args.threads)
-    setup = load_setup(args)
-    kind = PerfAnalyzerScenario if args.load == "perf_analyzer" else InprocessScenario
-    return kind(args, setup, console)
+    workload: WorkloadSpec
+    inprocess: InprocessConfig
+    perf_analyzer: PerfAnalyzerConfig | None = None  # --load perf_analyzer
+
+    def __call__(self, target: TargetConfig, console) -> runner.Scenario:
+        if target.threads:
+            import torch
+
+            torch.set_num_threads(target.threads)
+        setup = load_setup(target, self.workload)
+        if self.perf_analyzer is not None:
+            return PerfAnalyzerScenario(self.perf_analyzer, setup, console)
+        return InprocessScenario(self.inprocess, setup, console)
 
 
-def _run(args: argparse.Namespace, console) -> int:
-    if args.executor == "ray":
-        return run_on_ray(args, console, build_scenario)
-    cli.require_single_targets(args)
-    return runner.run_command_scenario(args, console, "harness.run", build_scenario)
+def _run(ns: argparse.Namespace, console) -> int:
+    perf = config_from(PerfAnalyzerConfig, ns) if ns.load == "perf_analyzer" else None
+    build = Build(config_from(WorkloadSpec, ns), config_from(InprocessConfig, ns), perf)
+    target, output = target_from(ns), config_from(OutputConfig, ns)
+    return launch(build, target, executor_from(ns), output, console, "python -m harness.run")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run_command(_run, build_parser().parse_args(argv))
+    return cli.command_main(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,11 @@
-"""Flags -> Setup: model spec, engine class, hardware profile, workload, FLOPs and peak.
+"""Target -> Setup: model spec, engine class, hardware profile, workload, FLOPs and peak.
 
-Every benchmark command resolves its flags here before measuring, so the checks (task vs model,
+Every benchmark command resolves its target here before measuring, so the checks (task vs model,
 engine vs hardware, missing libraries) and the roofline inputs are the same for all of them.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 from dataclasses import asdict, dataclass, replace
@@ -15,44 +14,41 @@ from typing import Any
 from engines.artifact import Manifest, verify
 from engines.base import EngineConfig, check_task, fields_from
 from engines.errors import ArtifactRefused, ConfigError, HardwareMismatch, MissingDependency
-from engines.models import DEFAULT_MODEL, get_spec, load_tokenizer
+from engines.models import get_spec, load_tokenizer
 from engines.models.auto import folder_disagrees
 from engines.registry import engine_class
 from engines.vision import describe_buckets
 from exporters.api import artifact_dir, ensure_artifact, expectation
 from exporters.base import ExportConfig, holds_buckets
 from harness import hardware
+from harness.config import TargetConfig
 from harness.results import context_columns
-from harness.workloads import WorkloadSpec, load_workload, parse_sizes
+from harness.workloads import WorkloadSpec, load_workload
 
 log = logging.getLogger("billionbench")
 
 
-def workload_spec(args: argparse.Namespace) -> WorkloadSpec:
-    if args.num_samples < 1:
-        raise ConfigError(f"--num-samples must be >= 1; got {args.num_samples}")
-    # the flags carry WorkloadSpec's names, but for the source, the count and the image fields
-    text = {k: v for k, v in vars(args).items() if not k.startswith(("image_", "min_", "max_"))}
-    return fields_from(
-        WorkloadSpec, text, source=args.dataset, n=args.num_samples, **_vision_workload(args)
-    )
-
-
-def _vision_workload(args: argparse.Namespace) -> dict[str, Any]:
-    if args.task != "vision-embedding":
-        return {}
-    return dict(
-        image_sizes=parse_sizes(args.image_sizes),
-        image_column=args.image_column,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
+def workload_spec(workload: WorkloadSpec, spec: Any, target: TargetConfig) -> WorkloadSpec:
+    """The workload for this model: its task, the target's seed and, for images, its resize
+    budget (a text workload carries no image fields, so its identity does not either)."""
+    if spec.task != "vision-embedding":
+        return replace(
+            workload, task=spec.task, seed=target.seed, image_sizes=(), image_column=None
+        )
+    return replace(
+        workload,
+        task=spec.task,
+        seed=target.seed,
+        min_pixels=target.min_pixels,
+        max_pixels=target.max_pixels,
     )
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """Validated flags: the model, the engine and its config, and the hardware it runs on."""
+    """A validated target: the model, the engine and its config, and the hardware it runs on."""
 
+    target: TargetConfig
     spec: Any
     engine_cls: Any
     profile: Any
@@ -64,44 +60,41 @@ class Resolved:
         return self.engine_cfg.max_seq_len or self.spec.max_seq_len
 
 
-def resolve_setup(args: argparse.Namespace) -> Resolved:
-    """Validate model/engine/hardware flags (one-line errors) and build the engine config.
+def resolve_setup(target: TargetConfig) -> Resolved:
+    """Validate the target (one-line errors) and build the engine config.
 
-    `--model-path` alone names the model (a folder); without `--task` the model's task is used
-    and written back to `args`, so the workload and the sweep's servers follow it.
+    `--model-path` alone names the model (a folder); without `--task` the model's own task is
+    used.
     """
-    model = args.model or args.model_path or DEFAULT_MODEL[args.task or "classification"]
+    model = target.names_model
     spec = get_spec(model)
-    if args.task is None:
-        args.task = spec.task
-    if args.model and args.model_path and not spec.source:
-        differs = folder_disagrees(spec, args.model_path)
+    task = target.task or spec.task
+    if target.model and target.model_path and not spec.source:
+        differs = folder_disagrees(spec, target.model_path)
         if differs:
             log.warning("%s", differs)
-    if spec.task != args.task:
+    if spec.task != task:
         raise ConfigError(
-            f"--model {model} is a {spec.task} model but --task is {args.task}; "
-            f"pass --task {spec.task} or pick a {args.task} model"
+            f"--model {model} is a {spec.task} model but --task is {task}; "
+            f"pass --task {spec.task} or pick a {task} model"
         )
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1; got {args.threads}")
-    engine_cls = engine_class(args.engine)  # unknown / not-yet-built engines fail here
-    check_task(args.engine, engine_cls, spec)
+    engine_cls = engine_class(target.engine)  # unknown engines fail here
+    check_task(target.engine, engine_cls, spec)
 
     detected = hardware.detect()
-    profile = hardware.resolve(args.hw, detected, args.price_per_hour)
-    _check_engine_here(args.engine, engine_cls, profile, detected)
-    hardware.check_options(profile, args.precision, args.attn)
+    profile = hardware.resolve(target.hw, detected, target.price_per_hour)
+    _check_engine_here(target.engine, engine_cls, profile, detected)
+    hardware.check_options(profile, target.precision, target.attn)
     engine_cfg = fields_from(
         EngineConfig,
-        args,
+        target,
         model=spec.ref,  # a folder as an absolute path, so artifacts and rows agree on it
         device=profile.device,
         artifact=None,  # set once the artifact is prepared
-        options=engine_cls.Options.from_values(vars(args)),
+        options=engine_cls.Options.from_values(target.engine_options),
     )
     engine_cls.preflight(engine_cfg)
-    return Resolved(spec, engine_cls, profile, detected, engine_cfg)
+    return Resolved(target, spec, engine_cls, profile, detected, engine_cfg)
 
 
 @dataclass(frozen=True)
@@ -175,47 +168,47 @@ class Setup(Resolved):
         return lines
 
 
-def load_setup(args: argparse.Namespace) -> Setup:
-    """resolve_setup + tokenizer + workload + FLOPs per input + peak, shared by the CLIs."""
-    r = resolve_setup(args)
+def load_setup(target: TargetConfig, workload: WorkloadSpec) -> Setup:
+    """resolve_setup + tokenizer + workload + FLOPs per input + peak, shared by the commands."""
+    r = resolve_setup(target)
     spec, engine_cls, profile, max_len = r.spec, r.engine_cls, r.profile, r.max_len
-    wl_spec = workload_spec(args)
-    tok = load_tokenizer(spec, args.model_path, r.engine_cfg.trust_remote_code)
-    workload = load_workload(wl_spec, tok.tokenizer, max_len)
-    if workload.truncated:
+    wl_spec = workload_spec(workload, spec, target)
+    tok = load_tokenizer(spec, target.model_path, r.engine_cfg.trust_remote_code)
+    loaded = load_workload(wl_spec, tok.tokenizer, max_len)
+    if loaded.truncated:
         log.warning(
-            "%d inputs are longer than %d tokens and will be truncated", workload.truncated, max_len
+            "%d inputs are longer than %d tokens and will be truncated", loaded.truncated, max_len
         )
-    stats = workload.stats
+    stats = loaded.stats
     # the fake engine computes nothing, so no FLOPs, floor or efficiency is claimed for it
     computes = engine_cls.computes_model
-    flops = (
-        spec.flops_per_input(stats.avg, stats.mean_sq, **workload.flop_args) if computes else None
-    )
+    flops = spec.flops_per_input(stats.avg, stats.mean_sq, **loaded.flop_args) if computes else None
     peak = (
-        hardware.measured_cpu_peak(args.precision)
+        hardware.measured_cpu_peak(target.precision)
         if profile.device == "cpu" and computes
-        else profile.peak_flops(args.precision)
+        else profile.peak_flops(target.precision)
     )
     return fields_from(
-        Setup, r, wl_spec=wl_spec, tokenizer=tok, workload=workload, flops=flops, peak=peak
+        Setup, r, wl_spec=wl_spec, tokenizer=tok, workload=loaded, flops=flops, peak=peak
     )
 
 
-def check_target(args: argparse.Namespace, engine: str, hw: str, precision: str) -> None:
+def check_target(target: TargetConfig) -> None:
     """Whether engine x hardware x precision can run anywhere: resolve_setup's checks without
     this machine (a cluster's driver need not have the hardware it targets)."""
-    if hw not in hardware.PROFILES:
-        raise ConfigError(f"unknown --hw {hw!r}; choose one of: {', '.join(hardware.PROFILES)}")
-    engine_cls = engine_class(engine)
-    check_task(engine, engine_cls, get_spec(args.model or DEFAULT_MODEL[args.task]))
-    profile = hardware.PROFILES[hw]
+    if target.hw not in hardware.PROFILES:
+        raise ConfigError(
+            f"unknown --hw {target.hw!r}; choose one of: {', '.join(hardware.PROFILES)}"
+        )
+    engine_cls = engine_class(target.engine)
+    check_task(target.engine, engine_cls, get_spec(target.names_model))
+    profile = hardware.PROFILES[target.hw]
     if profile.device not in engine_cls.devices:
         raise HardwareMismatch(
-            f"--engine {engine} runs on {'/'.join(engine_cls.devices)}, not on {hw} "
-            f"({profile.device})"
+            f"--engine {target.engine} runs on {'/'.join(engine_cls.devices)}, not on "
+            f"{target.hw} ({profile.device})"
         )
-    hardware.check_options(profile, precision, args.attn)
+    hardware.check_options(profile, target.precision, target.attn)
 
 
 def _check_engine_here(name, engine_cls, profile, detected) -> None:
@@ -252,7 +245,6 @@ class Prepared:
 
 
 def prepare_artifact(
-    args,
     setup: Resolved,
     *,
     batch_range=(1, 8, 32),
@@ -270,26 +262,21 @@ def prepare_artifact(
     `image_buckets`: the fixed (batch, grid h, grid w) buckets a vision ONNX run needs;
     `expect`: the manifest fields a user's `--artifact` must carry (default: the export's).
     """
-    engine_cfg = setup.engine_cfg
+    engine_cfg, target = setup.engine_cfg, setup.target
     fmt = fmt or setup.engine_cls.artifact_format
     max_len = setup.max_len
-    cfg = ExportConfig(
-        model=engine_cfg.model,
+    cfg = fields_from(
+        ExportConfig,
+        engine_cfg,
         format=fmt,
-        out=args.artifact or "",
-        precision=engine_cfg.precision,
+        out=target.artifact or "",
         variant=engine_cfg.variant if variant is None else variant,
-        device=setup.profile.device,
         hw=setup.profile.name,
-        weights=engine_cfg.weights,
-        model_path=engine_cfg.model_path,
-        seed=engine_cfg.seed,
         batch_range=tuple(batch_range),
         seq_range=tuple(seq_range or (min(8, max_len), min(128, max_len), max_len)),
         image_buckets=tuple(image_buckets),
-        trust_remote_code=engine_cfg.trust_remote_code,
     )
-    if args.artifact:
+    if target.artifact:
         trust = engine_cfg.trust_artifact
         manifest, reused = verify(cfg.out, expect or expectation(cfg), trust=trust), True
         if image_buckets and not holds_buckets(manifest, image_buckets):
@@ -299,7 +286,7 @@ def prepare_artifact(
                 "--format onnx --image-buckets ..."
             )
     else:
-        cfg = replace(cfg, out=str(artifact_dir(args.artifacts_dir, cfg)))
+        cfg = replace(cfg, out=str(artifact_dir(target.artifacts_dir, cfg)))
         with console.status(f"preparing the {fmt} artifact in {cfg.out} ..."):
             manifest, reused = ensure_artifact(cfg, exporter)
     prepared = Prepared(replace(engine_cfg, artifact=cfg.out), manifest, reused)
@@ -312,13 +299,13 @@ def prepare_artifact(
         f"artifact: {cfg.out} ({how}); parity vs eager fp32 {verdict} {parity.get('metric', '')}",
         highlight=False,
     )
-    if not manifest.sealed and not engine_cfg.trust_artifact and not args.skip_parity:
+    if not manifest.sealed and not engine_cfg.trust_artifact and not target.skip_parity:
         raise ArtifactRefused(
             f"artifact {cfg.out}: its manifest is not sealed by this machine's key (exported "
             "elsewhere, or edited since), so its parity result cannot be believed; re-export it "
             "here, or pass --trust-artifact if you trust where it came from"
         )
-    if parity.get("passed") is not True and not args.skip_parity:
+    if parity.get("passed") is not True and not target.skip_parity:
         why = "; ".join(parity.get("failures", [])) or parity.get("skipped", "no parity result")
         raise ArtifactRefused(
             f"artifact {cfg.out} did not pass parity ({why}); re-export it, or pass "

@@ -39,8 +39,11 @@ def main() -> int:
     import torch
 
     from engines import create_engine
+    from engines.config import config_from
     from harness import run
+    from harness.config import target_from
     from harness.setup import load_setup
+    from harness.workloads import WorkloadSpec
 
     argv = sys.argv[1:]
     batch, calls = 8, 20
@@ -50,8 +53,8 @@ def main() -> int:
             value = int(argv[i + 1])
             del argv[i : i + 2]
             batch, calls = (value, calls) if flag == "--batch" else (batch, value)
-    args = run.build_parser().parse_args([*argv, "--batch-sizes", str(batch)])
-    setup = load_setup(args)
+    ns = run.build_parser().parse_args([*argv, "--inputs-per-request", str(batch)])
+    setup = load_setup(target_from(ns), config_from(WorkloadSpec, ns))
     engine = create_engine(setup.engine_cfg)
     engine.load()
     wl = setup.workload

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import Engine
+from engines.config import arg
 from engines.errors import BillionbenchError, ConfigError, EngineError
 from engines.measure import Latency
 from engines.pipeline import Batch, Prediction
@@ -47,17 +48,34 @@ MICRO_BATCHES = ("auto", "on", "off")
 class BatcherConfig:
     """How requests are grouped into forward passes; a pure value."""
 
-    max_batch_size: int = 32  # inputs per forward pass
-    max_batch_tokens: int = 16384  # padded tokens (inputs x longest) per forward pass
-    max_queue_delay_ms: float = 2.0  # how long the oldest waiting input may wait for company
-    max_queue_inputs: int = 4096  # inputs admitted but not yet in a batch; beyond: QueueFull
-    max_request_inputs: int = 256  # inputs one request may carry
-    length_aware: bool = True  # group inputs of similar length (False: plain FIFO)
-    tokenize_workers: int = 2  # threads that tokenize for `asubmit`
+    max_batch_size: int = arg(32, help="inputs per forward pass (the server's max batch)")
+    max_batch_tokens: int = arg(
+        16384, help="padded tokens per forward pass (batch x longest input)"
+    )
+    max_queue_delay_ms: float = arg(
+        2.0, help="how long the oldest input may wait for its batch to fill"
+    )
+    max_queue_inputs: int = arg(
+        4096,
+        aliases=("--max-queue",),
+        help="inputs waiting before new requests get 429 + Retry-After",
+    )
+    max_request_inputs: int = arg(256, help="inputs per request")
+    length_aware: bool = arg(
+        True,
+        negate=("--no-length-aware", "--fifo"),
+        help="group inputs of similar length into a batch; --no-length-aware (old name --fifo) "
+        "batches in plain FIFO order",
+    )
+    tokenize_workers: int = arg(2, cli=False, help="threads that tokenize for `asubmit`")
     # split each batch into near-equal-length micro-batches run back to back: "auto" does it
     # where the device default says so (CPU) for engines that compute a model; "on" / "off"
-    micro_batches: str = "auto"
-    micro_batch_padding: float = 0.05  # the padding fraction one micro-batch may carry
+    micro_batches: str = arg(
+        "auto",
+        choices=MICRO_BATCHES,
+        help="run each batch as near-equal-length micro-batches, back to back (auto: on CPU)",
+    )
+    micro_batch_padding: float = arg(0.05, help="the padding fraction one micro-batch may carry")
 
     def __post_init__(self) -> None:
         for name, lo, hi in (

@@ -17,7 +17,8 @@ from typing import Any
 
 from engines import contract
 from engines.base import Engine
-from engines.errors import BillionbenchError
+from engines.config import arg, at_least
+from engines.errors import BillionbenchError, ConfigError
 from engines.pipeline import Prediction
 from serving import cpu
 from serving.batcher import BatcherStopped, DynamicBatcher, QueueFull
@@ -37,14 +38,34 @@ from serving.triton_api import (
 log = logging.getLogger(__name__)
 
 
+def _megabytes(text: str) -> int:
+    try:
+        mb = float(text)
+    except ValueError:
+        raise ConfigError(f"--max-body-mb takes a number of megabytes; got {text!r}") from None
+    return int(mb * 2**20)
+
+
 @dataclass(frozen=True)
 class ServerLimits:
-    max_body_bytes: int = 8 * 2**20
-    max_text_chars: int = 100_000
-    truncate: bool = False  # TEI's default: over-long inputs are an error, not silently cut
-    body_timeout_s: float = 30.0  # a body not read in full by then is answered 408
-    max_connections: int = 1024  # open connections beyond this are refused with a 503
-    parse_inline_bytes: int = 64 * 2**10  # larger bodies are parsed off the event loop
+    """What one request may be, and how long and how many connections the server allows."""
+
+    max_body_bytes: int = arg(
+        8 * 2**20, flag="--max-body-mb", parse=_megabytes, display="8", help="request body cap (MB)"
+    )
+    max_text_chars: int = arg(100_000, help="per-input character cap")
+    # TEI's default: over-long inputs are an error, not silently cut
+    truncate: bool = arg(
+        False, help="cut inputs at the model's max length instead of answering 413"
+    )
+    body_timeout_s: float = arg(30.0, cli=False, help="a body not read by then is answered 408")
+    max_connections: int = arg(1024, cli=False, help="connections beyond this get a 503")
+    parse_inline_bytes: int = arg(
+        64 * 2**10, cli=False, help="larger bodies are parsed off the event loop"
+    )
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "max_body_bytes", "max_text_chars", "max_connections")
 
 
 # 499: the client went away before its answer (nginx's code; logged quietly, never sent)

@@ -87,6 +87,12 @@ def trained_classifier_folder() -> Path | None:
     return Path(folder) if folder and (Path(folder) / "config.json").is_file() else None
 
 
+def _proc_split() -> bool:
+    from serving import cpu
+
+    return cpu.split() is not None
+
+
 class Gate(NamedTuple):
     needs: str  # the marker's description (pytest --markers)
     available: Callable[[], bool]
@@ -149,6 +155,21 @@ GATES: dict[str, Gate] = {
         lambda: trained_classifier_folder() is not None,
         "needs a trained *ForSequenceClassification folder: set BB_TRAINED_CLASSIFIER=DIR "
         "(no package on the index ships one)",
+    ),
+    "grpc": Gate(
+        "grpcio (the triton extra)",
+        lambda: _importable("grpc"),
+        "needs grpcio: pip install -e '.[triton]'",
+    ),
+    "not_root": Gate(
+        "a user whom file modes bind (not root)",
+        lambda: os.geteuid() != 0,
+        "root reads files whatever their mode",
+    ),
+    "proc": Gate(
+        "Linux /proc (per-thread CPU times)",
+        lambda: _proc_split(),
+        "no /proc here: the CPU split is Linux-only",
     ),
     "k6": Gate(
         "a k6 binary on PATH",

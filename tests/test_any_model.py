@@ -353,11 +353,12 @@ class Served(ServerThread):
     def __init__(self, argv: list[str]):
         from rich.console import Console
 
-        from harness.serve import build_parser, build_server
+        from harness.serve import build_parser, build_server, config_of
 
         port = free_port()
-        args = build_parser().parse_args([*argv, "--port", str(port)])
-        server, _, _ = build_server(args, Console(stderr=True))
+        argv = [*argv, "--port", str(port)]
+        config = config_of(build_parser().parse_args(argv), argv)
+        server, _, _ = build_server(config, Console(stderr=True))
         super().__init__(server, port)
 
     def request(self, path: str, body=None):

@@ -150,3 +150,68 @@ def test_no_library_module_imports_a_command_module():
 def test_find_cycle_reports_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def _names_the_engine(node: ast.AST) -> bool:
+    """`x.engine`, `engine`, `row["engine"]` or `row.get("engine")`: an engine's name (not a
+    device, format or server kind that happens to be spelled like one)."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "engine"
+    if isinstance(node, ast.Name):
+        return node.id == "engine"
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == "engine"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        first = node.args[0] if node.args else None
+        return (
+            node.func.attr == "get" and isinstance(first, ast.Constant) and first.value == "engine"
+        )
+    return False
+
+
+def engine_name_branches(source: str, names: set[str]) -> list[str]:
+    """Comparisons (==, !=, in, not in, match cases) of an engine's name with a literal one."""
+    found = []
+
+    def strings(node: ast.AST) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return {s for e in node.elts for s in strings(e)}
+        return set()
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = (node.left, *node.comparators)
+            if not any(_names_the_engine(x) for x in operands):
+                continue
+            hit = set().union(*(strings(x) for x in operands)) & names
+        elif isinstance(node, ast.Match) and _names_the_engine(node.subject):
+            values = [c.pattern for c in node.cases if isinstance(c.pattern, ast.MatchValue)]
+            hit = set().union(set(), *(strings(v.value) for v in values)) & names
+        else:
+            continue
+        found += [f"line {node.lineno}: {sorted(hit)}"] if hit else []
+    return found
+
+
+def test_harness_never_branches_on_an_engine_name():
+    from engines.registry import ENGINES
+
+    names = set(ENGINES)
+    bad = []
+    for path in sorted((ROOT / "harness").rglob("*.py")):
+        for hit in engine_name_branches(path.read_text(), names):
+            bad.append(f"{path.relative_to(ROOT)} {hit}")
+    assert not bad, "harness/ branches on engine names (engines declare instead): " + "; ".join(bad)
+
+
+def test_the_engine_name_check_sees_a_branch():
+    names = {"triton", "eager"}
+    assert engine_name_branches('if args.engine == "triton":\n    pass\n', names)
+    assert engine_name_branches('x = row.get("engine") in ("eager", "x")\n', names)
+    assert engine_name_branches('match cfg.engine:\n    case "eager":\n        pass\n', names)
+    assert not engine_name_branches('protocol = "triton"\n', names)  # a value, not a branch
+    # a server kind an engine declares, spelled like an engine: not a branch on its name
+    assert not engine_name_branches('if cls.remote_server == "triton":\n    pass\n', names)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from concurrent.futures import Future
 
 import pytest
 
 from engines.errors import ConfigError
+from harness.config import ExecutorConfig, TargetConfig
 from harness.executors.node import Reply
 from harness.executors.ray_cluster import (
     Job,
     Pool,
-    Target,
     plan_targets,
     select_nodes,
     selectors,
@@ -69,7 +68,7 @@ def run_one(*behaviours: str) -> tuple[Measurement, list[FakeActor]]:
         lambda job, m, text: got.set_result(m),
         lambda job: None,
     )
-    job = Job(Target("cpu", "fake", "fp32"), argparse.Namespace(), Point({"b": 1}, "b1"))
+    job = Job(TargetConfig(hw="cpu", engine="fake", precision="fp32"), Point({"b": 1}, "b1"))
     pool.submit(job)
     m = got.result(timeout=10)
     pool.close()
@@ -123,24 +122,24 @@ NODES = [
     "hw, nodes", [("cpu", ["cpu"]), ("l4", ["l4"]), ("t4", []), ("inf2", ["inf2"])]
 )
 def test_nodes_are_selected_by_their_resources(hw, nodes):
-    sel = selectors(argparse.Namespace(ray_resources=[]))[hw]
+    sel = selectors(ExecutorConfig())[hw]
     picked = select_nodes(NODES, sel, PROFILES[hw].device)
     assert [n["NodeID"] for n in picked] == nodes  # cpu never lands on an accelerator node
 
 
 def test_ray_resources_override_and_its_one_line_error():
-    sel = selectors(argparse.Namespace(ray_resources=['l4={"GPU": 1, "my_l4": 1}']))
+    sel = selectors(ExecutorConfig(ray_resources=('l4={"GPU": 1, "my_l4": 1}',)))
     assert sel["l4"] == {"GPU": 1.0, "my_l4": 1.0}
     for bad in ("l4", "zz={}", 'l4={"GPU": "one"}', "l4=[1]"):
         with pytest.raises(ConfigError, match="--ray-resources"):
-            selectors(argparse.Namespace(ray_resources=[bad]))
+            selectors(ExecutorConfig(ray_resources=(bad,)))
 
 
 def test_impossible_targets_are_skipped_once_each_with_the_reason():
     from rich.console import Console
 
     console = Console(record=True, width=200)
-    args = argparse.Namespace(
+    target = TargetConfig(
         hw="cpu,inf2,l4",
         engine="eager,neuron",
         precision="fp32,fp16",
@@ -148,7 +147,7 @@ def test_impossible_targets_are_skipped_once_each_with_the_reason():
         model=None,
         attn="sdpa",
     )
-    kept = plan_targets(args, console)
+    kept = plan_targets(target, console)
     said = console.export_text()
     assert [t.name for t in kept] == [
         "cpu/eager/fp32",
@@ -165,9 +164,9 @@ def test_impossible_targets_are_skipped_once_each_with_the_reason():
 
 
 def test_executor_ray_needs_named_hardware():
-    args = argparse.Namespace(hw="auto", engine="fake", precision="fp32")
+    target = TargetConfig(hw="auto", engine="fake", precision="fp32")
     with pytest.raises(ConfigError, match="--executor ray needs --hw"):
-        plan_targets(args, None)
+        plan_targets(target, None)
 
 
 def test_a_nodes_summary_files_come_home_with_the_text(monkeypatch, tmp_path):
@@ -176,8 +175,8 @@ def test_a_nodes_summary_files_come_home_with_the_text(monkeypatch, tmp_path):
     from harness.runner import Scenario
 
     class Writes(Scenario):
-        def __init__(self, args):
-            self.args = args
+        def __init__(self, target):
+            self.target = target
 
         def plan(self):
             yield from ()
@@ -185,18 +184,18 @@ def test_a_nodes_summary_files_come_home_with_the_text(monkeypatch, tmp_path):
         def measure(self, point, progress):
             raise AssertionError
 
-        def summarize(self, console, rows, store):
-            path = f"{self.args.output_dir}/checks.json"
+        def summarize(self, console, rows, out):
+            path = out / "checks.json"
             with open(path, "w") as f:
                 f.write(f'{{"rows": {len(rows)}}}')
             console.print(f"checks: {path}")
 
     driver_dir = str(tmp_path / "driver")
-    args = argparse.Namespace(output_dir="/node/only")
-    w = NodeWorker("cpu", lambda a, c: Writes(a), "n1")
-    monkeypatch.setattr(w, "_scenario", lambda key, a: w.scenarios.setdefault(key, Writes(a)))
-    w._scenario("t", args)
-    text, files = w.summarize("t", [{}, {}], None, driver_dir)
+    target = TargetConfig(hw="cpu", engine="fake", artifacts_dir="/node/only")
+    w = NodeWorker("cpu", lambda t, c: Writes(t), "n1")
+    monkeypatch.setattr(w, "_scenario", lambda key, t: w.scenarios.setdefault(key, Writes(t)))
+    w._scenario("t", target)
+    text, files = w.summarize("t", [{}, {}], driver_dir)
     assert files == {"checks.json": b'{"rows": 2}'}
     assert f"checks: {driver_dir}/checks.json" in text
-    assert args.output_dir == "/node/only"  # the scenario's own flags are left as they were
+    assert target.artifacts_dir == "/node/only"  # the scenario's own config is left as it was

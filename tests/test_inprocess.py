@@ -3,7 +3,7 @@ import pytest
 from engines import EngineConfig
 from engines.errors import ConfigError, EngineError
 from engines.registry import engine_config
-from harness.inprocess import InprocessConfig, run_inprocess
+from harness.scenarios.inprocess_loop import InprocessPoint, run_inprocess
 from harness.workloads import WorkloadSpec
 from harness.workloads.text import synthetic
 
@@ -24,7 +24,7 @@ def fake(latency_ms=10.0, per_input_ms=0.0):
 
 def test_fake_engine_latency_and_throughput_are_what_was_configured(workload):
     res = run_inprocess(
-        fake(20.0), workload, InprocessConfig(batch_size=4, duration_s=1.0, min_calls=10)
+        fake(20.0), workload, InprocessPoint(inputs_per_request=4, duration=1.0, min_calls=10)
     )
     assert res.forward.p50 >= 19.0  # a 20 ms sleep never returns sooner
     assert res.e2e.p50 >= res.forward.p50
@@ -37,11 +37,11 @@ def test_fake_engine_latency_and_throughput_are_what_was_configured(workload):
 
 
 def test_model_copies_and_workers_scale_a_sleeping_engine(workload):
-    one = run_inprocess(fake(20.0), workload, InprocessConfig(batch_size=1, duration_s=1.0))
+    one = run_inprocess(fake(20.0), workload, InprocessPoint(inputs_per_request=1, duration=1.0))
     four = run_inprocess(
         fake(20.0),
         workload,
-        InprocessConfig(batch_size=1, n_models=2, workers_per_model=2, duration_s=1.0),
+        InprocessPoint(inputs_per_request=1, n_models=2, workers_per_model=2, duration=1.0),
     )
     # 4 sleeping callers vs 1, measured in the same test: ideal 4x, asserted with a wide margin
     assert four.throughput.avg > 2.0 * one.throughput.avg
@@ -49,7 +49,7 @@ def test_model_copies_and_workers_scale_a_sleeping_engine(workload):
 
 def test_min_calls_extends_a_short_duration(workload):
     res = run_inprocess(
-        fake(30.0), workload, InprocessConfig(batch_size=1, duration_s=0.05, min_calls=12)
+        fake(30.0), workload, InprocessPoint(inputs_per_request=1, duration=0.05, min_calls=12)
     )
     assert res.calls >= 12 and res.duration_s >= 12 * 0.03
 
@@ -58,7 +58,7 @@ def test_deadline_stops_a_run_that_cannot_reach_min_calls(workload):
     res = run_inprocess(
         fake(50.0),
         workload,
-        InprocessConfig(batch_size=1, duration_s=0.1, min_calls=10_000, max_duration_s=0.5),
+        InprocessPoint(inputs_per_request=1, duration=0.1, min_calls=10_000, max_duration=0.5),
     )
     assert res.hit_deadline and res.calls < 10_000
 
@@ -67,7 +67,7 @@ def test_processes_mode(workload):
     res = run_inprocess(
         fake(10.0),
         workload,
-        InprocessConfig(batch_size=2, n_models=2, duration_s=1.0, processes=True, min_calls=5),
+        InprocessPoint(inputs_per_request=2, n_models=2, duration=1.0, processes=True, min_calls=5),
     )
     assert res.calls >= 5 and res.inputs == 2 * res.calls
     assert res.engine_info.get("model_source") == "fake"
@@ -75,7 +75,9 @@ def test_processes_mode(workload):
 
 def test_eager_tiny_end_to_end(workload):
     cfg = EngineConfig(engine="eager", model="distilbert-sentiment-tiny")
-    res = run_inprocess(cfg, workload, InprocessConfig(batch_size=8, duration_s=0.5, min_calls=3))
+    res = run_inprocess(
+        cfg, workload, InprocessPoint(inputs_per_request=8, duration=0.5, min_calls=3)
+    )
     assert res.calls >= 3 and res.forward.p50 > 0
     assert 0 <= res.padding_ratio < 1
     assert res.engine_info["weights"] == "random"
@@ -84,11 +86,11 @@ def test_eager_tiny_end_to_end(workload):
 def test_engine_failure_is_reported_with_cause(workload):
     cfg = EngineConfig(engine="eager", model="distilbert-sentiment-tiny", weights="pretrained")
     with pytest.raises(EngineError, match="no pretrained weights"):
-        run_inprocess(cfg, workload, InprocessConfig(batch_size=1, duration_s=0.1))
+        run_inprocess(cfg, workload, InprocessPoint(inputs_per_request=1, duration=0.1))
 
 
 def test_invalid_config_values():
-    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
-        InprocessConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="--inputs-per-request must be >= 1"):
+        InprocessPoint(inputs_per_request=0)
     with pytest.raises(ConfigError, match="--duration"):
-        InprocessConfig(batch_size=1, duration_s=0)
+        InprocessPoint(inputs_per_request=1, duration=0)

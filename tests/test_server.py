@@ -313,14 +313,13 @@ def _busy(seconds: float) -> None:
         pass
 
 
+@pytest.mark.proc
 def test_cpu_split_counts_registered_threads_as_non_forward():
     """A registered thread's CPU is non-forward; an unregistered one's is forward."""
     import threading
 
     from serving import cpu
 
-    if cpu.split() is None:
-        pytest.skip("no /proc here: the CPU split is Linux-only")
     f0, o0 = cpu.split()
     other = threading.Thread(target=lambda: (cpu.register_other(), _busy(0.3)))
     other.start()

@@ -54,7 +54,6 @@ class Served:
 
 @pytest.fixture(scope="module")
 def fake_server(tmp_path_factory):
-    pytest.importorskip("grpc")
     extra = ("--fake-latency-ms", "1")
     with Served(EMB, "fake", tmp_path_factory.mktemp("fake"), *extra) as s:
         yield s
@@ -106,6 +105,7 @@ def test_statistics_and_index_json():
 
 # ------------------------------------------------------------------------- HTTP routes
 @pytest.mark.tritonclient
+@pytest.mark.grpc
 def test_http_config_stats_index(fake_server):
     import tritonclient.http as httpclient
 
@@ -134,6 +134,7 @@ def test_http_config_stats_index(fake_server):
 
 # ------------------------------------------------------------------------- gRPC
 @pytest.mark.tritonclient
+@pytest.mark.grpc
 def test_grpc_health_metadata_config_stats(fake_server):
     import tritonclient.grpc as grpcclient
 
@@ -153,6 +154,7 @@ def test_grpc_health_metadata_config_stats(fake_server):
 
 
 @pytest.mark.tritonclient
+@pytest.mark.grpc
 def test_grpc_errors_are_status_codes(fake_server):
     import grpc
     import tritonclient.grpc as grpcclient
@@ -213,6 +215,7 @@ def test_grpc_and_http_give_the_in_process_numbers(tmp_path):
     assert np.allclose(gp, want.values, atol=1e-5)
 
 
+@pytest.mark.grpc
 def test_taken_grpc_port_is_a_one_line_error(fake_server):
     import subprocess
 

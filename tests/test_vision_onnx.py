@@ -106,7 +106,7 @@ def test_cached_artifact_is_reused_only_with_the_buckets_asked_for(artifact):
 
 
 def test_exporter_cli_parses_image_buckets():
-    from exporters.__main__ import parse_image_buckets
+    from exporters.base import parse_image_buckets
 
     # 600x400 resizes to 588x392 under the default budget: grid 28x42
     assert parse_image_buckets("1:600x400, 2:224x168") == ((1, 28, 42), (2, 12, 16))

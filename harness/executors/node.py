@@ -1,13 +1,12 @@
 """What runs on a cluster node: one worker per (node, hardware) holding the node's device.
 
-The worker builds each target's scenario once, from the flags, on its own node (which detects
-its own hardware), and measures one point at a time. Expected failures come back as a `Reply`
+The worker builds each target's scenario once, from its typed target, on its own node (which
+detects its own hardware), and measures one point at a time. Expected failures come back as a `Reply`
 with the reason, so the driver can retry elsewhere or record the point as failed.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import tarfile
 import tempfile
@@ -17,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import hardware
+from harness.config import TargetConfig
 from harness.runner import Measurement, Point, Scenario
 from harness.sysinfo import host_name
 
-Build = Callable[[argparse.Namespace, Any], Scenario]
+Build = Callable[[TargetConfig, Any], Scenario]
 
 
 @dataclass
@@ -54,7 +54,7 @@ class NodeWorker:
         self.buffer.truncate()
         return text
 
-    def _scenario(self, key: str, args: argparse.Namespace) -> Scenario:
+    def _scenario(self, key: str, target: TargetConfig) -> Scenario:
         if key not in self.scenarios:
             detected = hardware.detect()
             if detected.profile != self.hw:
@@ -63,13 +63,13 @@ class NodeWorker:
                     f"node {self.node[:12]} ({host_name()}) was selected as {self.hw} by its "
                     f"Ray resources but detects {detected.describe()}; not measured there"
                 )
-            self.scenarios[key] = self.build(args, self.console)
+            self.scenarios[key] = self.build(target, self.console)
         return self.scenarios[key]
 
-    def open(self, key: str, args: argparse.Namespace) -> Reply:
+    def open(self, key: str, target: TargetConfig) -> Reply:
         """Build the target's scenario here: its header, its point estimate, whether adaptive."""
         try:
-            s = self._scenario(key, args)
+            s = self._scenario(key, target)
         except Exception as e:  # noqa: BLE001 - the reason travels to the driver
             return Reply(error=_reason(e), text=self._text())
         info = {"header": s.header(), "estimate": s.estimate(), "adaptive": s.adaptive}
@@ -89,18 +89,16 @@ class NodeWorker:
             return Reply(error=_reason(e), text=self._text())
         return Reply(point, text=self._text())
 
-    def measure(self, key: str, args: argparse.Namespace, point: Point) -> Reply:
+    def measure(self, key: str, target: TargetConfig, point: Point) -> Reply:
         try:
-            m = self._scenario(key, args).measure(point, lambda _text: None)
+            m = self._scenario(key, target).measure(point, lambda _text: None)
         except Exception as e:  # noqa: BLE001
             return Reply(error=_reason(e), text=self._text())
         m.row["executor"] = "ray"
         m.row["node"] = self.node
         return Reply(m, text=self._text())
 
-    def summarize(
-        self, key: str, rows: list[dict[str, Any]], store, home: str
-    ) -> tuple[str, dict[str, bytes]]:
+    def summarize(self, key: str, rows: list[dict[str, Any]], home: str) -> tuple[str, dict]:
         """The scenario's summary, and the files it writes next to the rows (checks.json):
         written here into a scratch folder and handed back, for the driver to write under
         `home`, since this node's disk need not be the driver's."""
@@ -108,16 +106,8 @@ class NodeWorker:
         s = self.scenarios.get(key)
         if s is None:
             return self._text(), files
-        args = getattr(s, "args", None)
         with tempfile.TemporaryDirectory(prefix="bb-summary-") as tmp:
-            saved = getattr(args, "output_dir", None)
-            if args is not None:
-                args.output_dir = tmp
-            try:
-                s.summarize(self.console, rows, store)
-            finally:
-                if args is not None:
-                    args.output_dir = saved
+            s.summarize(self.console, rows, Path(tmp))
             for f in sorted(Path(tmp).rglob("*")):
                 if f.is_file():
                     files[f.relative_to(tmp).as_posix()] = f.read_bytes()

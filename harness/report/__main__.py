@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engines.config import positive_float
 from engines.errors import BillionbenchError
-from harness.cli import Parser, positive_float, print_error, setup_logging
+from harness.cli import Parser, print_error, setup_logging
 from harness.report import write_report
 from harness.report.render import INSTALL_HINT
 

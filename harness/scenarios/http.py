@@ -1,6 +1,6 @@
 """Over HTTP, k6-style: virtual users against our server (or any URL), with the seed's VU search.
 
-For each server batch size x inputs per request the plan doubles the VUs while throughput
+For each server max batch size x inputs per request the plan doubles the VUs while throughput
 improves by more than the noise margin, then binary-searches between the best point and the
 next one tried. The best point is always a measured one; the margin is max(--improvement, the
 spread of repeated measurements). `--rate` replaces the search with one open-loop point.
@@ -8,30 +8,89 @@ spread of repeated measurements). `--rate` replaces the search with one open-loo
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import statistics
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from engines.config import arg, at_least, int_list, positive_float, to_json
 from engines.errors import ConfigError
 from engines.net import free_port
 from engines.processes.serve import ServerProcess
 from harness import checks, energy
-from harness.cli import serve_argv
-from harness.load import Target, measure_ceiling
+from harness.config import ServeCommandConfig
+from harness.load import PROTOCOLS, Target, measure_ceiling
 from harness.load.endpoint import counters, remote_identity, remote_parameters, server_columns
 from harness.load.strategies import LocalLoad
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
-from harness.setup import Setup
+from harness.setup import Setup, prepare_artifact
 from harness.tables import best_row, columns, print_rows
+from serving.config import ServeConfig
 
 #: seconds the load generator measures its own ceiling for, once per sweep
 CEILING_S = 3.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP sweep: servers (one per max batch size), the load shapes and the VU search."""
+
+    max_batch_sizes: tuple[int, ...] = arg(
+        (),
+        parse=int_list,
+        aliases=("--batch-sizes", "--max-batch"),
+        help="server max batch sizes, one server start (or Triton reload) each (default 8,32; "
+        "the Triton sweep 1,8,32)",
+    )
+    inputs_per_request: tuple[int, ...] = arg(
+        (1,), parse=int_list, help="client batch (inputs per HTTP request), comma-separated"
+    )
+    vus_start: int = arg(1, help="VUs of the search's first point")
+    vus_max: int = arg(32, help="the most VUs the search tries (open loop: in flight)")
+    iterations: int = arg(200, help="k6 shared iterations per point")
+    max_duration: float = arg(10.0, parse=positive_float, help="seconds per point (k6 maxDuration)")
+    repeats: int = arg(2, help="runs per point; gives the noise margin")
+    improvement: float = arg(
+        0.02, help="keep doubling VUs while throughput improves by more than this"
+    )
+    max_p95_ms: float | None = arg(None, parse=positive_float, help="latency limit (p95, ms)")
+    max_p99_ms: float | None = arg(None, parse=positive_float, help="latency limit (p99, ms)")
+    url: str | None = arg(None, help="benchmark this server instead of starting ours")
+    protocol: str = arg(
+        "kserve",
+        choices=tuple(k for k in PROTOCOLS if k != "noop"),
+        help="kserve-grpc: KServe v2 over gRPC (--url host:port, or our server started with a "
+        "gRPC port)",
+    )
+    served_model: str | None = arg(
+        None, help="model name on the target (default: the registry name)"
+    )
+    no_ceiling: bool = arg(False, help="skip measuring the load generator's own ceiling")
+    rate: float | None = arg(
+        None,
+        parse=positive_float,
+        help="open loop instead of the VU search: Poisson arrivals at this many requests/s for "
+        "--max-duration, at most --vus-max in flight; latency counts from the scheduled send",
+    )
+    load_workers: int | None = arg(
+        None,
+        help="with --executor ray and --url: this many load generators on different nodes "
+        "drive the endpoint together (VUs split among them; latencies merged from every request)",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.max_batch_sizes:
+            object.__setattr__(self, "max_batch_sizes", (8, 32))
+        if self.vus_start < 1 or self.vus_max < self.vus_start:
+            raise ConfigError("--vus-start must be >= 1 and <= --vus-max")
+        at_least(self, 1, "repeats", "iterations", "load_workers")
+
+    def limits(self) -> dict[str, float | None]:
+        return {"max_p95_ms": self.max_p95_ms, "max_p99_ms": self.max_p99_ms}
+
 
 TABLE = columns(
     """
@@ -110,7 +169,7 @@ def _throughput(row: dict[str, Any]) -> float:
 # ------------------------------------------------------------------------- the scenario
 @dataclass(frozen=True)
 class HttpPoint:
-    batch_size: int  # the server's max batch
+    max_batch_size: int  # the server's
     inputs_per_request: int
     vus: int
     repeat: int
@@ -119,72 +178,92 @@ class HttpPoint:
 class HttpScenario(Scenario):
     title = "HTTP sweep (latency = end to end per request; throughput = inputs/s)"
 
-    def __init__(self, args: argparse.Namespace, setup: Setup, console, load=None):
-        """`load`: where each point's load runs (default: this process, LocalLoad)."""
-        if args.vus_start < 1 or args.vus_max < args.vus_start:
-            raise ConfigError("--vus-start must be >= 1 and <= --vus-max")
-        if args.repeats < 1 or args.iterations < 1:
-            raise ConfigError("--repeats and --iterations must be >= 1")
-        self.args, self.setup, self.console = args, setup, console
+    def __init__(
+        self,
+        config: HttpConfig,
+        setup: Setup,
+        console,
+        *,
+        serve: ServeConfig | None = None,
+        out_dir: str | Path = "results",
+        load=None,
+    ):
+        """`serve`: how our servers batch (one per max batch size); `load`: where each point's
+        load runs (default: this process, LocalLoad)."""
+        self.config, self.setup, self.console = config, setup, console
+        self.serve = serve or ServeConfig()
+        self.out_dir = Path(out_dir)
         if load is None:
-            load = LocalLoad(None if args.no_ceiling else measure_ceiling(duration_s=CEILING_S))
+            ceiling = None if config.no_ceiling else measure_ceiling(duration_s=CEILING_S)
+            load = LocalLoad(ceiling)
         self.load = load
         self.server: ServerProcess | None = None
         self.server_batch: int | None = None
         self.target: Target | None = None
         self.info: dict[str, Any] = {}
+        # our servers run the artifact prepared here once, for every max batch size
+        self.serve_target = setup.target
+        if not config.url and setup.engine_cls.needs_artifact(setup.engine_cfg):
+            top = max(config.max_batch_sizes)
+            prepared = prepare_artifact(
+                setup, batch_range=(1, max(1, top // 2), top), console=console
+            )
+            self.serve_target = replace(setup.target, artifact=prepared.engine_cfg.artifact)
         # only a server we start runs on this machine, where the meter reads
-        self.meter = None if args.url else energy.DeviceMeter(setup.profile.device)
+        self.meter = None if config.url else energy.DeviceMeter(setup.profile.device)
 
     def header(self) -> list[str]:
         return self.setup.describe() + self.load.describe()
 
     def estimate(self) -> int:
         """Rough number of runs, for the progress bar (the VU search decides the rest)."""
-        a = self.args
-        doublings = int(math.log2(max(a.vus_max // a.vus_start, 1))) + 1
-        per_group = 1 if a.rate else doublings + 2
-        return len(a.batch_sizes) * len(a.inputs_per_request) * per_group * a.repeats
+        c = self.config
+        doublings = int(math.log2(max(c.vus_max // c.vus_start, 1))) + 1
+        per_group = 1 if c.rate else doublings + 2
+        return len(c.max_batch_sizes) * len(c.inputs_per_request) * per_group * c.repeats
+
+    def report_limits(self) -> dict[str, float | None]:
+        return self.config.limits()
 
     def point(self, p: HttpPoint) -> Point:
-        a = self.args
+        c, b = self.config, self.serve.batcher
         config = {
             **self.setup.identity("http"),
-            "server_batch_size": p.batch_size,
+            "max_batch_size": p.max_batch_size,
             "inputs_per_request": p.inputs_per_request,
             "vus": p.vus,
             "repeat": p.repeat,
-            "iterations": a.iterations,
-            "url": a.url,
-            "protocol": a.protocol,
-            "max_duration": a.max_duration,
-            "rate": a.rate,
+            "iterations": c.iterations,
+            "url": c.url,
+            "protocol": c.protocol,
+            "max_duration": c.max_duration,
+            "rate": c.rate,
             "batcher": {
-                "tokens": a.max_batch_tokens,
-                "delay_ms": a.max_queue_delay_ms,
-                "fifo": a.fifo,
+                "tokens": b.max_batch_tokens,
+                "delay_ms": b.max_queue_delay_ms,
+                "length_aware": b.length_aware,
             },
         }
         label = (
-            f"batch {p.batch_size} · {p.inputs_per_request} inputs/request · {p.vus} VUs · "
-            f"run {p.repeat + 1}/{a.repeats}"
+            f"max batch {p.max_batch_size} · {p.inputs_per_request} inputs/request · {p.vus} "
+            f"VUs · run {p.repeat + 1}/{c.repeats}"
         )
         return Point(config, label, p)
 
     def plan(self) -> Plan:
-        a = self.args
-        for bs in a.batch_sizes:
-            for ipr in a.inputs_per_request:
-                if a.rate:  # open loop: one point per group, concurrency capped at vus-max
-                    for rep in range(a.repeats):
-                        yield self.point(HttpPoint(bs, ipr, a.vus_max, rep))
+        c = self.config
+        for bs in c.max_batch_sizes:
+            for ipr in c.inputs_per_request:
+                if c.rate:  # open loop: one point per group, concurrency capped at vus-max
+                    for rep in range(c.repeats):
+                        yield self.point(HttpPoint(bs, ipr, c.vus_max, rep))
                     continue
-                search = Search(a.vus_start, a.vus_max, a.improvement)
+                search = Search(c.vus_start, c.vus_max, c.improvement)
                 steps = search.steps()
                 vus = next(steps)
                 while True:
                     thr = []
-                    for rep in range(a.repeats):
+                    for rep in range(c.repeats):
                         row = yield self.point(HttpPoint(bs, ipr, vus, rep))
                         thr.append(_throughput(row))
                     try:
@@ -193,38 +272,55 @@ class HttpScenario(Scenario):
                         break
                 best = search.best()
                 self.console.print(
-                    f"batch {bs} · {ipr} inputs/request: best {best} VUs at "
+                    f"max batch {bs} · {ipr} inputs/request: best {best} VUs at "
                     f"{search.thr(best):,.1f} inputs/s (noise margin {search.margin:.1%}; "
                     f"measured VUs {sorted(search.points)})",
                     highlight=False,
                 )
 
+    def server_config(self, max_batch_size: int, grpc_port: int | None) -> ServeCommandConfig:
+        """Our server for one max batch size: the sweep's batcher and limits, requests as
+        large as the largest load shape, inputs cut at the model's max length."""
+        b = self.serve.batcher
+        request_inputs = max(b.max_request_inputs, *self.config.inputs_per_request)
+        serve = replace(
+            self.serve,
+            batcher=replace(b, max_batch_size=max_batch_size, max_request_inputs=request_inputs),
+            limits=replace(self.serve.limits, truncate=True),
+            host="127.0.0.1",
+            grpc_port=grpc_port,
+        )
+        return ServeCommandConfig(target=self.serve_target, serve=serve)
+
     def _serve(self, batch_size: int, progress: Progress) -> None:
         """Point the target at a server with this max batch (ours, started once per batch)."""
-        a, spec = self.args, self.setup.spec
-        if self.target is not None and (a.url or self.server_batch == batch_size):
+        c, spec = self.config, self.setup.spec
+        if self.target is not None and (c.url or self.server_batch == batch_size):
             return
-        url = a.url
+        url = c.url
         if not url:
             self._stop_server()
             progress(f"starting the server (max batch {batch_size}) ...")
-            log = Path(a.output_dir) / "logs" / f"serve-batch{batch_size}.log"
-            argv = serve_argv(a, batch_size)
-            grpc_port = free_port() if a.protocol == "kserve-grpc" else None
-            if grpc_port:  # the load goes over gRPC; health and /metrics stay on HTTP
-                argv += ["--grpc-port", str(grpc_port)]
-            self.server = ServerProcess(argv, free_port(), log)
+            logs = self.out_dir / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            # the load goes over gRPC when asked; health and /metrics stay on HTTP
+            grpc_port = free_port() if c.protocol == "kserve-grpc" else None
+            config = logs / f"serve-batch{batch_size}.json"
+            config.write_text(to_json(self.server_config(batch_size, grpc_port)))
+            self.server = ServerProcess(
+                ["--config", str(config)], free_port(), logs / f"serve-batch{batch_size}.log"
+            )
             self.server.start()
             self.server_batch, url = batch_size, self.server.url
             if grpc_port:
                 url = f"grpc://127.0.0.1:{grpc_port}"
             self.info = remote_parameters(self.server.url, spec.name)
-        elif a.protocol != "kserve-grpc":  # what the server says it runs, if it is ours
-            self.info = remote_parameters(url, a.served_model or spec.name)
+        elif c.protocol != "kserve-grpc":  # what the server says it runs, if it is ours
+            self.info = remote_parameters(url, c.served_model or spec.name)
         self.target = Target(
             url=url,
-            protocol=a.protocol,
-            model=a.served_model or spec.name,
+            protocol=c.protocol,
+            model=c.served_model or spec.name,
             task=spec.task,
             dim=spec.dim if spec.task != "classification" else None,
             normalized=spec.normalize,
@@ -232,44 +328,45 @@ class HttpScenario(Scenario):
         )
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
-        a, p = self.args, point.params
-        self._serve(p.batch_size, progress)
+        c, p = self.config, point.params
+        self._serve(p.max_batch_size, progress)
         progress("load running")
         server, messages = self.server, []
         before = counters(server.metrics_text()) if server else None
         meter = energy.start_meter(self.meter if server else None)
         shared = dict(inputs_per_request=p.inputs_per_request, ceiling_rps=self.load.ceiling)
-        if a.rate:  # open loop: Poisson arrivals, at most `vus` in flight
+        if c.rate:  # open loop: Poisson arrivals, at most `vus` in flight
             res = self.load.open(
                 self.target,
                 self.setup.workload,
-                a.rate,
-                a.max_duration,
+                c.rate,
+                c.max_duration,
                 max_concurrency=p.vus,
                 **shared,
             )
             messages.append(
-                f"    open loop at {a.rate:g} req/s: {res.late_requests} sent late "
+                f"    open loop at {c.rate:g} req/s: {res.late_requests} sent late "
                 f"(max {res.max_late_ms:.1f} ms)"
             )
         else:  # k6's shared iterations
             res = self.load.closed(
-                self.target, self.setup.workload, p.vus, a.iterations, a.max_duration, **shared
+                self.target, self.setup.workload, p.vus, c.iterations, c.max_duration, **shared
             )
         reading = energy.stop_meter(meter)
         row = res.to_row()
         row.update(
             self.setup.context(self.info, res.throughput.avg, self.info.get("parity_metric")),
-            batch_size=p.batch_size,
-            server_batch_size=p.batch_size,
+            batch_size=p.max_batch_size,  # the seeds' column: seed 000's server batch size
+            max_batch_size=p.max_batch_size,
+            server_batch_size=p.max_batch_size,  # the old name, for one release
             vendor="local" if server else "remote",
             n_models=1,
             repeat=p.repeat,
             load_workers=len(self.load.ceilings),
             loadgen_ceilings_rps=json.dumps(self.load.ceilings),
         )
-        if a.url:  # the row says what the endpoint runs, not this command's engine flags
-            row.update(remote_identity(self.info, a.protocol))
+        if c.url:  # the row says what the endpoint runs, not this command's engine flags
+            row.update(remote_identity(self.info, c.protocol))
         if server:  # this point's padding and CPU split, not the server's lifetime
             row.update(server_columns(before, counters(server.metrics_text())))
         if self.load.executor:  # the generators' nodes: where this point ran
@@ -288,30 +385,30 @@ class HttpScenario(Scenario):
         self._stop_server()
         self.load.close()
 
-    def summarize(self, console, rows, store) -> None:
+    def summarize(self, console, rows, out: Path) -> None:
         if not rows:
             console.print("no points measured")
             return
         ranked = sorted(rows, key=lambda r: r.get("1B_cost") or math.inf)
         print_rows(console, self.title, TABLE, ranked[:15])
-        print_best(console, rows, self.args, what="inputs/request")
+        print_best(console, rows, self.config.limits(), what="inputs/request")
         console.print(energy.describe(rows), highlight=False)
         import pandas as pd
 
         found = checks.run_all(pd.DataFrame(rows))
         console.print("[bold]sanity checks[/]")
         checks.print_checks(console, found)
-        path = os.path.join(self.args.output_dir, "checks.json")
-        checks.save(found, path)
-        console.print(f"results: {store.csv} · checks: {path}", highlight=False)
+        path = out / "checks.json"
+        checks.save(found, str(path))
+        console.print(f"checks: {path}", highlight=False)
 
 
-def print_best(console, rows: list[dict], args, *, what: str) -> None:
+def print_best(console, rows: list[dict], limits: dict[str, float | None], *, what: str) -> None:
     """The cheapest point, and the cheapest within each latency limit given."""
 
     def describe(r: dict) -> str:
         return (
-            f"${r['1B_cost']:,.2f} per 1B inputs · batch {r['batch_size']} · "
+            f"${r['1B_cost']:,.2f} per 1B inputs · max batch {r['batch_size']} · "
             f"{r['inputs_per_request']} {what} · {r['vus']} VUs · "
             f"{r['throughput_req_per_sec']:,.1f} inputs/s · p95 {r['p95_latency_ms']:,.1f} ms"
         )
@@ -321,7 +418,10 @@ def print_best(console, rows: list[dict], args, *, what: str) -> None:
         console.print("no point without failed requests", highlight=False)
         return
     console.print(f"[bold]best[/]: {describe(best)}", highlight=False)
-    for col, limit in (("p95_latency_ms", args.max_p95_ms), ("p99_latency_ms", args.max_p99_ms)):
+    for col, limit in (
+        ("p95_latency_ms", limits.get("max_p95_ms")),
+        ("p99_latency_ms", limits.get("max_p99_ms")),
+    ):
         if limit:
             b = best_row(rows, limit_column=col, limit=limit)
             if b is None:

@@ -1,20 +1,63 @@
-"""In process, neuronperf-style: batch sizes x model copies x worker threads per copy."""
+"""In process, neuronperf-style: inputs per call x model copies x worker threads per copy."""
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from engines.config import arg, int_list, positive_float
 from engines.measure import NEURONPERF_STATS
 from harness import energy
 from harness.costs import cost_per_1m_tokens
-from harness.inprocess import InprocessConfig, InprocessResult, run_inprocess
 from harness.results import TRITON_CONFIG_COLUMNS
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
+from harness.scenarios.inprocess_loop import InprocessPoint, InprocessResult, run_inprocess
 from harness.setup import Setup, prepare_artifact
 from harness.tables import columns, print_rows
 from harness.workloads import workload_buckets
+
+
+@dataclass(frozen=True)
+class InprocessConfig:
+    """The in-process grid (neuronperf-style) and how long each point is measured."""
+
+    inputs_per_request: tuple[int, ...] = arg(
+        (1, 8, 32),
+        parse=int_list,
+        aliases=("--batch-sizes",),
+        help="inputs per call (the client batch), comma-separated",
+    )
+    n_models: tuple[int, ...] = arg((1,), parse=int_list, help="model copies, comma-separated")
+    workers_per_model: tuple[int, ...] = arg(
+        (1,), parse=int_list, help="threads feeding each copy, comma-separated"
+    )
+    processes: bool = arg(False, help="run model copies as processes instead of threads")
+    duration: float = arg(5.0, parse=positive_float, help="minimum timed seconds per configuration")
+    min_calls: int = arg(10, help="minimum timed calls per configuration (both minima must be met)")
+    warmup: int = arg(2, help="untimed warm-up calls per model copy")
+    max_duration: float | None = arg(
+        None,
+        parse=positive_float,
+        help="hard stop per configuration in seconds (default 10 x duration + 120 s)",
+    )
+
+    def __post_init__(self) -> None:
+        # every point of the grid is valid: one check, the point's own
+        self.point(self.inputs_per_request[0], self.n_models[0], self.workers_per_model[0])
+
+    def point(self, inputs_per_request: int, n_models: int, workers: int) -> InprocessPoint:
+        return InprocessPoint(
+            inputs_per_request,
+            n_models,
+            workers,
+            duration=self.duration,
+            min_calls=self.min_calls,
+            warmup=self.warmup,
+            max_duration=self.max_duration,
+            processes=self.processes,
+        )
+
 
 TABLE = columns(
     """
@@ -34,7 +77,7 @@ TABLE = columns(
 )
 
 
-def artifact_shapes(setup: Setup, batch_sizes: list[int]) -> dict[str, Any]:
+def artifact_shapes(setup: Setup, batch_sizes: tuple[int, ...]) -> dict[str, Any]:
     """The batch/sequence profile (and vision buckets) an exported artifact must hold."""
     stats, max_len = setup.workload.stats, setup.max_len
     batches = sorted(set(batch_sizes))
@@ -53,46 +96,42 @@ class InprocessScenario(Scenario):
     title = "in-process results (latency_ms_* = forward only; e2e = tokenize+forward+post)"
     adaptive = False  # a fixed grid: its points may run at once, on several nodes
 
-    def __init__(self, args: argparse.Namespace, setup: Setup, console):
-        self.args, self.setup = args, setup
+    def __init__(self, config: InprocessConfig, setup: Setup, console):
+        self.config, self.setup = config, setup
         self.parity_metric: str | None = None
         if setup.engine_cls.needs_artifact(setup.engine_cfg):
             prepared = prepare_artifact(
-                args, setup, console=console, **artifact_shapes(setup, args.batch_sizes)
+                setup, console=console, **artifact_shapes(setup, config.inputs_per_request)
             )
             self.setup = replace(setup, engine_cfg=prepared.engine_cfg)
             self.parity_metric = prepared.parity_metric
         self.engines: list = []  # loaded copies, reused across points (thread mode)
-        # the flags' names for InprocessConfig's fields
-        limits = dict(duration_s=args.duration, warmup_calls=args.warmup)
-        limits.update(max_duration_s=args.max_duration, min_calls=args.min_calls)
-        self.base = InprocessConfig(batch_size=1, processes=args.processes, **limits)
         self.meter = energy.DeviceMeter(self.setup.profile.device)
 
     def header(self) -> list[str]:
         return self.setup.describe()
 
     def estimate(self) -> int:
-        a = self.args
-        return len(a.n_models) * len(a.workers_per_model) * len(a.batch_sizes)
+        c = self.config
+        return len(c.n_models) * len(c.workers_per_model) * len(c.inputs_per_request)
 
     def plan(self) -> Plan:
-        a = self.args
-        for n in a.n_models:
-            for w in a.workers_per_model:
-                for b in a.batch_sizes:
-                    icfg = replace(self.base, batch_size=b, n_models=n, workers_per_model=w)
+        c = self.config
+        for n in c.n_models:
+            for w in c.workers_per_model:
+                for b in c.inputs_per_request:
+                    point = c.point(b, n, w)
                     config = {
                         **self.setup.identity("inprocess"),
-                        "inprocess": asdict(icfg),
-                        "threads": a.threads,
+                        "inprocess": asdict(point),
+                        "threads": self.setup.engine_cfg.threads,
                     }
                     label = f"batch {b} · n_models {n} · workers {w}"
-                    yield Point(config, label, icfg)
+                    yield Point(config, label, point)
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
-        icfg: InprocessConfig = point.params
-        duration = self.args.duration
+        p: InprocessPoint = point.params
+        duration = self.config.duration
 
         def report(elapsed: float, calls: int) -> None:
             progress(f"{elapsed:5.1f}s/{duration:g}s · {calls} calls")
@@ -100,8 +139,8 @@ class InprocessScenario(Scenario):
         res = run_inprocess(
             self.setup.engine_cfg,
             self.setup.workload,
-            icfg,
-            engines=None if icfg.processes else self.engines,
+            p,
+            engines=None if p.processes else self.engines,
             progress=report,
             meter=self.meter,
         )
@@ -127,7 +166,7 @@ class InprocessScenario(Scenario):
             **res.e2e.columns("{}_latency_ms"),
             "throughput_req_per_sec": thr,
             "throughput_peak": res.throughput.peak,
-            "batch_size": cfg.batch_size,
+            "batch_size": cfg.inputs_per_request,  # the seeds' column: neuronperf's batch
             "vus": cfg.n_models * cfg.workers_per_model,
             "vendor": "local",
             "n_models": cfg.n_models,
@@ -136,7 +175,7 @@ class InprocessScenario(Scenario):
             "min_num_vectors": vectors and vectors[0],
             "max_num_vectors": vectors and vectors[2],
             "invalid_embeddings": res.invalid,
-            "inputs_per_request": cfg.batch_size,
+            "inputs_per_request": cfg.inputs_per_request,
             **res.forward.columns("latency_ms_{}", NEURONPERF_STATS),
             "throughput_avg": thr,
             "mode": "inprocess",
@@ -166,13 +205,13 @@ class InprocessScenario(Scenario):
         self.engines.clear()
         self.meter.close()
 
-    def summarize(self, console, rows, store) -> None:
+    def summarize(self, console, rows, out: Path) -> None:
         print_rows(console, self.title, TABLE, rows)
         profile = self.setup.profile
         weights = rows[0].get("weights") if rows else "?"
         console.print(
-            f"weights={weights} · results: {store.csv} and {store.parquet} · cost = "
-            f"${profile.price_per_hour}/hr x 1e9 / (3600 x inputs/s); floor = FLOPs/input at peak",
+            f"weights={weights} · cost = ${profile.price_per_hour}/hr x 1e9 / (3600 x inputs/s)"
+            "; floor = FLOPs/input at peak",
             highlight=False,
         )
         console.print(energy.describe(rows), highlight=False)
@@ -183,11 +222,10 @@ class InprocessScenario(Scenario):
             highlight=False,
         )
         padded = max((r.get("padding_ratio") or 0.0 for r in rows), default=0.0)
-        layout = getattr(self.setup.engine_cfg.options, "token_layout", None)
-        if layout == "padded" and padded >= 0.1:
+        hint = self.setup.engine_cfg.options.padding_hint() if padded >= 0.1 else None
+        if hint:
             console.print(
-                f"padding took up to {padded:.0%} of the token slots computed: "
-                "--token-layout packed computes none of it (BERT / DistilBERT)",
+                f"padding took up to {padded:.0%} of the token slots computed: {hint}",
                 highlight=False,
             )
         if weights == "random":

@@ -7,8 +7,10 @@ refuses the numbers when any is wrong. The binary and its runs: `engines.process
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from engines.config import arg, int_list
 from engines.errors import BillionbenchError, ConfigError, EngineError
 from engines.processes.perf_analyzer import STABILITY_PCT, find_binary, run, version
 from engines.registry import create_engine
@@ -16,6 +18,19 @@ from harness.results import TRITON_CONFIG_COLUMNS
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.setup import Setup, prepare_artifact
 from harness.tables import columns, print_rows
+
+
+@dataclass(frozen=True)
+class PerfAnalyzerConfig:
+    """perf_analyzer's grid: inputs per request x concurrency, each measured for `duration`."""
+
+    inputs_per_request: tuple[int, ...] = arg(
+        (1, 8, 32), parse=int_list, help="inputs per request (perf_analyzer's -b)"
+    )
+    concurrency: tuple[int, ...] = arg(
+        (1, 2, 4, 8), parse=int_list, help="perf_analyzer concurrencies"
+    )
+    duration: float = arg(5.0, help="perf_analyzer's measurement interval, in seconds")
 
 
 def to_row(pa: dict[str, float], batch: int) -> dict:
@@ -105,20 +120,19 @@ class PerfAnalyzerScenario(Scenario):
     sample of real responses is checked first and the run refused when any is wrong.
     """
 
-    def __init__(self, args, setup: Setup, console):
+    def __init__(self, config: PerfAnalyzerConfig, setup: Setup, console):
         if setup.engine_cls.remote_server != "triton":
             raise ConfigError(
-                f"--load perf_analyzer drives a Triton server; --engine {args.engine} runs "
-                "in process (add --engine triton)"
+                f"--load perf_analyzer drives a Triton server; --engine {setup.engine_cfg.engine} "
+                "runs in process (add --engine triton)"
             )
-        self.args, self.setup = args, setup
+        self.config, self.setup = config, setup
         self.binary, self.env = find_binary()
         self.version = version(self.binary, self.env)
         self.parity_metric = None
         if setup.engine_cls.needs_artifact(setup.engine_cfg):
-            b = sorted(args.batch_sizes)
+            b = sorted(config.inputs_per_request)
             prepared = prepare_artifact(
-                args,
                 setup,
                 batch_range=(b[0], b[len(b) // 2], max(b[-1], 8)),
                 seq_range=(8, min(128, setup.max_len), setup.max_len),
@@ -147,11 +161,11 @@ class PerfAnalyzerScenario(Scenario):
         ]
 
     def estimate(self) -> int:
-        return len(self.args.batch_sizes) * len(self.args.concurrency)
+        return len(self.config.inputs_per_request) * len(self.config.concurrency)
 
     def plan(self) -> Plan:
-        a = self.args
-        for batch in a.batch_sizes:
+        a = self.config
+        for batch in a.inputs_per_request:
             for c in a.concurrency:
                 config = {
                     **self.setup.identity("http"),
@@ -175,7 +189,7 @@ class PerfAnalyzerScenario(Scenario):
             concurrency=[c],
             batch=batch,
             transport=transport,
-            measurement_ms=int(self.args.duration * 1000),
+            measurement_ms=int(self.config.duration * 1000),
         )[-1:]
         row = to_row(pa, batch)
         info = self.engine.info
@@ -193,6 +207,5 @@ class PerfAnalyzerScenario(Scenario):
     def close(self) -> None:
         self.engine.close()
 
-    def summarize(self, console, rows, store) -> None:
+    def summarize(self, console, rows, out: Path) -> None:
         print_rows(console, self.title, TABLE, rows)
-        console.print(f"results: {store.csv}", highlight=False)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engines.config import arg, at_least, int_list, positive_float
 from engines.errors import ConfigError
 from engines.processes.tritonserver import TritonServer
 from engines.triton.client import counters, stats_delta
@@ -31,10 +32,68 @@ from harness.setup import Setup, prepare_artifact
 from harness.tables import best_row, columns, print_rows
 
 DIMENSIONS = ("instances", "max_batch", "delay")
+
+
+def parse_delays(text: str) -> tuple[int | None, ...]:
+    out: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if part == "off":
+            out.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise ConfigError(
+                f"--queue-delays-us takes 'off' or microseconds (e.g. off,0,2000); got {part!r}"
+            ) from None
+        if value < 0:
+            raise ConfigError(f"--queue-delays-us must be >= 0; got {value}")
+        out.append(value)
+    if not out:
+        raise ConfigError("--queue-delays-us is empty")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class TritonSweepConfig:
+    """Model Analyzer's brute search: instances x max batch x dynamic batching, each at a range
+    of concurrencies, through a real tritonserver."""
+
+    search: str = arg(
+        "instances,max_batch,delay",
+        help="dimensions to search (others keep their first value): instances, max_batch, delay",
+    )
+    instances: tuple[int, ...] = arg((1, 2, 4), parse=int_list, help="instance_group counts")
+    max_batch_sizes: tuple[int, ...] = arg(
+        (), parse=int_list, help="encoder max_batch_size values (default 1,8,32)"
+    )
+    queue_delays_us: str = arg(
+        "off,500",
+        help="dynamic batching: 'off', or on with this max_queue_delay_microseconds",
+    )
+    concurrency: tuple[int, ...] = arg(
+        (1, 8, 32), parse=int_list, help="concurrent clients per config"
+    )
+    inputs_per_request: tuple[int, ...] = arg((1,), parse=int_list, help="client batch")
+    iterations: int = arg(200, help="shared iterations per point")
+    max_duration: float = arg(10.0, parse=positive_float, help="seconds per point")
+    no_ceiling: bool = arg(False, help="skip measuring the load generator's own ceiling")
+    max_p99_ms: float | None = arg(None, parse=positive_float, help="latency limit (p99, ms)")
+
+    def __post_init__(self) -> None:
+        if not self.max_batch_sizes:
+            object.__setattr__(self, "max_batch_sizes", (1, 8, 32))
+        at_least(self, 1, "instances", "concurrency", "iterations")
+        parse_delays(self.queue_delays_us)  # one-line error at the flag
+
+
 TABLE = columns(
     """
     vus                     | concurrency      | 0
-    triton_max_batch        | max batch        | 0
+    max_batch_size          | max batch        | 0
     dynamic                 | dynamic batching | 0
     triton_instances        | instances        | 0
     p95_latency_ms          | p95 ms           | 1
@@ -67,50 +126,25 @@ class TritonConfig:
         return f"{self.instances} inst · max batch {self.max_batch} · {dyn}"
 
 
-def parse_delays(text: str) -> list[int | None]:
-    out: list[int | None] = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        if part == "off":
-            out.append(None)
-            continue
-        try:
-            value = int(part)
-        except ValueError:
-            raise ConfigError(
-                f"--queue-delays-us takes 'off' or microseconds (e.g. off,0,2000); got {part!r}"
-            ) from None
-        if value < 0:
-            raise ConfigError(f"--queue-delays-us must be >= 0; got {value}")
-        out.append(value)
-    if not out:
-        raise ConfigError("--queue-delays-us is empty")
-    return out
-
-
-def grid(args) -> list[TritonConfig]:
+def grid(config: TritonSweepConfig) -> list[TritonConfig]:
     """The brute-force grid; dimensions not in --search keep their first value."""
-    search = {s.strip() for s in args.search.split(",") if s.strip()}
+    search = {s.strip() for s in config.search.split(",") if s.strip()}
     unknown = search - set(DIMENSIONS)
     if unknown:
         raise ConfigError(
             f"--search takes {', '.join(DIMENSIONS)}; got {', '.join(sorted(unknown))}"
         )
-    instances = args.instances if "instances" in search else args.instances[:1]
-    batches = args.max_batch if "max_batch" in search else args.max_batch[:1]
-    delays = parse_delays(args.queue_delays_us)
+    instances = config.instances if "instances" in search else config.instances[:1]
+    batches = config.max_batch_sizes if "max_batch" in search else config.max_batch_sizes[:1]
+    delays = parse_delays(config.queue_delays_us)
     delays = delays if "delay" in search else delays[:1]
-    client = max(args.inputs_per_request)
+    client = max(config.inputs_per_request)
     small = [b for b in batches if b < client]
     if small:
         raise ConfigError(
-            f"--max-batch {small[0]} is below --inputs-per-request {client}: Triton would refuse "
-            "the requests; raise --max-batch or lower --inputs-per-request"
+            f"--max-batch-sizes {small[0]} is below --inputs-per-request {client}: Triton would "
+            "refuse the requests; raise --max-batch-sizes or lower --inputs-per-request"
         )
-    if any(i < 1 for i in instances):
-        raise ConfigError("--instances must be >= 1")
     return [TritonConfig(i, b, d) for i, b, d in itertools.product(instances, batches, delays)]
 
 
@@ -120,14 +154,14 @@ class TritonScenario(Scenario):
         "memory = tritonserver + backend stubs RSS)"
     )
 
-    def __init__(self, args, setup: Setup, console):
-        self.args, self.setup = args, setup
-        self.configs = grid(args)
-        self.concurrency = sorted(set(args.concurrency))
-        if self.concurrency[0] < 1:
-            raise ConfigError("--concurrency must be >= 1")
-        self.client_max = max(args.inputs_per_request)
-        self.backend = args.variant or "python"
+    def __init__(
+        self, config: TritonSweepConfig, setup: Setup, console, *, out_dir: str | Path = "results"
+    ):
+        self.config, self.setup = config, setup
+        self.configs = grid(config)
+        self.concurrency = sorted(set(config.concurrency))
+        self.client_max = max(config.inputs_per_request)
+        self.backend = setup.engine_cfg.variant or "python"
         self.gpu = setup.profile.device == "cuda"
         # the repository: exported (parity-gated) once, then a working copy the sweep rewrites
         first = TritonOptions(
@@ -137,7 +171,6 @@ class TritonScenario(Scenario):
             gpu=self.gpu,
         )
         prepared = prepare_artifact(
-            args,
             setup,
             seq_range=(8, min(128, setup.max_len), setup.max_len),
             console=console,
@@ -148,12 +181,12 @@ class TritonScenario(Scenario):
         self.manifest = prepared.manifest
         self.backend = self.manifest.details.get("backend", self.backend)
         self.parity_metric = prepared.parity.get("metric")
-        self.work = Path(args.output_dir) / "triton-repository"
+        self.work = Path(out_dir) / "triton-repository"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(prepared.engine_cfg.artifact, self.work)
         repository_models(self.work)  # every config parses before the server starts
-        self.ceiling = None if args.no_ceiling else measure_ceiling(duration_s=3.0)
+        self.ceiling = None if config.no_ceiling else measure_ceiling(duration_s=3.0)
         self.info = {
             "weights": self.manifest.weights,
             "model_source": self.manifest.model_id,
@@ -174,8 +207,11 @@ class TritonScenario(Scenario):
     def estimate(self) -> int:
         return len(self.configs) * len(self.concurrency)
 
+    def report_limits(self) -> dict[str, float | None]:
+        return {"max_p99_ms": self.config.max_p99_ms}
+
     def plan(self) -> Plan:
-        a = self.args
+        a = self.config
         for cfg in self.configs:
             for c in self.concurrency:
                 config = {
@@ -239,8 +275,8 @@ class TritonScenario(Scenario):
             target,
             self.setup.workload,
             vus=c,
-            iterations=self.args.iterations,
-            max_duration_s=self.args.max_duration,
+            iterations=self.config.iterations,
+            max_duration_s=self.config.max_duration,
             inputs_per_request=self.client_max,
             ceiling_rps=self.ceiling,
         )
@@ -248,9 +284,10 @@ class TritonScenario(Scenario):
         row = res.to_row()
         row.update(
             self.setup.context(self.info, res.throughput.avg, self.parity_metric),
-            image=f"triton/{self.backend}/{self.args.precision}",
-            batch_size=cfg.max_batch,
-            server_batch_size=cfg.max_batch,
+            image=f"triton/{self.backend}/{self.setup.engine_cfg.precision}",
+            batch_size=cfg.max_batch,  # the seeds' column: the server's batch
+            max_batch_size=cfg.max_batch,
+            server_batch_size=cfg.max_batch,  # the old name, for one release
             vendor="triton",
             n_models=cfg.instances,
             repeat=0,
@@ -274,17 +311,17 @@ class TritonScenario(Scenario):
             self.server.stop()
         self.server, self.loaded = None, None
 
-    def summarize(self, console, rows, store) -> None:
+    def summarize(self, console, rows, out: Path) -> None:
         """Seed 003's table: concurrency, max batch, dynamic batching, instances, p95, memory."""
         if not rows:
             console.print("no points measured")
             return
         shown = sorted(
             ({**r, "dynamic": _dynamic(r)} for r in rows),
-            key=lambda r: (r["triton_instances"], r["triton_max_batch"], r["vus"]),
+            key=lambda r: (r["triton_instances"], r["max_batch_size"], r["vus"]),
         )
         print_rows(console, self.title, TABLE, shown)
-        limit = self.args.max_p99_ms
+        limit = self.config.max_p99_ms
         b = best_row(rows, limit_column="p99_latency_ms", limit=limit)
         within = f" with p99 <= {limit:g} ms" if limit else ""
         if b is None:
@@ -292,12 +329,11 @@ class TritonScenario(Scenario):
         else:
             console.print(
                 f"[bold]best{within}[/]: ${b['1B_cost']:,.2f} per 1B inputs · "
-                f"{b['triton_instances']} instance(s) · max batch {b['triton_max_batch']} · "
+                f"{b['triton_instances']} instance(s) · max batch {b['max_batch_size']} · "
                 f"dynamic batching {_dynamic(b)} · concurrency {b['vus']} · "
                 f"{b['throughput_req_per_sec']:,.2f} inputs/s · p99 {b['p99_latency_ms']:,.1f} ms",
                 highlight=False,
             )
-        console.print(f"results: {store.csv}", highlight=False)
 
 
 def _dynamic(r: dict[str, Any]) -> str:

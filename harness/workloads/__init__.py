@@ -6,13 +6,8 @@
 
 from __future__ import annotations
 
-from harness.workloads.base import TASK_DEFAULTS, Workload, WorkloadSpec
-from harness.workloads.images import (
-    load_image_workload,
-    parse_sizes,
-    prompt_tokens,
-    workload_buckets,
-)
+from harness.workloads.base import TASK_DEFAULTS, Workload, WorkloadSpec, parse_sizes
+from harness.workloads.images import load_image_workload, prompt_tokens, workload_buckets
 from harness.workloads.text import load_text_workload
 
 __all__ = [

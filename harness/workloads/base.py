@@ -3,6 +3,7 @@ choice between a Hub dataset and synthetic inputs."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.config import arg
 from engines.errors import ConfigError
 from engines.measure import TokenStats
 from engines.models import hub_reachable
@@ -25,25 +27,71 @@ TASK_DEFAULTS = {
 }
 
 
+def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """'600x400,1200x800' -> ((600, 400), (1200, 800)); the mix is drawn uniformly."""
+    sizes = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        w, sep, h = part.partition("x")
+        try:
+            wh = (int(w), int(h))
+        except ValueError:
+            wh = (0, 0)
+        if not sep or min(wh) < 1 or max(wh) > 20000:
+            raise ConfigError(
+                f"--image-sizes takes WIDTHxHEIGHT[,WIDTHxHEIGHT...] with sides in [1, 20000]; "
+                f"got {part!r}"
+            )
+        sizes.append(wh)
+    if not sizes:
+        raise ConfigError("--image-sizes must name at least one size, e.g. 600x400")
+    return tuple(sizes)
+
+
+def _sizes_flag(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return parse_sizes(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 @dataclass(frozen=True)
 class WorkloadSpec:
     """Where inputs come from. `source`: auto | synthetic | a .jsonl/.csv/.parquet path | hub id."""
 
-    task: str = "classification"
-    source: str = "auto"
-    n: int = 512
-    tokens_mean: float | None = None
-    tokens_sd: float | None = None
-    tokens_min: int | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    seed: int = 0
+    # the model's task, the target's seed and resize budget: filled in from the target
+    task: str = arg("classification", cli=False, help="")
+    source: str = arg(
+        "auto",
+        flag="--dataset",
+        metavar="DATASET",
+        help="auto (seed dataset when the Hub is reachable, else synthetic), synthetic, a "
+        ".jsonl/.csv/.parquet file, or a Hub dataset id",
+    )
+    n: int = arg(512, flag="--num-samples", metavar="N", help="distinct inputs in the workload")
+    tokens_mean: float | None = arg(
+        None, help="synthetic: mean tokens per input (default 100 classification, 144 embedding)"
+    )
+    tokens_sd: float | None = arg(
+        None, help="synthetic: sd of tokens (default: min+gamma tail / 14 for embedding)"
+    )
+    tokens_min: int | None = arg(None, help="synthetic: minimum tokens")
+    text_column: str | None = arg(None, help="the text column of a file or Hub dataset")
+    label_column: str | None = arg(None, help="the label column (accuracy, when present)")
+    seed: int = arg(0, cli=False, help="")
     # vision workloads: synthetic page sizes (drawn uniformly), the image column of a
     # .parquet/Hub dataset, and the image processor's resize budget
-    image_sizes: tuple[tuple[int, int], ...] = ()
-    image_column: str | None = None
-    min_pixels: int | None = None
-    max_pixels: int | None = None
+    image_sizes: tuple[tuple[int, int], ...] = arg(
+        (),
+        parse=_sizes_flag,
+        metavar="WxH[,WxH...]",
+        help="vision, synthetic pages: sizes drawn uniformly (default 600x400: seed 000's pages)",
+    )
+    image_column: str | None = arg(None, help="vision: image column (default image)")
+    min_pixels: int | None = arg(None, cli=False, help="")
+    max_pixels: int | None = arg(None, cli=False, help="")
 
     def __post_init__(self) -> None:
         if self.task not in TASK_DEFAULTS:

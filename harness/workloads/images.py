@@ -33,29 +33,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 DEFAULT_SIZES = ((600, 400),)  # seed 000: RLAIF-V images are mostly about 600x400
 
 
-def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    """'600x400,1200x800' -> ((600, 400), (1200, 800)); the mix is drawn uniformly."""
-    sizes = []
-    for part in str(text).split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        w, sep, h = part.partition("x")
-        try:
-            wh = (int(w), int(h))
-        except ValueError:
-            wh = (0, 0)
-        if not sep or min(wh) < 1 or max(wh) > 20000:
-            raise ConfigError(
-                f"--image-sizes takes WIDTHxHEIGHT[,WIDTHxHEIGHT...] with sides in [1, 20000]; "
-                f"got {part!r}"
-            )
-        sizes.append(wh)
-    if not sizes:
-        raise ConfigError("--image-sizes must name at least one size, e.g. 600x400")
-    return tuple(sizes)
-
-
 def prompt_tokens(processor) -> int:
     """Tokens of the visual prompt around the image placeholder (placeholder not counted)."""
     ids = processor.tokenizer(processor.visual_prompt_prefix)["input_ids"]

@@ -1,4 +1,4 @@
-"""neuronperf-style in-process benchmark: model copies x worker threads x batch sizes.
+"""The in-process measurement loop (neuronperf-style): model copies x worker threads x batch sizes.
 
 Every call records perf_counter_ns stamps around tokenize, forward and post-process, so the
 forward-only latency (`latency_ms_*`, neuronperf's columns) and the end-to-end latency
@@ -49,33 +49,36 @@ _FIELDS = (
 
 
 @dataclass(frozen=True)
-class InprocessConfig:
-    batch_size: int
+class InprocessPoint:
+    """One point of the in-process grid, and how long to measure it (the flags' names)."""
+
+    inputs_per_request: int  # inputs per call: the client batch
     n_models: int = 1
     workers_per_model: int = 1
-    duration_s: float = 5.0
+    duration: float = 5.0  # seconds
     min_calls: int = 10
-    warmup_calls: int = 2
-    max_duration_s: float | None = None  # default: 10 x duration + 120 s
+    warmup: int = 2  # untimed calls per model copy
+    max_duration: float | None = None  # seconds; default: 10 x duration + 120 s
     processes: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "n_models", "workers_per_model"):
+        for name in ("inputs_per_request", "n_models", "workers_per_model"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.duration_s <= 0:
-            raise ConfigError(f"--duration must be > 0 seconds; got {self.duration_s}")
-        if self.min_calls < 1 or self.warmup_calls < 0:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be >= 1; got {getattr(self, name)}")
+        if self.duration <= 0:
+            raise ConfigError(f"--duration must be > 0 seconds; got {self.duration}")
+        if self.min_calls < 1 or self.warmup < 0:
             raise ConfigError("--min-calls must be >= 1 and --warmup >= 0")
 
     @property
     def deadline_s(self) -> float:
-        return self.max_duration_s or self.duration_s * 10 + 120
+        return self.max_duration or self.duration * 10 + 120
 
 
 @dataclass
 class InprocessResult:
-    config: InprocessConfig
+    config: InprocessPoint
     e2e: Latency
     forward: Latency
     throughput: Throughput
@@ -156,7 +159,7 @@ def _one_call(engine: Engine, texts: list[str], labels: list | None) -> tuple:
 def _drive(
     engine: Engine,
     workload: Workload,
-    cfg: InprocessConfig,
+    cfg: InprocessPoint,
     model_idx: int,
     go,
     stop,
@@ -176,7 +179,7 @@ def _drive(
             go.wait()
             try:
                 while not stop.is_set():
-                    texts, labels = workload.batch(index, cfg.batch_size)
+                    texts, labels = workload.batch(index, cfg.inputs_per_request)
                     sink.append(_one_call(engine, texts, labels))
                     index += stride
                     with counter.get_lock():
@@ -191,9 +194,9 @@ def _drive(
     return threads, sinks
 
 
-def _warm(engine: Engine, workload: Workload, cfg: InprocessConfig) -> None:
-    for i in range(cfg.warmup_calls):
-        _one_call(engine, *workload.batch(i, cfg.batch_size))
+def _warm(engine: Engine, workload: Workload, cfg: InprocessPoint) -> None:
+    for i in range(cfg.warmup):
+        _one_call(engine, *workload.batch(i, cfg.inputs_per_request))
 
 
 def _gpu_peak_mb() -> float | None:
@@ -209,7 +212,7 @@ def _gpu_peak_mb() -> float | None:
 def _child(
     engine_cfg: EngineConfig,
     workload: Workload,
-    cfg: InprocessConfig,
+    cfg: InprocessPoint,
     model_idx: int,
     ready,
     go,
@@ -289,7 +292,7 @@ class _Sampler:
 class _Copies:
     """The model copies of one point, started and waiting for `go`: threads or processes."""
 
-    def __init__(self, engine_cfg: EngineConfig, workload: Workload, cfg: InprocessConfig):
+    def __init__(self, engine_cfg: EngineConfig, workload: Workload, cfg: InprocessPoint):
         self.engine_cfg, self.workload, self.cfg = engine_cfg, workload, cfg
         self.counter = mp.get_context("spawn").Value("q", 0)
         self.errors: list = []
@@ -346,7 +349,7 @@ class _Copies:
                 progress(elapsed, done)
             if self.errors or self.stop.is_set():
                 break
-            if elapsed >= cfg.duration_s and done >= cfg.min_calls:
+            if elapsed >= cfg.duration and done >= cfg.min_calls:
                 break
             if elapsed >= cfg.deadline_s:
                 hit_deadline = True
@@ -402,7 +405,7 @@ class _Copies:
 def run_inprocess(
     engine_cfg: EngineConfig,
     workload: Workload,
-    cfg: InprocessConfig,
+    cfg: InprocessPoint,
     *,
     engines: list[Engine] | None = None,
     progress: Callable[[float, int], None] | None = None,
