@@ -176,7 +176,7 @@ class Engine(ABC):
         self.options = config.options
         self.spec = get_spec(config.model)
         check_task(config.engine, type(self), self.spec)
-        self.pipeline: Pipeline | Any = None  # Pipeline, or VisionPipeline for vision models
+        self.pipeline: Pipeline | VisionPipeline | None = None  # set by load()
         #: provenance recorded in every result row (weights, tokenizer, model source, ...)
         self.info: dict[str, Any] = {}
 
@@ -226,13 +226,27 @@ class Engine(ABC):
             return
         self.pipeline = Pipeline(self.spec, tok.tokenizer, self.config.max_seq_len)
 
-    def _ready(self) -> Pipeline:
+    @property
+    def loaded(self) -> bool:
+        return self.pipeline is not None
+
+    def _ready(self) -> Pipeline | VisionPipeline:
         if self.pipeline is None:
             raise EngineError(f"engine {self.config.engine!r} used before load()")
         return self.pipeline
 
     def preprocess(self, texts: list[str]) -> Batch:
         return self._ready().preprocess(texts)
+
+    # -- the batching protocol: what the dynamic batcher calls, and nothing else -----------
+    def tokenize(self, inputs: list, *, truncate: bool = True) -> list:
+        """Check and tokenize each input once (thread-safe): one item per input, for
+        `collate`. `truncate`: cut inputs at the model's length, else refuse longer ones."""
+        return self._ready().tokenize(inputs, truncate=truncate)
+
+    def collate(self, items: list, inputs: list) -> Batch:
+        """Pad `tokenize`'s items into one Batch for `infer`."""
+        return self._ready().collate(items, inputs)
 
     def postprocess(self, outputs: Any, batch: Batch) -> Prediction:
         return self._ready().postprocess(outputs, batch)

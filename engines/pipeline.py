@@ -45,15 +45,20 @@ class Prediction:
     lengths: np.ndarray | None = None  # multi-vector: real vectors per input (rest is padding)
 
 
+class InputTooLong(ConfigError):
+    """An input with more tokens than the model takes, where inputs are not cut (HTTP 413)."""
+
+
 def check_texts(texts: Any) -> None:
-    """Raise ConfigError unless `texts` is a non-empty list (or tuple) of strings."""
+    """Raise ConfigError, naming the first bad input, unless `texts` is a non-empty list (or
+    tuple) of strings: the type check every text input gets, once, where it is tokenized."""
     if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
         raise ConfigError("inputs must be a list of strings")
     if not texts:
         raise ConfigError("inputs must not be empty")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise ConfigError(f"input {bad[0]} is not a string ({type(texts[bad[0]]).__name__})")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ConfigError(f"input {i} is {type(t).__name__}, not a string")
 
 
 def to_numpy(outputs: Any) -> np.ndarray:
@@ -72,8 +77,6 @@ class Pipeline:
         if self.max_seq_len < 4:
             raise ConfigError(f"max_seq_len must be >= 4, got {self.max_seq_len}")
         self._unpadded: Any = None  # tokenizer copy used by `tokenize`, made on first use
-
-    check_inputs = staticmethod(check_texts)
 
     def warmup_inputs(self) -> list[list[str]]:
         """Two batches of different shapes (compile's dynamic-shape warm-up)."""
@@ -97,21 +100,32 @@ class Pipeline:
         truncated = int((n_tokens >= self.max_seq_len).sum())
         return Batch(list(texts), inputs, n_tokens, truncated)
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids per input, unpadded, truncated to max_seq_len exactly as `preprocess` does.
+    def tokenize(self, texts: list[str], *, truncate: bool = True) -> list[list[int]]:
+        """Token ids per input, unpadded: checked and tokenized once. `truncate`: cut at
+        max_seq_len exactly as `preprocess` does; else an input over it is refused
+        (InputTooLong, naming it and its length).
 
-        Safe to call from many threads at once, also while `preprocess` runs elsewhere.
+        Safe to call from many threads at once, also while `preprocess` runs elsewhere (as long
+        as the callers of one pipeline agree on `truncate`, as one batcher's do).
         """
         check_texts(texts)
+        cut = dict(truncation=True, max_length=self.max_seq_len) if truncate else {}
         enc = self._unpadded_tokenizer()(
             list(texts),
             padding=False,
-            truncation=True,
-            max_length=self.max_seq_len,
             return_attention_mask=False,
             return_overflowing_tokens=False,
+            **cut,
         )
-        return [list(ids) for ids in enc["input_ids"]]
+        ids = [list(x) for x in enc["input_ids"]]
+        if not truncate:
+            for i, x in enumerate(ids):
+                if len(x) > self.max_seq_len:
+                    raise InputTooLong(
+                        f"input {i} has {len(x)} tokens; the model takes at most "
+                        f"{self.max_seq_len} (start the server with --truncate to cut inputs)"
+                    )
+        return ids
 
     def collate(self, token_lists: list[list[int]], texts: list[str]) -> Batch:
         """Pad `tokenize` output to its longest input: the same Batch `preprocess(texts)` builds."""
@@ -142,15 +156,16 @@ class Pipeline:
         # A fast tokenizer keeps padding/truncation as mutable state on its Rust backend and
         # flips it per call, so unpadded calls racing padded `preprocess` calls on one object
         # get each other's padding. `tokenize` therefore uses its own copy, set up once.
-        tok = self._unpadded
-        if tok is None:
+        # keyed on the tokenizer it copies, so a tokenizer swapped in later gets its own copy
+        got = self._unpadded
+        if got is None or got[0] is not self.tokenizer:
             with _UNPADDED_LOCK:
-                tok = self._unpadded
-                if tok is None:
+                got = self._unpadded
+                if got is None or got[0] is not self.tokenizer:
                     tok = copy.deepcopy(self.tokenizer)
                     tok(["warm up"], padding=False, truncation=True, max_length=self.max_seq_len)
-                    self._unpadded = tok
-        return tok
+                    got = self._unpadded = (self.tokenizer, tok)
+        return got[1]
 
     def postprocess(self, outputs: Any, batch: Batch) -> Prediction:
         x = to_numpy(outputs)

@@ -286,8 +286,9 @@ class VisionPipeline:
     def decode(self, images: list) -> list:
         return [decode_image(x, self.max_image_pixels) for x in images]
 
-    def tokenize(self, images: list) -> list[VisionItem]:
-        """Decode and process each image on its own (thread-safe: no shared mutable state)."""
+    def tokenize(self, images: list, *, truncate: bool = True) -> list[VisionItem]:
+        """Decode and process each image on its own (thread-safe: no shared mutable state).
+        `truncate` does not apply: the resize budget bounds an image's tokens."""
         self.check_inputs(images)
         out = []
         for i, raw in enumerate(images):

@@ -3,7 +3,9 @@
 Three kinds of threads share the work so the forward pass never waits on Python pre/post work:
 callers tokenize their own request (`submit`; `asubmit` uses a small pool), one forward thread
 forms padded batches and calls `engine.infer`, and one post-processing thread runs
-`engine.postprocess` and hands each request its slice of the results. Which queued inputs form
+`engine.postprocess` and hands each request its slice of the results. The batcher talks to the
+engine only through its batching protocol: `tokenize` (each input checked and tokenized once),
+`collate`, `infer`, `postprocess`. Which queued inputs form
 the next batch is `serving.policy`'s decision; this module owns the threads, lock and clock.
 """
 
@@ -255,11 +257,10 @@ class DynamicBatcher:
     """
 
     def __init__(self, engine: Engine, config: BatcherConfig):
-        if engine.pipeline is None:
+        if not engine.loaded:
             raise EngineError("load the engine before creating a DynamicBatcher")
         self.engine = engine
         self.config = config
-        self._pipeline = engine.pipeline
         self._delay_ns = int(config.max_queue_delay_ms * 1e6)
         self._limits = BatchLimits(
             config.max_batch_size, config.max_batch_tokens, config.length_aware
@@ -346,20 +347,20 @@ class DynamicBatcher:
         self.stop()
 
     # -- submitting ---------------------------------------------------------------------------
-    def submit(self, texts: list[str]) -> concurrent.futures.Future:
+    def submit(self, texts: list[str], *, truncate: bool = True) -> concurrent.futures.Future:
         """Tokenize in this thread and queue; the future resolves to a Prediction for `texts`.
 
         Raises at once: ConfigError (bad inputs), RequestTooLarge, QueueFull, BatcherStopped.
         """
         n = self._admit(texts)
-        return self._tokenize_and_enqueue(texts, n)
+        return self._tokenize_and_enqueue(texts, n, truncate)
 
-    async def asubmit(self, texts: list[str]) -> Prediction:
+    async def asubmit(self, texts: list[str], *, truncate: bool = True) -> Prediction:
         """`submit` for asyncio: tokenizes on the batcher's small pool, never on the loop."""
         n = self._admit(texts)
         assert self._pool is not None  # _admit refuses before start()
         try:
-            staged = self._pool.submit(self._tokenize_and_enqueue, texts, n)
+            staged = self._pool.submit(self._tokenize_and_enqueue, texts, n, truncate)
         except RuntimeError as e:  # pool shut down by a concurrent stop()
             self._release(n)
             raise BatcherStopped("the batcher is stopping") from e
@@ -371,7 +372,9 @@ class DynamicBatcher:
         return await asyncio.wrap_future(inner)
 
     def _admit(self, texts: list[str]) -> int:
-        self._pipeline.check_inputs(texts)
+        # how many inputs: each one is checked once, when the engine tokenizes it
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)) or not texts:
+            raise ConfigError("inputs must be a non-empty list")
         n = len(texts)
         cfg = self.config
         for name, limit in (
@@ -380,7 +383,7 @@ class DynamicBatcher:
         ):
             if n > limit:
                 raise RequestTooLarge(
-                    f"a request may carry at most {name}={limit} inputs; got {n}: split it"
+                    f"{n} inputs in one request; the limit is {name}={limit}: split it"
                 )
         with self._cond:
             if not self._accepting:
@@ -407,11 +410,13 @@ class DynamicBatcher:
         with self._cond:
             self._queued -= n
 
-    def _tokenize_and_enqueue(self, texts: list[str], n: int) -> concurrent.futures.Future:
+    def _tokenize_and_enqueue(
+        self, texts: list[str], n: int, truncate: bool
+    ) -> concurrent.futures.Future:
         try:
             if not self._accepting:
                 raise BatcherStopped("the batcher stopped before this request was queued")
-            ids = self._pipeline.tokenize(texts)
+            ids = self.engine.tokenize(texts, truncate=truncate)
         except BaseException:
             self._release(n)
             raise
@@ -510,7 +515,7 @@ class DynamicBatcher:
 
     def _run_micro_batch(self, chosen: list[_Item]) -> None:
         try:
-            batch = self._pipeline.collate([i.ids for i in chosen], [i.text for i in chosen])
+            batch = self.engine.collate([i.ids for i in chosen], [i.text for i in chosen])
         except Exception as e:
             self._post_q.put((chosen, None, None, e))
             return

@@ -41,16 +41,13 @@ class Codec(ABC):
     route: ClassVar[str]  # the route that serves this task best (hints, the start banner)
     refuses: ClassVar[dict[str, str]] = {}  # route -> why this task has none (answered with 400)
 
-    def __init__(
-        self, spec: Any, pipeline: Any, *, max_inputs: int, max_text_chars: int, truncate: bool
-    ):
-        self.spec = spec
+    def __init__(self, engine: Any, *, max_inputs: int, max_text_chars: int):
+        self.engine = engine
+        self.spec = spec = engine.spec
         self.name = spec.name
-        self.pipeline = pipeline
         self.input_name = contract.input_name(spec.task)
         self.max_inputs = max_inputs
         self.max_text_chars = max_text_chars
-        self.truncate = truncate
 
     def accept(self, route: str) -> None:
         """Raise a 400 that points to the right route when this task has no `route`."""
@@ -83,29 +80,24 @@ class Codec(ABC):
 
 
 class _TextCodec(Codec):
+    """Texts: the request's list, with the server's own rules (characters per input, no blank
+    text, valid Unicode) checked on every input before any is tokenized. The engine then checks
+    each input's type and tokenizes it, once, on the batcher's pool, off the event loop; an
+    input over the model's length is refused there (413) unless the server truncates."""
+
     async def kserve_inputs(self, values: list) -> list:
-        return await self.check_texts_async(values)
+        return self.texts(values)
 
     async def json_inputs(self, value: Any) -> list:
-        return await self.check_texts_async(value)
+        return self.texts(value)
 
-    async def check_texts_async(self, texts: Any) -> list[str]:
-        """`check_texts` with the token count (the costly part) off the event loop."""
-        texts = self.check_texts(texts, count_tokens=False)
-        if not self.truncate:
-            await asyncio.get_running_loop().run_in_executor(None, self._check_tokens, texts)
-        return texts
-
-    def check_texts(self, texts: Any, count_tokens: bool = True) -> list[str]:
-        if isinstance(texts, str):
-            texts = [texts]
+    def texts(self, value: Any) -> list:
+        texts = [value] if isinstance(value, str) else value
         if not isinstance(texts, list) or not texts:
             raise HttpError(400, "input must be a non-empty string or list of strings")
-        self._check_count(len(texts))
-        # every cheap check (type, characters) runs on all inputs before any is tokenized
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise HttpError(400, f"input {i} is {type(t).__name__}, not a string")
+                continue  # the engine names it
             if len(t) > self.max_text_chars:
                 raise HttpError(
                     413, f"input {i} has {len(t)} characters; the limit is {self.max_text_chars}"
@@ -119,24 +111,7 @@ class _TextCodec(Codec):
                     raise HttpError(
                         400, f"input {i} is not valid Unicode text (a lone surrogate)"
                     ) from None
-        if count_tokens and not self.truncate:
-            self._check_tokens(texts)
         return texts
-
-    def _check_tokens(self, texts: list[str]) -> None:
-        limit = self.pipeline.max_seq_len
-        # a text cannot have more tokens than characters + specials; only long ones are counted
-        long = [i for i, t in enumerate(texts) if len(t) + 2 > limit]
-        if not long:
-            return
-        ids = self.pipeline.tokenizer([texts[i] for i in long], truncation=False)["input_ids"]
-        for i, x in zip(long, ids, strict=True):
-            if len(x) > limit:
-                raise HttpError(
-                    413,
-                    f"input {i} has {len(x)} tokens; the model takes at most "
-                    f"{limit} (start the server with --truncate to cut inputs)",
-                )
 
 
 class ClassificationCodec(_TextCodec):
@@ -203,7 +178,7 @@ class VisionEmbeddingCodec(Codec):
             out = []
             for i, x in enumerate(items):
                 try:
-                    out.append(self.pipeline.decode([x])[0])
+                    out.append(self.engine.pipeline.decode([x])[0])
                 except ImageError as e:
                     raise HttpError(e.status, f"input {i}: {e}") from None
             return out
@@ -226,12 +201,13 @@ CODECS: dict[str, type[Codec]] = {
 }
 
 
-def codec_for(spec: Any, pipeline: Any, **limits: Any) -> Codec:
-    """The codec of `spec.task`; `limits`: max_inputs, max_text_chars, truncate."""
+def codec_for(engine: Any, **limits: Any) -> Codec:
+    """The codec of the engine's task; `limits`: max_inputs, max_text_chars."""
+    task = engine.spec.task
     try:
-        cls = CODECS[spec.task]
+        cls = CODECS[task]
     except KeyError:
         raise ConfigError(
-            f"the server has no codec for task {spec.task!r}; it serves {sorted(CODECS)}"
+            f"the server has no codec for task {task!r}; it serves {sorted(CODECS)}"
         ) from None
-    return cls(spec, pipeline, **limits)
+    return cls(engine, **limits)

@@ -14,13 +14,14 @@ import threading
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
 _lock = threading.Lock()
-_other: set[int] = set()
+_other: dict[int, float] = {}  # registered thread id -> its CPU seconds when last read
+_ended = 0.0  # what registered threads that have ended had used when last read
 
 
 def register_other() -> None:
     """Count the calling thread's CPU as non-forward work."""
     with _lock:
-        _other.add(threading.get_native_id())
+        _other.setdefault(threading.get_native_id(), 0.0)
 
 
 def _cpu_s(path: str) -> float | None:
@@ -40,16 +41,20 @@ def split() -> tuple[float, float] | None:
     total = _cpu_s(f"/proc/{pid}/stat")
     if total is None:
         return None
+    global _ended
     with _lock:
         tids = list(_other)
-    other = 0.0
+    live = 0.0
     for tid in tids:
         s = _cpu_s(f"/proc/{pid}/task/{tid}/stat")
-        if s is None:  # the thread has ended: its CPU can no longer be told apart
-            with _lock:
-                _other.discard(tid)
-            continue
-        other += s
+        with _lock:
+            if s is None:  # ended: keep what it had used when last read, so `other` never
+                _ended += _other.pop(tid, 0.0)  # falls (a counter); the rest counts as forward
+            elif tid in _other:
+                _other[tid] = s
+                live += s
+    with _lock:
+        other = _ended + live
     return max(total - other, 0.0), other
 
 

@@ -19,7 +19,7 @@ from engines import contract
 from engines.base import Engine
 from engines.config import arg, at_least
 from engines.errors import BillionbenchError, ConfigError
-from engines.pipeline import Prediction
+from engines.pipeline import InputTooLong, Prediction
 from serving import cpu
 from serving.batcher import BatcherStopped, DynamicBatcher, QueueFull
 from serving.codecs import HttpError, codec_for
@@ -54,7 +54,7 @@ class ServerLimits:
         8 * 2**20, flag="--max-body-mb", parse=_megabytes, display="8", help="request body cap (MB)"
     )
     max_text_chars: int = arg(100_000, help="per-input character cap")
-    # TEI's default: over-long inputs are an error, not silently cut
+    # TEI's default: an input over the model's length is an error (413), not silently cut
     truncate: bool = arg(
         False, help="cut inputs at the model's max length instead of answering 413"
     )
@@ -83,11 +83,9 @@ class Server:
         self.name = engine.spec.name
         self.metrics = HttpMetrics()
         self.codec = codec_for(
-            engine.spec,
-            engine.pipeline,
+            engine,
             max_inputs=batcher.config.max_request_inputs,
             max_text_chars=self.limits.max_text_chars,
-            truncate=self.limits.truncate,
         )
 
     # ---------------------------------------------------------------- plumbing
@@ -222,12 +220,14 @@ class Server:
     async def _predict(self, inputs: list) -> Prediction:
         try:
             # tokenizes on the batcher's pool; a cancelled request (client gone) leaves the queue
-            return await self.batcher.asubmit(inputs)
+            return await self.batcher.asubmit(inputs, truncate=self.limits.truncate)
         except BatcherStopped:
             raise HttpError(503, "the server is shutting down", {"Retry-After": "1"}) from None
         except QueueFull as e:
             retry = max(1, math.ceil(e.retry_after_s))
             raise HttpError(429, e.reason, {"Retry-After": str(retry)}) from None
+        except InputTooLong as e:
+            raise HttpError(413, str(e)) from None
         except BillionbenchError as e:
             raise HttpError(400, str(e)) from None
         except ValueError as e:

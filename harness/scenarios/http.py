@@ -283,12 +283,10 @@ class HttpScenario(Scenario):
         large as the largest load shape, inputs cut at the model's max length."""
         b = self.serve.batcher
         request_inputs = max(b.max_request_inputs, *self.config.inputs_per_request)
+        batcher = replace(b, max_batch_size=max_batch_size, max_request_inputs=request_inputs)
+        limits = replace(self.serve.limits, truncate=True)
         serve = replace(
-            self.serve,
-            batcher=replace(b, max_batch_size=max_batch_size, max_request_inputs=request_inputs),
-            limits=replace(self.serve.limits, truncate=True),
-            host="127.0.0.1",
-            grpc_port=grpc_port,
+            self.serve, batcher=batcher, limits=limits, host="127.0.0.1", grpc_port=grpc_port
         )
         return ServeCommandConfig(target=self.serve_target, serve=serve)
 
