@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PERCENTILES = (0, 50, 90, 95, 99, 100)
-SEED_STATS = ("avg", "p50", "p90", "p95", "p99")  # the seeds' *_latency_ms columns
+SEED_STATS = ("avg", "p50", "p90", "p95", "p99")  # the *_latency_ms result columns
 NEURONPERF_STATS = ("p0", "p50", "p90", "p95", "p99", "p100")  # neuronperf's latency_ms_*
 
 

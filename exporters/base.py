@@ -19,7 +19,7 @@ from engines.vision import PixelBudget, check_bucket, image_grid
 
 # (batch, tokens) shapes every export is checked at; 200 > ModernBERT's 128-token local window
 PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 16), (4, 64), (2, 200))
-# vision ONNX buckets when none are asked for: the seed's 600x400 page (588x392 after the default
+# vision ONNX buckets when none are asked for: a 600x400 document page (588x392 after the default
 # resize budget = a 28x42 patch grid) at batch 1 and 2
 DEFAULT_IMAGE_BUCKETS: tuple[tuple[int, int, int], ...] = ((1, 28, 42), (2, 28, 42))
 

@@ -1,4 +1,5 @@
-"""Seed 000's sanity checks over a results table, printed after every sweep and stored with it."""
+"""Sanity checks over a results table (no failed requests, no invalid outputs, the expected
+size, enough VUs tried, stable accuracy), printed after every sweep and stored with it."""
 
 from __future__ import annotations
 

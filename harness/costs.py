@@ -28,7 +28,8 @@ def cost_per_1m_inf(price_per_hour: float, inputs_per_sec: float) -> float:
 
 
 def cost_per_1b(price_per_hour: float, inputs_per_sec: float) -> float:
-    """The seeds' `1B_cost`: price_per_hour * 1e9 / (3600 * throughput)."""
+    """`1B_cost`: what a billion inputs cost at this throughput, price_per_hour * 1e9 /
+    (3600 * throughput)."""
     return cost_per_1m_inf(price_per_hour, inputs_per_sec) * 1000.0
 
 

@@ -166,7 +166,7 @@ PROFILES: dict[str, HardwareProfile] = {
         ),
     )
 }
-# AWS on-demand list price (us-east-1) used by seed 002's neuronperf tables
+# AWS on-demand list price (us-east-1), as AWS's neuronperf cost tables use it
 AWS_INF2_XLARGE = 0.7582
 
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 INT, FLOAT, STR, BOOL, JSON = "int", "float", "str", "bool", "json"
 DTYPES = (INT, FLOAT, STR, BOOL, JSON)
 
-# The seeds' columns first (so their analyses run unchanged), then neuronperf's, then ours.
+# The k6-study columns first (so existing analyses run unchanged), then neuronperf's, then ours.
 _SEED = {
     "total_requests": INT,
     "successful_requests": INT,
@@ -139,7 +139,7 @@ _EXTRA = {
     "error": STR,
 }
 # Triton: the serving config of the measured point and the server's own latency breakdown
-# (per request, from its statistics endpoint), as perf_analyzer and seed 003 report them
+# (per request, from its statistics endpoint), as perf_analyzer reports them
 _TRITON_CONFIG = {
     "triton_instances": INT,
     "triton_max_batch": INT,

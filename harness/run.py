@@ -1,8 +1,8 @@
 """`python -m harness.run`: benchmark one model x engine x hardware in process (neuronperf-style).
 
 Sweeps inputs per call x n_models x workers_per_model, appends one result row per configuration
-to `<output-dir>/results.{csv,parquet}` as soon as it is measured, and prints seed 002's table
-with $/1M, $/1B and the roofline floor. Re-running the same command resumes where it stopped.
+to `<output-dir>/results.{csv,parquet}` as soon as it is measured, and prints the table
+with latency, inputs/s, $/1M, $/1B and the roofline floor. Re-running the same command resumes where it stopped.
 `--load perf_analyzer` drives a Triton ensemble with NVIDIA's perf_analyzer instead.
 """
 

@@ -1,4 +1,4 @@
-"""`python -m harness.sweep`: seed 000's HTTP sweep, with its VU search fixed.
+"""`python -m harness.sweep`: the HTTP sweep: servers x load shapes x a VU search.
 
 For each server max batch size x inputs per request it starts `harness.serve` (or targets
 `--url`), doubles the VUs while throughput improves by more than the noise margin, then

@@ -1,6 +1,6 @@
 """`python -m harness.report`: results files in, one offline HTML report and a Markdown summary out.
 
-The views are seed 000/001/002's: best configuration per task x hardware (and within a latency
+The views: best configuration per task x hardware (and within a latency
 limit), cost vs latency with the Pareto front, cost over VUs x batch, "did we try enough VUs?",
 engine savings, hardware comparison against the roofline floor, sanity checks, provenance.
 """

@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="harness.report",
         description="Turn results files (from any number of runs and machines) into one offline "
-        "HTML report with the seeds' charts, and a Markdown summary next to it.",
+        "HTML report (cost vs throughput with its Pareto front, cost over VUs x batch, the best "
+        "point per task x hardware), and a Markdown summary next to it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(

@@ -1,4 +1,5 @@
-"""Plotly figures for the report (seed 001's charts). Imported only when plotly is installed."""
+"""Plotly figures for the report: cost vs throughput, cost over VUs x batch. Imported only
+when plotly is installed."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def _wide(values, factor: float = 8.0) -> bool:
 
 
 def cost_vs_latency(df: pd.DataFrame, metric: str, limit_ms: float | None, title: str) -> go.Figure:
-    """Seed 001's scatter: symbol = hardware, colour = batch size, Pareto front, global min."""
+    """Cost vs throughput: symbol = hardware, colour = batch size, Pareto front, global min."""
     col = views.LATENCY_COLUMNS[metric]
     pts = views._valid(df, col, views.COST)
     fig = go.Figure()
@@ -176,7 +177,7 @@ def _floor_lines(fig: go.Figure, pts: pd.DataFrame, xr: list[float]) -> None:
 
 
 def contour(g: pd.DataFrame, title: str):
-    """Seed 001's contour: cost over VUs x batch, measured points, min per batch, global min."""
+    """Cost over VUs x batch as a contour: measured points, min per batch, global min."""
     grid = views.contour_grid(g)
     if grid is None:
         return None

@@ -407,7 +407,7 @@ def _sanity(df: pd.DataFrame, ch) -> Section:
     s = Section(
         "sanity",
         "Sanity checks",
-        "Seed 000's checks over every row: no failed requests, no invalid outputs, the expected "
+        "Sanity checks over every row: no failed requests, no invalid outputs, the expected "
         "embedding size, plausible vector counts, and accuracy that does not move between "
         "configurations (accuracy is meaningless with random weights).",
     )
@@ -465,7 +465,7 @@ def _neuronperf(df: pd.DataFrame) -> Section:
     s = Section(
         "neuronperf",
         "In-process results (neuronperf layout)",
-        "Seed 002's table for in-process runs: latency_ms_* time the model forward only; "
+        "In-process runs, neuronperf's layout: latency_ms_* time the model forward only; "
         "throughput and cost count inputs; sequence length is the workload's avg / max tokens.",
     )
     headers = [

@@ -173,7 +173,7 @@ def energy_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def neuronperf_table(df: pd.DataFrame) -> pd.DataFrame:
-    """In-process rows in seed 002's layout."""
+    """In-process rows in neuronperf's layout: copies x workers x batch, forward latency."""
     rows = df[df["mode"] == "inprocess"]
     return rows.sort_values(["task", "hw_type", "image", "batch_size", "n_models"])
 
@@ -204,5 +204,6 @@ def contour_grid(points: pd.DataFrame, n: int = 60, power: float = 2.0):
 
 
 def sanity(df: pd.DataFrame) -> list[checks.Check]:
-    """Seed 000's sanity checks (the same the sweep prints) over the report's rows."""
+    """The sanity checks the sweep prints (failed requests, invalid outputs, sizes, VUs tried,
+    accuracy), over the report's rows."""
     return checks.run_all(df)

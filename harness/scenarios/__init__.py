@@ -1,7 +1,7 @@
 """Ways of measuring, each a config, its points and measure(point) -> row (see harness.runner).
 
 - inprocess: model copies x worker threads x batch sizes in this process (neuronperf-style)
-- http: our server (or any URL) under k6-style virtual users, with the seed's VU search
+- http: our server (or any URL) under k6-style virtual users, with a VU search (double, then bisect)
 - triton: Model Analyzer-style config search through a real tritonserver
 - perf_analyzer: NVIDIA's perf_analyzer against a Triton ensemble, after our own output checks
 """

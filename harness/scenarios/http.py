@@ -1,4 +1,4 @@
-"""Over HTTP, k6-style: virtual users against our server (or any URL), with the seed's VU search.
+"""Over HTTP, k6-style: virtual users against our server (or any URL), with a VU search.
 
 For each server max batch size x inputs per request the plan doubles the VUs while throughput
 improves by more than the noise margin, then binary-searches between the best point and the
@@ -113,7 +113,8 @@ TABLE = columns(
 # ------------------------------------------------------------------------- VU search
 @dataclass
 class Search:
-    """The seed's VU search over one (batch size, inputs/request) group, on measured points."""
+    """The VU search over one (max batch, inputs/request) group: double the VUs while
+    throughput improves by more than the noise margin, then bisect; every point measured."""
 
     vus_start: int
     vus_max: int
@@ -354,7 +355,7 @@ class HttpScenario(Scenario):
         row = res.to_row()
         row.update(
             self.setup.context(self.info, res.throughput.avg, self.info.get("parity_metric")),
-            batch_size=p.max_batch_size,  # the seeds' column: seed 000's server batch size
+            batch_size=p.max_batch_size,  # `batch_size` over HTTP: the server's batch
             max_batch_size=p.max_batch_size,
             server_batch_size=p.max_batch_size,  # the old name, for one release
             vendor="local" if server else "remote",

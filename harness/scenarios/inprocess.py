@@ -166,7 +166,7 @@ class InprocessScenario(Scenario):
             **res.e2e.columns("{}_latency_ms"),
             "throughput_req_per_sec": thr,
             "throughput_peak": res.throughput.peak,
-            "batch_size": cfg.inputs_per_request,  # the seeds' column: neuronperf's batch
+            "batch_size": cfg.inputs_per_request,  # `batch_size` in process: the call's batch
             "vus": cfg.n_models * cfg.workers_per_model,
             "vendor": "local",
             "n_models": cfg.n_models,

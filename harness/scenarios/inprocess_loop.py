@@ -2,7 +2,7 @@
 
 Every call records perf_counter_ns stamps around tokenize, forward and post-process, so the
 forward-only latency (`latency_ms_*`, neuronperf's columns) and the end-to-end latency
-(`*_latency_ms`, the seeds' columns) come from the same calls. Throughput counts inputs.
+(`*_latency_ms`, end to end) come from the same calls. Throughput counts inputs.
 """
 
 from __future__ import annotations

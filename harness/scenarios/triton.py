@@ -285,7 +285,7 @@ class TritonScenario(Scenario):
         row.update(
             self.setup.context(self.info, res.throughput.avg, self.parity_metric),
             image=f"triton/{self.backend}/{self.setup.engine_cfg.precision}",
-            batch_size=cfg.max_batch,  # the seeds' column: the server's batch
+            batch_size=cfg.max_batch,  # `batch_size` over HTTP: the server's batch
             max_batch_size=cfg.max_batch,
             server_batch_size=cfg.max_batch,  # the old name, for one release
             vendor="triton",
@@ -312,7 +312,7 @@ class TritonScenario(Scenario):
         self.server, self.loaded = None, None
 
     def summarize(self, console, rows, out: Path) -> None:
-        """Seed 003's table: concurrency, max batch, dynamic batching, instances, p95, memory."""
+        """Concurrency, max batch, dynamic batching, instances, p95 and memory, per configuration."""
         if not rows:
             console.print("no points measured")
             return

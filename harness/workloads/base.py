@@ -19,7 +19,7 @@ from engines.models import hub_reachable
 
 log = logging.getLogger(__name__)
 
-# Seed 000's datasets and their measured length profiles, per task (data, not code)
+# The default dataset per task and its measured length profile (data, not code)
 TASK_DEFAULTS = {
     k: v
     for k, v in json.loads(Path(__file__).with_name("datasets.json").read_text()).items()
@@ -87,7 +87,7 @@ class WorkloadSpec:
         (),
         parse=_sizes_flag,
         metavar="WxH[,WxH...]",
-        help="vision, synthetic pages: sizes drawn uniformly (default 600x400: seed 000's pages)",
+        help="vision, synthetic pages: sizes drawn uniformly (default 600x400, a document page)",
     )
     image_column: str | None = arg(None, help="vision: image column (default image)")
     min_pixels: int | None = arg(None, cli=False, help="")

@@ -1,5 +1,5 @@
 """Image workloads for vision models: synthetic pages, a folder, a Parquet image column, or
-openbmb/RLAIF-V-Dataset (seed 000's images) when the Hub is reachable.
+openbmb/RLAIF-V-Dataset when the Hub is reachable.
 
 Every workload holds encoded image bytes (what an HTTP client sends) plus, per image, its
 pixels and the tokens the model will see (prompt + merged visual tokens), so FLOPs, the
@@ -30,7 +30,7 @@ from harness.workloads.base import Workload, WorkloadSpec, hub_or_synthetic, imp
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-DEFAULT_SIZES = ((600, 400),)  # seed 000: RLAIF-V images are mostly about 600x400
+DEFAULT_SIZES = ((600, 400),)  # RLAIF-V images are mostly about 600x400
 
 
 def prompt_tokens(processor) -> int:
@@ -174,7 +174,7 @@ def load_image_workload(spec: WorkloadSpec, processor) -> Workload:
         lambda s: from_hub(s, processor, budget),
         lambda: synthetic_images(spec, processor, budget),
         fallback="synthetic document pages",
-        offline="synthetic document pages (seed 000: ~600x400)",
+        offline="synthetic document pages (~600x400)",
         not_local="is not a folder or .parquet file, and the Hub is unreachable; "
         "pass an image folder, a .parquet file with an image column, or synthetic",
     )

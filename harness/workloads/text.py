@@ -32,7 +32,7 @@ def target_lengths(spec: WorkloadSpec, max_len: int) -> tuple[np.ndarray, str]:
     rng = np.random.default_rng(spec.seed)
     lo = min(lo, mean)
     if sd is None:
-        # seed 000's classification text: a floor and a long right tail -> min + gamma(k=2)
+        # classification text: a floor and a long right tail -> min + gamma(k=2)
         scale = (mean - lo) / 2.0
         raw = lo + (rng.gamma(2.0, scale, spec.n) if scale > 0 else np.zeros(spec.n))
         desc = f"mean={mean:g},min={lo}"
@@ -122,7 +122,7 @@ def load_text_workload(spec: WorkloadSpec, tokenizer, max_len: int) -> Workload:
         lambda s: from_hub(s, tokenizer, max_len),
         lambda: synthetic(spec, tokenizer, max_len),
         fallback="synthetic text",
-        offline="synthetic text with the seed's length profile",
+        offline="synthetic text with the dataset's length profile",
         not_local="looks like a Hub id but the Hub is unreachable; "
         "pass a local .jsonl/.csv/.parquet file or --dataset synthetic",
     )
