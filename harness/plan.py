@@ -56,6 +56,35 @@ def _price(text: str) -> tuple[str, float]:
     return hw.strip(), price
 
 
+def add_load_args(p: argparse.ArgumentParser, *, required: bool):
+    """The load and price flags harness.plan and harness.report share; returns the group."""
+    g = p.add_argument_group("the load and its prices (the deployment plan)")
+    g.add_argument(
+        "--rate",
+        type=_rate,
+        required=required,
+        help="mean inputs: a number (per second) or N/s, N/min, N/h, N/day, N/week, N/month "
+        f"(a month = {HOURS_PER_MONTH:g} h), e.g. 1e9/day",
+    )
+    g.add_argument("--peak", type=_peak, default=1.0, help="peak rate ÷ mean rate")
+    g.add_argument(
+        "--headroom",
+        type=_headroom,
+        default=0.2,
+        help="share of each instance's measured throughput kept free at peak",
+    )
+    g.add_argument("--price-basis", choices=PRICE_BASES, default="on-demand")
+    g.add_argument(
+        "--price",
+        type=_price,
+        action="append",
+        default=[],
+        metavar="HW=$/hr",
+        help="the $/hr you pay for HW on that basis (repeatable); overrides the profile",
+    )
+    return g
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="harness.plan",
@@ -70,34 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RESULTS",
         help="results .csv / .parquet files, or folders searched recursively for them",
     )
-    g = p.add_argument_group("the load")
-    g.add_argument(
-        "--rate",
-        type=_rate,
-        required=True,
-        help="mean inputs: a number (per second) or N/s, N/min, N/h, N/day, N/week, N/month "
-        f"(a month = {HOURS_PER_MONTH:g} h), e.g. 1e9/day",
-    )
-    g.add_argument("--peak", type=_peak, default=1.0, help="peak rate ÷ mean rate")
+    g = add_load_args(p, required=True)
     lim = g.add_mutually_exclusive_group(required=True)
     lim.add_argument("--p99-ms", type=positive_float, help="latency limit on each point's p99")
     lim.add_argument("--p95-ms", type=positive_float, help="latency limit on each point's p95")
-    g.add_argument(
-        "--headroom",
-        type=_headroom,
-        default=0.2,
-        help="share of each instance's measured throughput kept free at peak",
-    )
-    g = p.add_argument_group("prices")
-    g.add_argument("--price-basis", choices=PRICE_BASES, default="on-demand")
-    g.add_argument(
-        "--price",
-        type=_price,
-        action="append",
-        default=[],
-        metavar="HW=$/hr",
-        help="the $/hr you pay for HW on that basis (repeatable); overrides the profile",
-    )
     g = p.add_argument_group("which rows")
     for flag in FILTERS:
         g.add_argument(f"--{flag}", default=None, help=f"only rows with this {flag} (a comma list)")
@@ -119,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def demand_from(args: argparse.Namespace) -> Demand:
-    metric, limit = ("p99", args.p99_ms) if args.p99_ms is not None else ("p95", args.p95_ms)
+def demand_from(args: argparse.Namespace, metric: str | None = None, limit=None) -> Demand:
+    """The Demand the flags describe (`metric`/`limit`: harness.report's latency flags)."""
+    if metric is None:
+        metric, limit = ("p99", args.p99_ms) if args.p99_ms is not None else ("p95", args.p95_ms)
     return Demand(
         rate=parse_rate(args.rate),
         limit_ms=limit,
@@ -149,7 +156,14 @@ def print_plan(console, plan) -> None:
     from harness.report.planview import deploy_lines, plan_tables
 
     console.print(f"[bold]Plan[/] for {escape(plan.demand.describe())}", soft_wrap=True)
-    console.print(f"rows from: {escape(', '.join(plan.files))}", soft_wrap=True, highlight=False)
+    files = (
+        plan.files if len(plan.files) <= 4 else [*plan.files[:3], f"… {len(plan.files) - 3} more"]
+    )
+    console.print(
+        f"rows from {len(plan.files)} file(s): {escape(', '.join(files))}",
+        soft_wrap=True,
+        highlight=False,
+    )
     for line in deploy_lines(plan):
         console.print(f"[green]→[/] {escape(line)}", soft_wrap=True, highlight=False)
     for t in plan_tables(plan, compact=True):

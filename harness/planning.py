@@ -187,11 +187,16 @@ def exclusion(row: pd.Series, metric: str) -> str | None:
     return None
 
 
-def _engine_config(row: pd.Series) -> dict[str, Any]:
+def _config(row: pd.Series) -> dict[str, Any]:
     try:
-        return json.loads(row.get("config_json"))["engine"] or {}
-    except (TypeError, ValueError, KeyError):
+        cfg = json.loads(row.get("config_json"))
+    except (TypeError, ValueError):
         return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _engine_config(row: pd.Series) -> dict[str, Any]:
+    return _config(row).get("engine") or {}
 
 
 def artifact_of(row: pd.Series) -> dict[str, Any]:
@@ -201,6 +206,11 @@ def artifact_of(row: pd.Series) -> dict[str, Any]:
         return {"path": None, "describe": "published figure (no artifact)"}
     path = _engine_config(row).get("artifact")
     if not path:
+        metric = row.get("parity_metric")
+        if isinstance(metric, str) and metric:  # an export was checked, by a server we called
+            url = _config(row).get("url")
+            where = f" (served at {url})" if url else ""
+            return {"path": None, "describe": f"artifact path not recorded in the row{where}"}
         return {"path": None, "describe": NO_ARTIFACT}
     info: dict[str, Any] = {"path": str(path), "manifest": None}
     for base in (Path.cwd(), Path(str(row.get("source_file", "."))).parent):
@@ -248,7 +258,7 @@ def parity_verdict(row: pd.Series) -> str:
             return "FAILED (parity_metric)"
         return f"recorded: {metric}"
     if art["path"] is None:
-        return "n/a (published)" if is_published(row) else "n/a (eager reference)"
+        return "n/a (published)" if is_published(row) else "n/a (in-memory eager/compile model)"
     return "not recorded"
 
 

@@ -488,3 +488,15 @@ def test_report_gets_the_plan_view(machines, tmp_path, capsys):
     assert "limit: p99 \\u2264 200 ms" in html  # plotly's JSON escapes ≤
     assert md.index("## Deployment plan") < md.index("## Best configuration")
     assert f"## Published figures ({MARKER}, not measured here)" in md
+
+
+def test_harness_report_takes_the_load_flags(machines, tmp_path, capsys):
+    from harness.report.__main__ import main as report_main
+
+    out = tmp_path / "r.html"
+    base = [*map(str, machines), "--out", str(out), "--rate", "100"]
+    assert report_main(base) == 2
+    assert "--max-p99-ms" in capsys.readouterr().err
+    assert report_main([*base, "--max-p99-ms", "200", "--references"]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "## Deployment plan" in md and "**→** classification · distilbert-sentiment" in md

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from harness.hardware import PROFILES
 from harness.report import views
 from harness.report.tables import money, ms, num
 
@@ -396,7 +397,7 @@ def accuracy(df: pd.DataFrame):
     return _layout(fig, "Accuracy across configurations", "one count per run", 380)
 
 
-PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#eeca3b"]
+PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#9467bd"]
 
 
 def _plan_hover(r: dict) -> str:
@@ -428,9 +429,9 @@ def plan_chart(scan: pd.DataFrame, task: str, demand) -> go.Figure | None:
     drawn = pts[pts["latency_ms"].notna()]
     hidden = int(pts["latency_ms"].isna().sum())
     fig = go.Figure()
-    hws = sorted(set(pts["hw_type"]))
+    order = [*PROFILES, *sorted(set(pts["hw_type"]) - set(PROFILES))]  # one colour per hardware
     for (hw, pub, chosen), g in drawn.groupby(["hw_type", "published", "chosen"], sort=True):
-        i = hws.index(hw)
+        i = order.index(hw)
         symbol = SYMBOLS[i % len(SYMBOLS)] + ("-open" if pub else "")
         name = f"{hw}{' · published' if pub else ''}{' · chosen' if chosen else ''}"
         marker = dict(
@@ -466,10 +467,7 @@ def plan_chart(scan: pd.DataFrame, task: str, demand) -> go.Figure | None:
     )
     fig.update_xaxes(title=f"{demand.metric} latency (ms) of the point", type="log")
     fig.update_yaxes(title="$ per month at this load", type="log")
-    sub = (
-        f"{demand.rate:,.0f} inputs/s mean × {demand.peak:g} peak, {demand.headroom:.0%} headroom, "
-        f"{demand.basis}; filled = measured here, hollow = published"
-    )
+    sub = "filled = measured here, hollow = published, large = chosen"
     if hidden:
-        sub += f"; {hidden} published point(s) without a latency not drawn"
+        sub += f"; {hidden} published without a latency: not drawn"
     return _layout(fig, f"{task}: $/month vs {demand.metric} latency per hardware", sub, 540)

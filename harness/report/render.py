@@ -29,6 +29,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     figures: list[Callable] = field(default_factory=list)  # each -> a plotly Figure or None
+    lead: list[str] = field(default_factory=list)  # the answer, shown before the charts
 
 
 Cells = Callable[[pd.Series], list[str]]
@@ -550,7 +551,8 @@ def _plan(plan, ch) -> Section:
         f"The chart prices every candidate point as if it were chosen: chosen points are large, "
         f"published ones ({MARKER}) hollow, the red dashed line is the limit.",
     )
-    s.notes += planview.deploy_lines(plan) + plan.notes
+    s.lead += planview.deploy_lines(plan)
+    s.notes += plan.notes
     s.tables += planview.plan_tables(plan)
     if ch and not plan.scan.empty:
         for task in dict.fromkeys(plan.scan["task"]):
@@ -755,7 +757,8 @@ tr.synthetic td{background:#fffaf0}
 tr.flag td{background:#fde2e1;color:#a40000;font-weight:600}
 tr.published td{background:#eef5fb;font-style:italic}
 tr.floor td{color:#666;font-style:italic}
-.note.deploy{font-style:normal;color:#222}
+.lead{background:#eef7ee;border-left:4px solid #54a24b;padding:6px 10px;margin:6px 0;
+max-width:1300px}
 #published td{white-space:normal;min-width:70px}
 .note{color:#555;font-style:italic}
 #provenance td{white-space:normal;min-width:80px}
@@ -790,6 +793,8 @@ def to_html(head: dict, sections: list[Section], plotly_js: str) -> str:
     for s in sections:
         parts.append(f"<section id='{s.id}'><h2>{e(s.title)}</h2>")
         parts.append(f"<p class='how'><b>How to read this:</b> {e(s.how)}</p>")
+        for line in s.lead:
+            parts.append(f"<p class='lead'>{e(line)}</p>")
         figs = [f() for f in s.figures]
         figs = [f for f in figs if f is not None]
         if figs:
@@ -825,6 +830,8 @@ def to_markdown(head: dict, sections: list[Section], html_name: str | None) -> s
         out += [f"Charts: not written (plotly is not installed; {INSTALL_HINT}).", ""]
     for s in sections:
         out += [f"## {s.title}", "", f"*How to read this:* {s.how}", ""]
+        for line in s.lead:
+            out += [f"**→** {line}", ""]
         for n in s.notes:
             out += [f"> {n}", ""]
         for t in s.tables:
