@@ -393,6 +393,10 @@ def _plain(v: Any) -> Any:
         return v
 
 
+def _text(v: Any, missing: str = "-") -> str:
+    return missing if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(v)
+
+
 def option_for(row: pd.Series, demand: Demand, price: Price) -> Option:
     """The plan for serving the demand with `row`'s measured point."""
     thr = float(row["throughput_req_per_sec"])
@@ -408,10 +412,10 @@ def option_for(row: pd.Series, demand: Demand, price: Price) -> Option:
     capacity = n * thr
     return Option(
         task=row["task"],
-        model_name=str(row.get("model_name") or "?"),
+        model_name=_text(row.get("model_name"), "?"),
         hw_type=row["hw_type"],
         engine=row["engine"],
-        precision=str(row.get("precision") or "-"),
+        precision=_text(row.get("precision")),
         image=row["image"],
         boundary=boundary_of(row),
         batch_size=row.get("batch_size"),
