@@ -11,6 +11,24 @@ from dataclasses import dataclass, field, replace
 from engines.errors import ConfigError, HardwareMismatch
 
 HF_PRICING = "Hugging Face Inference Endpoints pricing page"
+#: how a price is paid: list price by the hour, a 1- or 3-year commitment, or interruptible capacity
+PRICE_BASES = ("on-demand", "reserved", "spot")
+
+
+@dataclass(frozen=True)
+class Price:
+    """One published $/hr on one price basis, with where and when it was published."""
+
+    per_hour: float
+    source: str
+    date: str
+
+    def __post_init__(self) -> None:
+        if not self.per_hour > 0:
+            raise ConfigError(f"a price must be > 0 $/hr, got {self.per_hour!r} ({self.source})")
+
+    def describe(self) -> str:
+        return f"{self.source} ({self.date})"
 
 
 #: Ray resources that mark a node as an accelerator node: such a node is never selected as `cpu`
@@ -33,10 +51,23 @@ class HardwareProfile:
     capabilities: frozenset[str] = field(default_factory=frozenset)  # fp16, bf16
     match: tuple[str, ...] = ()  # substrings of the device name that identify it
     peak_source: str = "vendor datasheet (dense)"
+    # the other price bases; None where no published figure was found (never estimated)
+    reserved: Price | None = None
+    spot: Price | None = None
 
     def __post_init__(self) -> None:
         if self.price_per_hour is not None and self.price_per_hour <= 0:
             raise ConfigError(f"price for {self.name} must be > 0, got {self.price_per_hour}")
+
+    def price(self, basis: str = "on-demand") -> Price | None:
+        """The $/hr on a price basis (on-demand is `price_per_hour`); None when not published."""
+        if basis not in PRICE_BASES:
+            raise ConfigError(f"price basis must be one of {', '.join(PRICE_BASES)}; got {basis!r}")
+        if basis == "on-demand":
+            if self.price_per_hour is None:
+                return None
+            return Price(self.price_per_hour, self.price_source, self.price_date)
+        return self.reserved if basis == "reserved" else self.spot
 
     @property
     def flash_attention_2(self) -> bool:

@@ -24,6 +24,7 @@ COMMANDS = {
     "harness.sweep",
     "harness.serve",
     "harness.perf_analyzer",
+    "harness.plan",
     "harness.report.__main__",
     "exporters.__main__",
 }

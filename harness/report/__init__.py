@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from harness.planning import make_plan
 from harness.report import render
-from harness.report.loading import ReportError, duplicates, load
+from harness.report.loading import ReportError, duplicates, load, read_references
 from harness.report.views import (
     LATENCY_COLUMNS,
     best_configs,
@@ -30,6 +31,7 @@ __all__ = [
     "hardware_comparison",
     "load",
     "pareto_front",
+    "read_references",
     "report_for_run",
     "vu_groups",
     "write_report",
@@ -53,9 +55,14 @@ def write_report(
     *,
     latency_metric: str = "p95",
     latency_limit_ms: float | None = None,
+    demand=None,
+    references: bool = False,
+    filters: dict | None = None,
 ) -> tuple[Path | None, Path]:
     """Read results files or directories; write `out` (HTML) and a .md next to it.
 
+    `demand` (harness.planning.Demand) adds the deployment plan view; `references` the
+    published reference rows (in the plan and their own section, never in a measured view).
     Returns (html_path, md_path); html_path is None when plotly is not installed.
     """
     if latency_metric not in LATENCY_COLUMNS:
@@ -63,8 +70,18 @@ def write_report(
             f"latency metric must be one of {', '.join(LATENCY_COLUMNS)}; got {latency_metric!r}"
         )
     df = load([paths] if isinstance(paths, (str, Path)) else list(paths))
+    refs = read_references() if references else None
+    plan = None
+    if demand is not None:
+        plan = make_plan(df, demand, references=refs, filters=filters)
     return render.write(
-        df, out, metric=latency_metric, limit_ms=latency_limit_ms, charts=charts_or_none()
+        df,
+        out,
+        metric=latency_metric,
+        limit_ms=latency_limit_ms,
+        charts=charts_or_none(),
+        plan=plan,
+        references=refs,
     )
 
 

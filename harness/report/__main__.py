@@ -8,6 +8,8 @@ import sys
 from engines.config import positive_float
 from engines.errors import BillionbenchError
 from harness.cli import Parser, print_error, setup_logging
+from harness.plan import add_load_args, demand_from
+from harness.references import MARKER
 from harness.report import write_report
 from harness.report.render import INSTALL_HINT
 
@@ -54,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="= --latency-metric p99 --latency-limit-ms X",
     )
+    add_load_args(p, required=False)
+    p.add_argument(
+        "--references",
+        action="store_true",
+        help=f"add the published figures ({MARKER}): their own section and, with --rate, the "
+        "plan; never a measured view",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -76,9 +85,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 return 2
             metric, limit = m, getattr(args, flag)
+    demand = None
     try:
+        if args.rate is not None:
+            if metric not in ("p95", "p99") or limit is None:
+                print_error(
+                    err,
+                    "--rate plans within a latency limit: add --max-p99-ms X or --max-p95-ms X",
+                )
+                return 2
+            demand = demand_from(args, metric, limit)
         html, md = write_report(
-            args.results, args.out, latency_metric=metric, latency_limit_ms=limit
+            args.results,
+            args.out,
+            latency_metric=metric,
+            latency_limit_ms=limit,
+            demand=demand,
+            references=args.references,
         )
     except BillionbenchError as e:
         print_error(err, e)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from harness.hardware import PROFILES
 from harness.report import views
 from harness.report.tables import money, ms, num
 
@@ -395,3 +396,79 @@ def accuracy(df: pd.DataFrame):
     fig.update_xaxes(title="accuracy (fraction of labels matched)")
     fig.update_yaxes(title="runs")
     return _layout(fig, "Accuracy across configurations", "one count per run", 380)
+
+
+PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#9467bd"]
+
+
+def _plan_hover(r: dict) -> str:
+    what = (
+        "published: " + r["source"]
+        if r["published"]
+        else f"{r['source_file']} row {r['source_row']}"
+    )
+    return "<br>".join(
+        [
+            f"<b>{money(r['monthly_cost'])}/month</b> · {r['instances']:,} × {r['hw_type']}"
+            + (" · <b>chosen</b>" if r["chosen"] else ""),
+            f"{r['task']} · {r['model_name']} · {r['image']}{r['label']}",
+            f"batch {num(r['batch_size'], 0)} · {r['concurrency']} · {r['boundary']}",
+            f"{num(r['throughput'])} inputs/s per instance · {r['latency_column']} "
+            f"{ms(r['latency_ms'])} ms",
+            f"effective {money(r['effective_cost_per_1b'])} per 1B · {r['price_source']}",
+            what[:160],
+        ]
+    )
+
+
+def plan_chart(scan: pd.DataFrame, task: str, demand) -> go.Figure | None:
+    """$/month against latency for every candidate point of a task, per hardware, as if it
+    were the deployment point; the chosen ones large, published ones hollow, the limit drawn."""
+    pts = scan[(scan["task"] == task)] if not scan.empty else scan
+    if pts.empty:
+        return None
+    drawn = pts[pts["latency_ms"].notna()]
+    hidden = int(pts["latency_ms"].isna().sum())
+    fig = go.Figure()
+    order = [*PROFILES, *sorted(set(pts["hw_type"]) - set(PROFILES))]  # one colour per hardware
+    for (hw, pub, chosen), g in drawn.groupby(["hw_type", "published", "chosen"], sort=True):
+        i = order.index(hw)
+        symbol = SYMBOLS[i % len(SYMBOLS)] + ("-open" if pub else "")
+        name = f"{hw}{' · published' if pub else ''}{' · chosen' if chosen else ''}"
+        marker = dict(
+            symbol=symbol,
+            size=17 if chosen else 9,
+            color=PALETTE[i % len(PALETTE)],
+            opacity=1.0 if chosen else 0.6,
+            line=dict(
+                width=2 if chosen else 1, color="#111" if chosen else PALETTE[i % len(PALETTE)]
+            ),
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=g["latency_ms"],
+                y=g["monthly_cost"],
+                mode="markers",
+                name=name,
+                marker=marker,
+                text=[_plan_hover(r) for r in g.to_dict("records")],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    ys = list(drawn["monthly_cost"]) or [1.0]
+    fig.add_trace(
+        go.Scatter(
+            x=[demand.limit_ms, demand.limit_ms],
+            y=[min(ys) / 1.5, max(ys) * 1.5],
+            mode="lines",
+            name=f"limit: {demand.metric} ≤ {demand.limit_ms:g} ms",
+            line=dict(color="#d62728", width=2, dash="dash"),
+            hoverinfo="skip",
+        )
+    )
+    fig.update_xaxes(title=f"{demand.metric} latency (ms) of the point", type="log")
+    fig.update_yaxes(title="$ per month at this load", type="log")
+    sub = "filled = measured here, hollow = published, large = chosen"
+    if hidden:
+        sub += f"; {hidden} published without a latency: not drawn"
+    return _layout(fig, f"{task}: $/month vs {demand.metric} latency per hardware", sub, 540)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from engines.errors import BillionbenchError
-from harness.results import BOOL, COLUMNS, FLOAT, INT, columns_of, read_csv
+from harness import references
+from harness.results import BOOL, COLUMNS, FLOAT, INT, STR, columns_of, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +193,27 @@ def duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Every row whose configuration was measured more than once (any host, any file)."""
     counts = df.groupby("config_key")["config_key"].transform("size")
     return df[counts > 1].sort_values(["config_key", "host_name", "source_file"])
+
+
+def read_references(path: str | Path = references.PUBLISHED) -> pd.DataFrame:
+    """The published reference rows, prepared like measured ones and marked `published`.
+
+    Refused (one line) when the file breaks its contract: a column outside the result schema
+    and `references.EXTRA_COLUMNS`, or a row not marked `measured_here = false`.
+    """
+    path = Path(path)
+    extra = references.EXTRA_COLUMNS
+    text = {c: str for c in (*columns_of(STR), *extra) if c != "measured_here"}
+    try:
+        df = pd.read_csv(path, dtype=text)
+    except (OSError, pd.errors.ParserError) as e:
+        raise ReportError(f"{path}: cannot read the reference rows ({e})") from e
+    outside = [c for c in df.columns if c not in COLUMNS and c not in extra]
+    if outside:
+        raise ReportError(f"{path}: reference columns outside the result schema: {outside}")
+    if df["measured_here"].astype(str).str.lower().ne("false").any():
+        raise ReportError(f"{path}: every reference row must say measured_here = false")
+    df["measured_here"] = False
+    df = prepare(df.assign(source_file=str(path), source_row=range(len(df))))
+    df["published"] = True
+    return df

@@ -12,7 +12,8 @@ from types import ModuleType
 import pandas as pd
 
 from harness.energy import NOT_MEASURED
-from harness.report import loading, views
+from harness.references import MARKER
+from harness.report import loading, planview, views
 from harness.report.tables import Table, integer, missing, money, ms, num, pct, text, versions
 
 INSTALL_HINT = "pip install 'billionbench[report]'"
@@ -28,6 +29,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     figures: list[Callable] = field(default_factory=list)  # each -> a plotly Figure or None
+    lead: list[str] = field(default_factory=list)  # the answer, shown before the charts
 
 
 Cells = Callable[[pd.Series], list[str]]
@@ -537,6 +539,82 @@ def _joined(values: pd.Series) -> str:
     return ", ".join(sorted({str(v) for v in values.dropna()})) or "-"
 
 
+def _plan(plan, ch) -> Section:
+    d = plan.demand
+    s = Section(
+        "plan",
+        "Deployment plan",
+        f"For your load ({d.describe()}): per workload, each hardware × engine × precision's "
+        f"measured point that meets the limit with the most inputs/s per instance, the whole "
+        f"instances it needs at peak, $/month and the effective $/1B at the mean rate (idle "
+        f"capacity included), × floor = that $/1B ÷ the roofline floor. Nothing is extrapolated. "
+        f"The chart prices every candidate point as if it were chosen: chosen points are large, "
+        f"published ones ({MARKER}) hollow, the red dashed line is the limit.",
+    )
+    s.lead += planview.deploy_lines(plan)
+    s.notes += plan.notes
+    s.tables += planview.plan_tables(plan)
+    if ch and not plan.scan.empty:
+        for task in dict.fromkeys(plan.scan["task"]):
+            s.figures.append(lambda task=task: ch.plan_chart(plan.scan, task, d))
+    return s
+
+
+def _published(refs: pd.DataFrame) -> Section:
+    s = Section(
+        "published",
+        f"Published figures ({MARKER}, not measured here)",
+        "Reference rows from the seeds, AWS's Neuron docs and NVIDIA's TensorRT demoBERT, as "
+        "published, each with its source, the price basis it was computed on and where it was "
+        "measured (in process, over HTTP, across the network). They are not in any measured "
+        "table or chart above; derived columns say how they were derived.",
+    )
+    headers = [
+        "",
+        "task",
+        "model",
+        "hardware",
+        "engine / image",
+        "batch",
+        "concurrency",
+        "inputs/s",
+        "p99 ms",
+        "fwd p99 ms",
+        "$ / 1M (published)",
+        "$ / 1B (published)",
+        "price basis",
+        "boundary",
+        "source",
+        "derivation",
+    ]
+    s.tables.append(
+        _table(
+            headers,
+            refs,
+            lambda r: [
+                MARKER,
+                r["task"],
+                text(r["model_name"]),
+                r["hw_type"],
+                r["image"],
+                integer(r["batch_size"]),
+                r["concurrency"],
+                num(r["throughput_req_per_sec"]),
+                ms(r["p99_latency_ms"]),
+                ms(r["latency_ms_p99"]),
+                "-" if missing(r["cost_per_1m_inf"]) else f"${r['cost_per_1m_inf']:.3f}",
+                money(r["1B_cost"]),
+                text(r["price_basis"]),
+                text(r["measurement_boundary"]),
+                text(r["source"]),
+                text(r["derivation"]),
+            ],
+            cls=lambda r: "published",
+        )
+    )
+    return s
+
+
 def _provenance(df: pd.DataFrame) -> Section:
     s = Section(
         "provenance",
@@ -585,11 +663,18 @@ def build(
     metric: str = "p95",
     limit_ms: float | None = None,
     charts: ModuleType | None = None,
+    plan=None,
+    references: pd.DataFrame | None = None,
 ) -> tuple[dict, list[Section]]:
-    """The report's content, independent of the output format; figures only with `charts`."""
+    """The report's content, independent of the output format; figures only with `charts`.
+
+    `plan` (harness.planning.Plan) puts the deployment plan first; `references` (published
+    rows) adds their own section: neither enters a measured view.
+    """
     ch = charts
     dup = loading.duplicates(df)
     sections = [
+        *([_plan(plan, ch)] if plan is not None else []),
         _best(df, metric, limit_ms),
         _cost_latency(df, metric, limit_ms, ch),
         _energy(df, ch),
@@ -601,6 +686,7 @@ def build(
         _neuronperf(df),
         _duplicates(dup),
         _provenance(df),
+        *([_published(references)] if references is not None else []),
     ]
     synth = df[df["synthetic"] != ""]
     head = {
@@ -614,6 +700,7 @@ def build(
         "duplicates": dup["config_key"].nunique(),
         "metric": metric,
         "limit_ms": limit_ms,
+        "published": 0 if references is None else len(references),
         "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     return head, sections
@@ -632,6 +719,11 @@ def _summary(head: dict) -> list[str]:
             "fake engine are marked [random weights] / [fake engine] in every table and hover; "
             "their latency and throughput are valid for the architecture, their predictions "
             "(accuracy) are not."
+        )
+    if head.get("published"):
+        lines.append(
+            f"{head['published']} published figures ({MARKER}) appear only in the plan and in "
+            "Published figures, each with its source; they are never counted as measured."
         )
     if head["duplicates"]:
         lines.append(
@@ -663,6 +755,11 @@ th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;white-space:nowrap}
 th{background:#f0f0f0;white-space:normal;vertical-align:bottom}
 tr.synthetic td{background:#fffaf0}
 tr.flag td{background:#fde2e1;color:#a40000;font-weight:600}
+tr.published td{background:#eef5fb;font-style:italic}
+tr.floor td{color:#666;font-style:italic}
+.lead{background:#eef7ee;border-left:4px solid #54a24b;padding:6px 10px;margin:6px 0;
+max-width:1300px}
+#published td{white-space:normal;min-width:70px}
 .note{color:#555;font-style:italic}
 #provenance td{white-space:normal;min-width:80px}
 """
@@ -696,6 +793,8 @@ def to_html(head: dict, sections: list[Section], plotly_js: str) -> str:
     for s in sections:
         parts.append(f"<section id='{s.id}'><h2>{e(s.title)}</h2>")
         parts.append(f"<p class='how'><b>How to read this:</b> {e(s.how)}</p>")
+        for line in s.lead:
+            parts.append(f"<p class='lead'>{e(line)}</p>")
         figs = [f() for f in s.figures]
         figs = [f for f in figs if f is not None]
         if figs:
@@ -731,6 +830,8 @@ def to_markdown(head: dict, sections: list[Section], html_name: str | None) -> s
         out += [f"Charts: not written (plotly is not installed; {INSTALL_HINT}).", ""]
     for s in sections:
         out += [f"## {s.title}", "", f"*How to read this:* {s.how}", ""]
+        for line in s.lead:
+            out += [f"**→** {line}", ""]
         for n in s.notes:
             out += [f"> {n}", ""]
         for t in s.tables:
@@ -746,11 +847,15 @@ def write(
     metric: str = "p95",
     limit_ms: float | None = None,
     charts: ModuleType | None = None,
+    plan=None,
+    references: pd.DataFrame | None = None,
 ) -> tuple[Path | None, Path]:
     """Write report.md next to <out>, and <out> (HTML) when given the `charts` module (plotly)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    head, sections = build(df, metric=metric, limit_ms=limit_ms, charts=charts)
+    head, sections = build(
+        df, metric=metric, limit_ms=limit_ms, charts=charts, plan=plan, references=references
+    )
     md_path = out.with_suffix(".md") if out.suffix == ".html" else out.parent / "report.md"
     html_path: Path | None = None
     if charts is not None:
