@@ -164,6 +164,18 @@ _ENERGY = {
     "kwh_per_1B": FLOAT,
     "energy_source": STR,
 }
+# Output quality: the endpoint's answers vs the fp32 reference on a sample of the run's texts
+# (harness.quality); empty = not checked
+_QUALITY = {
+    "quality_n": INT,
+    "quality_min_cosine": FLOAT,
+    "quality_mean_cosine": FLOAT,
+    "quality_label_agreement": FLOAT,
+    "quality_gate": FLOAT,
+    "quality_passed": BOOL,
+    "quality_reference": STR,
+    "quality_problem": STR,
+}
 # The one result schema: every column, in file order, with its dtype.
 SCHEMA: dict[str, str] = {
     **_SEED,
@@ -172,6 +184,7 @@ SCHEMA: dict[str, str] = {
     **_TRITON_CONFIG,
     **_TRITON_SERVER,
     **_ENERGY,
+    **_QUALITY,
 }
 COLUMNS: list[str] = list(SCHEMA)
 TRITON_CONFIG_COLUMNS: list[str] = list(_TRITON_CONFIG)
@@ -325,6 +338,34 @@ class ResultsStore:
             f.flush()
             os.fsync(f.fileno())
         self._write_parquet()
+
+    def annotate(self, values: dict[str, Any], where: dict[str, Any]) -> int:
+        """Set `values` on the stored rows whose columns equal `where` (a check made after a
+        row was written, e.g. output quality after the load); returns how many rows changed."""
+        unknown = (set(values) | set(where)) - set(COLUMNS)
+        if unknown:
+            raise KeyError(f"columns outside the contract: {sorted(unknown)}")
+        import pandas as pd
+
+        self._migrate()
+        df = self.read()
+        hit = pd.Series(True, index=df.index)
+        for col, want in where.items():
+            if isinstance(want, (int, float)) and not isinstance(want, bool):
+                hit &= pd.to_numeric(df[col], errors="coerce") == want
+            else:
+                hit &= df[col].astype(str) == str(want)
+        if hit.any():
+            for col, v in values.items():
+                df[col] = df[col].astype(object)  # an empty column reads as float
+                df.loc[hit, col] = _cell(v)
+            tmp = self.csv.with_suffix(".csv.tmp")
+            df.to_csv(tmp, index=False)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.csv)
+            self._write_parquet()
+        return int(hit.sum())
 
     def _migrate(self) -> None:
         """A file written under an older column contract is rewritten to the current one

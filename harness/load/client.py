@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from engines.errors import BillionbenchError, ConfigError
 from harness.load.grpc import GrpcSession
-from harness.load.protocols import PROTOCOLS, Target
+from harness.load.protocols import PROTOCOLS, Parsed, Target
 from harness.load.validation import Check, validate
 from harness.workloads import Workload
 
@@ -22,7 +22,8 @@ class TargetUnreachable(BillionbenchError, ConnectionError):
 
 
 class TargetError(BillionbenchError):
-    """The server answers, but every warm-up request was refused (wrong model, path or token)."""
+    """The server answers, but refuses the requests (wrong model, path or token) or answers out
+    of contract."""
 
 
 def request_headers(target: Target) -> dict[str, str]:
@@ -57,6 +58,10 @@ class Recorder:
             self.first[kind] = detail
 
 
+# what a protocol adapter raises on a body that is not its answer
+PARSE_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, StopIteration)
+
+
 def _one_line(payload: bytes, limit: int = 200) -> str:
     return " ".join(payload[:limit].decode("utf-8", "replace").split())
 
@@ -64,7 +69,7 @@ def _one_line(payload: bytes, limit: int = 200) -> str:
 class Client:
     """Sends the workload's batches to one target and records how each request ended."""
 
-    def __init__(self, target: Target, workload: Workload, inputs_per_request: int, session):
+    def __init__(self, target: Target, workload: Workload | None, inputs_per_request: int, session):
         self.target = target
         self.workload = workload
         self.k = inputs_per_request
@@ -80,14 +85,7 @@ class Client:
                 return "ok", None, ""
             try:
                 parsed = self.adapter.parse(self.adapter.decode(payload))
-            except (
-                ValueError,
-                KeyError,
-                TypeError,
-                IndexError,
-                AttributeError,
-                StopIteration,
-            ) as e:
+            except PARSE_ERRORS as e:
                 c = Check(invalid=n, reason=f"unparseable response ({type(e).__name__}: {e})")
                 return "invalid", c, c.reason
             c = validate(parsed, n, self.target, labels)
@@ -101,6 +99,36 @@ class Client:
             return "http_5xx", None, detail
         return "http_other", None, detail
 
+    async def _exchange(self, req, data: bytes) -> tuple[int, bytes]:
+        """One request on the wire: (status, payload)."""
+        if self.adapter.transport == "grpc":
+            return await self.session.call(data)
+        async with self.session.request(
+            req.method, self.target.url + req.path, data=data, headers=self.headers
+        ) as resp:
+            return resp.status, await resp.read()
+
+    async def outputs(self, texts: list[str]) -> Parsed:
+        """The target's parsed answers for these texts, not timed or recorded, and not judged
+        (the caller compares them); TargetError on a refusal or an unparseable answer."""
+        import aiohttp
+
+        req = self.adapter.request(texts)
+        try:
+            status, payload = await self._exchange(req, self.adapter.encode(req.body))
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise TargetUnreachable(f"{self.target.url}: {type(e).__name__}: {e}") from e
+        if not 200 <= status < 300:
+            raise TargetError(
+                f"{self.target.url} refused {len(texts)} inputs: HTTP {status}: {_one_line(payload)}"
+            )
+        try:
+            return self.adapter.parse(self.adapter.decode(payload))
+        except PARSE_ERRORS as e:
+            raise TargetError(
+                f"{self.target.url}: unparseable response ({type(e).__name__}: {e})"
+            ) from e
+
     async def send(self, index: int, sched_ns: int | None = None, *, record: bool = True):
         """One request for the index-th batch; returns (kind, status, payload, detail)."""
         import aiohttp
@@ -112,14 +140,7 @@ class Client:
         self.inflight += 1
         sent = time.perf_counter_ns()
         try:
-            if self.adapter.transport == "grpc":
-                status, payload = await self.session.call(data)
-            else:
-                async with self.session.request(
-                    req.method, self.target.url + req.path, data=data, headers=self.headers
-                ) as resp:
-                    payload = await resp.read()
-                    status = resp.status
+            status, payload = await self._exchange(req, data)
         except asyncio.TimeoutError:
             kind, detail = "timeouts", f"no answer within {self.target.timeout_s:g} s"
         except (aiohttp.ClientError, OSError) as e:
