@@ -177,3 +177,40 @@ def compare(
         "failures": failures,
         "reference": "eager fp32",
     }
+
+
+def compare_on_texts(
+    reference: Engine, candidate: Engine, precision: str, texts: list[str], batch: int = 8
+) -> dict[str, Any]:
+    """The gate on given texts (a run's own workload): the same thresholds as `compare`, and
+    the margin to them (how far the worst input is from failing)."""
+    t = THRESHOLDS[precision]
+    refs, gots = [], []
+    for i in range(0, len(texts), batch):
+        chunk = texts[i : i + batch]
+        refs.append(reference.predict(chunk).values.astype(np.float64))
+        gots.append(candidate.predict(chunk).values.astype(np.float64))
+    ref, got = np.concatenate(refs), np.concatenate(gots)
+    n = len(texts)
+    if not np.isfinite(got).all():
+        return {"passed": False, "n": n, "metric": "NaN/Inf in the output", "margin": None}
+    if reference.spec.task == "classification":
+        dprob = float(np.abs(got - ref).max())
+        agree = float((ref.argmax(-1) == got.argmax(-1)).mean())
+        margin = t.max_dprob - dprob
+        return {
+            "passed": margin >= 0,
+            "n": n,
+            "metric": f"max_dprob={dprob:.2e},top1={agree:.3f}",
+            "margin": margin,
+        }
+    cos = (ref * got).sum(-1) / np.maximum(
+        np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1), 1e-12
+    )
+    mc = float(cos.min())
+    return {
+        "passed": mc >= t.min_cosine,
+        "n": n,
+        "metric": f"min_cos={mc:.6f},mean_cos={float(cos.mean()):.6f}",
+        "margin": mc - t.min_cosine,
+    }

@@ -23,6 +23,7 @@ import pandas as pd
 
 from engines.errors import BillionbenchError
 from harness.hardware import PRICE_BASES, PROFILES, Price
+from harness.results import quality_failed
 
 #: a month is 730 hours (365 days × 24 h / 12), the convention of cloud monthly prices
 HOURS_PER_MONTH = 730.0
@@ -184,6 +185,8 @@ def exclusion(row: pd.Series, metric: str) -> str | None:
         return f"no {metric} latency recorded"
     if parity_verdict(row).startswith("FAILED"):
         return "parity FAILED (never ranked)"
+    if quality_failed(row):
+        return "answers under the quality gate (never ranked)"
     return None
 
 
@@ -235,11 +238,10 @@ def _manifest(folder: Path) -> dict[str, Any] | None:
     except (ArtifactError, OSError, ValueError):
         return None
     parity = m.parity or {}
-    verdict = {True: "passed", False: "FAILED"}.get(parity.get("passed"), "not run")
     return {
         "format": m.format,
         "precision": m.precision,
-        "parity": verdict,
+        "parity": m.verdict,
         "parity_metric": parity.get("metric"),
         "sealed": m.sealed,
         "folder": str(folder),

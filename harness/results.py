@@ -87,6 +87,8 @@ _EXTRA = {
     "truncated_inputs": INT,
     "accuracy": FLOAT,
     "parity_metric": STR,
+    # how far the run's worst input was from failing the parity gate, on the run's own data
+    "parity_margin": FLOAT,
     "flops_per_input": FLOAT,
     "achieved_tflops": FLOAT,
     "peak_tflops": FLOAT,
@@ -183,8 +185,8 @@ SCHEMA: dict[str, str] = {
     **_EXTRA,
     **_TRITON_CONFIG,
     **_TRITON_SERVER,
-    **_ENERGY,
     **_QUALITY,
+    **_ENERGY,
 }
 COLUMNS: list[str] = list(SCHEMA)
 TRITON_CONFIG_COLUMNS: list[str] = list(_TRITON_CONFIG)
@@ -394,6 +396,18 @@ class ResultsStore:
 
 def _mean(values) -> float | None:
     return float(values.mean()) if values is not None and len(values) else None
+
+
+def quality_failed(row: Any) -> bool:
+    """Whether a row's answers were checked and found under the quality gate: such a row is
+    never ranked best (its speed is not a result)."""
+    try:
+        v = row.get("quality_passed")
+    except AttributeError:
+        return False
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return False
+    return str(v).strip().lower() in ("false", "0", "0.0")
 
 
 def context_columns(

@@ -12,14 +12,15 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from engines.artifact import Manifest, verify
-from engines.base import EngineConfig, check_task, fields_from
+from engines.base import EngineConfig, EngineOptions, check_task, fields_from
 from engines.errors import ArtifactRefused, ConfigError, HardwareMismatch, MissingDependency
 from engines.models import get_spec, load_tokenizer
 from engines.models.auto import folder_disagrees
-from engines.registry import engine_class
+from engines.registry import create_engine, engine_class
 from engines.vision import describe_buckets
 from exporters.api import artifact_dir, ensure_artifact, expectation
 from exporters.base import ExportConfig, holds_buckets
+from exporters.parity import compare_on_texts
 from harness import hardware
 from harness.config import TargetConfig
 from harness.results import context_columns
@@ -234,6 +235,8 @@ class Prepared:
     engine_cfg: EngineConfig
     manifest: Manifest
     reused: bool
+    #: the gate again on the run's own texts (None: not run, e.g. images or no texts given)
+    on_data: dict[str, Any] | None = None
 
     @property
     def parity(self) -> dict[str, Any]:
@@ -241,7 +244,41 @@ class Prepared:
 
     @property
     def parity_metric(self) -> str:
-        return self.parity.get("metric") or self.manifest.verdict
+        fixed = self.parity.get("metric") or self.manifest.verdict
+        if not self.on_data:
+            return fixed
+        d = self.on_data
+        return f"{fixed}; run's data ({d['n']} inputs): {d['metric']}, margin {d['margin']:+.4f}"
+
+    @property
+    def margin(self) -> float | None:
+        """How far the run's worst input is from failing the gate (None: not checked)."""
+        return self.on_data.get("margin") if self.on_data else None
+
+
+#: inputs of the run's own workload the parity gate is checked on again, every run
+DATA_PARITY_INPUTS = 64
+
+
+def data_parity(setup: Resolved, engine_cfg: EngineConfig, texts: list[str]) -> dict | None:
+    """The parity gate on a sample of the run's own texts (an artifact that passed on other
+    data may not pass on these); None where it does not apply (images, no model)."""
+    if setup.spec.multi_vector or not setup.engine_cls.computes_model or not texts:
+        return None
+    step = max(1, len(texts) // DATA_PARITY_INPUTS)
+    sample = list(texts[::step][:DATA_PARITY_INPUTS])
+    ref_cfg = replace(
+        engine_cfg,
+        engine="eager",
+        precision="fp32",
+        attn="sdpa",
+        device="cpu",
+        artifact=None,
+        variant="",
+        options=EngineOptions(),
+    )
+    with create_engine(ref_cfg) as ref, create_engine(engine_cfg) as cand:
+        return compare_on_texts(ref, cand, engine_cfg.precision, sample)
 
 
 def prepare_artifact(
@@ -255,12 +292,14 @@ def prepare_artifact(
     variant: str | None = None,
     exporter=None,
     expect: dict[str, Any] | None = None,
+    texts: list[str] | None = None,
 ) -> Prepared:
     """Reuse or export the artifact an engine runs (`--artifact` is verified, never
     overwritten), and apply the parity gate unless `--skip-parity`.
 
     `image_buckets`: the fixed (batch, grid h, grid w) buckets a vision ONNX run needs;
-    `expect`: the manifest fields a user's `--artifact` must carry (default: the export's).
+    `expect`: the manifest fields a user's `--artifact` must carry (default: the export's);
+    `texts`: the run's own inputs, on a sample of which the gate is checked again.
     """
     engine_cfg, target = setup.engine_cfg, setup.target
     fmt = fmt or setup.engine_cls.artifact_format
@@ -311,4 +350,19 @@ def prepare_artifact(
             f"artifact {cfg.out} did not pass parity ({why}); re-export it, or pass "
             "--skip-parity to benchmark it anyway"
         )
+    on_data = None if target.skip_parity else data_parity(setup, prepared.engine_cfg, texts or [])
+    if on_data is not None:
+        verdict = "passed" if on_data["passed"] else "FAILED"
+        console.print(
+            f"parity on {on_data['n']} of this run's inputs: {verdict} {on_data['metric']} "
+            f"(margin to the gate {on_data['margin']:+.4f})",
+            highlight=False,
+        )
+        if not on_data["passed"]:
+            raise ArtifactRefused(
+                f"artifact {cfg.out} passed parity on its fixed inputs but not on this run's "
+                f"({on_data['metric']}); its rows would not be comparable: pass --skip-parity "
+                "to benchmark it anyway"
+            )
+        prepared = replace(prepared, on_data=on_data)
     return prepared

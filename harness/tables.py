@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from harness.results import quality_failed
+
 Column = tuple[str, str, int]  # (result column, heading, decimals)
 
 
@@ -47,7 +49,7 @@ def best_row(rows: list[dict], *, limit_column: str | None = None, limit: float 
     import math
 
     def ok(r: dict) -> bool:
-        if (r.get("failed_requests") or 0) > 0:
+        if (r.get("failed_requests") or 0) > 0 or quality_failed(r):
             return False
         if limit is None or limit_column is None:
             return True

@@ -439,3 +439,33 @@ def test_peers_table_never_names_a_failing_server_best(tmp_path, capsys):
     assert "ours best correct: **ours-onnx** (60.0 inputs/s, 1.33× the peer)" in out
     assert "int8: no int8 peer configuration checked and passing" in out
     assert "FAILING QUALITY: infinity-optimum-int8, ours-int8" in out
+
+
+@pytest.mark.trained
+def test_sweep_url_rows_carry_the_quality_and_a_wrong_pooling_is_flagged(
+    minilm_server, minilm_dir, tmp_path, capsys
+):
+    import pandas as pd
+
+    from harness import sweep
+
+    common = [
+        *"--task embedding --model all-minilm-l6 --dataset synthetic --num-samples 64".split(),
+        *"--protocol openai --served-model minilm --vus-start 2 --vus-max 2".split(),
+        *"--repeats 1 --iterations 8 --no-ceiling".split(),
+        *("--model-path", str(minilm_dir), "--reference-model", str(minilm_dir)),
+    ]
+    got = {}
+    for mode in ("mean", "cls"):
+        out = tmp_path / mode
+        argv = [*common, "--url", f"{minilm_server.url}/{mode}", "--output-dir", str(out)]
+        assert sweep.main(argv) == 0
+        row = pd.read_csv(out / "results.csv").iloc[-1]
+        got[mode] = row
+        said = capsys.readouterr().out
+        assert ("FAILING QUALITY" in said) is (mode == "cls")
+    assert bool(got["mean"]["quality_passed"]) and got["mean"]["quality_min_cosine"] > 0.9999
+    assert not bool(got["cls"]["quality_passed"]) and got["cls"]["quality_min_cosine"] < 0.9
+    assert (
+        got["cls"]["quality_n"] == 64 and "sentence-transformers" in got["cls"]["quality_reference"]
+    )

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from harness import checks
+from harness.results import quality_failed
 
 LATENCY_COLUMNS = {"p95": "p95_latency_ms", "p99": "p99_latency_ms", "avg": "avg_latency_ms"}
 COST = "1B_cost"
@@ -47,6 +48,8 @@ def best_configs(df: pd.DataFrame, metric: str = "p95", limit_ms: float | None =
     """Cheapest row per task x hardware, optionally among rows with latency <= limit_ms."""
     col = LATENCY_COLUMNS[metric]
     rows = _valid(df, COST)
+    if "quality_passed" in rows:  # answers under the quality gate are never the best
+        rows = rows[~rows.apply(quality_failed, axis=1)]
     if limit_ms is not None:
         lat = pd.to_numeric(rows[col], errors="coerce")
         rows = rows[lat <= limit_ms]

@@ -20,7 +20,7 @@ from engines.config import arg, at_least, int_list, positive_float, to_json
 from engines.errors import ConfigError
 from engines.net import free_port
 from engines.processes.serve import ServerProcess
-from harness import checks, energy
+from harness import checks, energy, quality
 from harness.config import ServeCommandConfig
 from harness.load import PROTOCOLS, Target, measure_ceiling
 from harness.load.endpoint import counters, remote_identity, remote_parameters, server_columns
@@ -79,6 +79,18 @@ class HttpConfig:
         None,
         help="with --executor ray and --url: this many load generators on different nodes "
         "drive the endpoint together (VUs split among them; latencies merged from every request)",
+    )
+    reference_model: str | None = arg(
+        None,
+        help="check every endpoint's answers (ours or --url) against this model's fp32 "
+        "reference (sentence-transformers for embeddings, transformers for classifiers; a "
+        "folder or Hub id) on a sample of the run's texts; rows get quality_* columns and a "
+        "server under the gate is never ranked best",
+    )
+    quality_gate: float | None = arg(
+        None,
+        help="the gate of that check: min cosine (embeddings, default 0.99) or label agreement "
+        "(classifiers, default 0.99)",
     )
 
     def __post_init__(self) -> None:
@@ -204,14 +216,21 @@ class HttpScenario(Scenario):
         self.info: dict[str, Any] = {}
         # our servers run the artifact prepared here once, for every max batch size
         self.serve_target = setup.target
+        self.parity_margin: float | None = None
         if not config.url and setup.engine_cls.needs_artifact(setup.engine_cfg):
             top = max(config.max_batch_sizes)
             prepared = prepare_artifact(
-                setup, batch_range=(1, max(1, top // 2), top), console=console
+                setup,
+                batch_range=(1, max(1, top // 2), top),
+                console=console,
+                texts=setup.workload.texts,
             )
             self.serve_target = replace(setup.target, artifact=prepared.engine_cfg.artifact)
+            self.parity_margin = prepared.margin
         # only a server we start runs on this machine, where the meter reads
         self.meter = None if config.url else energy.DeviceMeter(setup.profile.device)
+        self.reference: quality.Reference | None = None
+        self.quality: dict[str, quality.Quality] = {}  # per endpoint URL
 
     def header(self) -> list[str]:
         return self.setup.describe() + self.load.describe()
@@ -325,6 +344,30 @@ class HttpScenario(Scenario):
             normalized=spec.normalize,
             labels=spec.labels,
         )
+        self._check_quality(progress)
+
+    def _check_quality(self, progress: Progress) -> None:
+        """The endpoint's answers against the fp32 reference, once per endpoint."""
+        c = self.config
+        if not c.reference_model or self.target.url in self.quality:
+            return
+        progress("checking the endpoint's answers ...")
+        texts = self.setup.workload.texts
+        if self.reference is None:
+            picked = quality.sample_texts(texts)
+            self.reference = quality.reference_outputs(
+                self.setup.spec.task, c.reference_model, picked
+            )
+        gate = None
+        if c.quality_gate is not None:
+            gate = quality.Gate(min_cosine=c.quality_gate, min_label_agreement=c.quality_gate)
+        q = quality.check_endpoint(self.target, texts, self.reference, gate)
+        self.quality[self.target.url] = q
+        color = "green" if q.passed else "red"
+        self.console.print(
+            f"answers of {self.target.url}: [{color}]{q.describe()}[/] vs {q.reference}",
+            highlight=False,
+        )
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
         c, p = self.config, point.params
@@ -368,6 +411,10 @@ class HttpScenario(Scenario):
             row.update(remote_identity(self.info, c.protocol))
         if server:  # this point's padding and CPU split, not the server's lifetime
             row.update(server_columns(before, counters(server.metrics_text())))
+            row["parity_margin"] = self.parity_margin
+        q = self.quality.get(self.target.url)
+        if q is not None:
+            row.update(q.columns())
         if self.load.executor:  # the generators' nodes: where this point ran
             row.update(executor=self.load.executor, node=",".join(self.load.nodes))
         row.update(energy.energy_columns(reading, res.successful_requests * p.inputs_per_request))
@@ -391,6 +438,13 @@ class HttpScenario(Scenario):
         ranked = sorted(rows, key=lambda r: r.get("1B_cost") or math.inf)
         print_rows(console, self.title, TABLE, ranked[:15])
         print_best(console, rows, self.config.limits(), what="inputs/request")
+        for url, q in self.quality.items():
+            if not q.passed:
+                console.print(
+                    f"[red]FAILING QUALITY[/]: {url} answered {q.describe()}; its rows are "
+                    "never ranked best",
+                    highlight=False,
+                )
         console.print(energy.describe(rows), highlight=False)
         import pandas as pd
 

@@ -99,12 +99,16 @@ class InprocessScenario(Scenario):
     def __init__(self, config: InprocessConfig, setup: Setup, console):
         self.config, self.setup = config, setup
         self.parity_metric: str | None = None
+        self.parity_margin: float | None = None
         if setup.engine_cls.needs_artifact(setup.engine_cfg):
             prepared = prepare_artifact(
-                setup, console=console, **artifact_shapes(setup, config.inputs_per_request)
+                setup,
+                console=console,
+                texts=setup.workload.texts,
+                **artifact_shapes(setup, config.inputs_per_request),
             )
             self.setup = replace(setup, engine_cfg=prepared.engine_cfg)
-            self.parity_metric = prepared.parity_metric
+            self.parity_metric, self.parity_margin = prepared.parity_metric, prepared.margin
         self.engines: list = []  # loaded copies, reused across points (thread mode)
         self.meter = energy.DeviceMeter(self.setup.profile.device)
 
@@ -188,6 +192,7 @@ class InprocessScenario(Scenario):
             "peak_gpu_mem_mb": res.peak_gpu_mem_mb,
         }
         row.update(self.setup.context(info, thr, self.parity_metric))
+        row["parity_margin"] = self.parity_margin
         # tokens/s from the calls' own useful tokens (the workload mean is only an estimate)
         row["cost_per_1m_tokens"] = cost_per_1m_tokens(
             self.setup.profile.price_per_hour, res.tokens_per_sec
