@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=${OUT:-results/cpu-engines}
-common=(--batch-sizes 32 --duration 5 --min-calls 3 --warmup 1 --output-dir "$OUT")
+common=(--inputs-per-request 32 --duration 5 --min-calls 3 --warmup 1 --output-dir "$OUT")
 for model in "classification distilbert-sentiment" "embedding gte-modernbert"; do
   set -- $model
   task=$1 name=$2

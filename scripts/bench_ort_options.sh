@@ -17,7 +17,7 @@ for rep in 1 2; do
       echo "load $(cut -d' ' -f1-3 /proc/loadavg) before graph=$level spinning=$spin rep=$rep"
       $PY -m harness.run --task embedding --model all-minilm-l6 --model-path "$MODEL_DIR" \
         --engine onnx --variant optimized --precision "$PRECISION" --threads "$(nproc)" \
-        --ort-graph-level "$level" --ort-spinning "$spin" --batch-sizes "$BATCHES" \
+        --ort-graph-level "$level" --ort-spinning "$spin" --inputs-per-request "$BATCHES" \
         --duration "${DURATION:-8}" --fresh --output-dir "$OUT/$PRECISION-$level-spin$spin-rep$rep" \
         >"$OUT/log-$PRECISION-$level-spin$spin-rep$rep.txt" 2>&1
     done

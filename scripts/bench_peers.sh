@@ -192,7 +192,7 @@ drive() {
     | tee -a "$OUT/run.txt"
   $PY -m harness.sweep --task embedding --model "$MODEL" --model-path "$MODEL_DIR" \
     --url "http://127.0.0.1:$PORT" --protocol openai --served-model "$MODEL" \
-    --vus-start "$vus" --vus-max "$vus" --inputs-per-request "$ipr" --batch-sizes 32 \
+    --vus-start "$vus" --vus-max "$vus" --inputs-per-request "$ipr" --max-batch-sizes 32 \
     --repeats 1 --iterations 100000 --max-duration "$DURATION" --no-ceiling \
     --num-samples "$NUM_SAMPLES" --output-dir "$OUT/$name-rep$rep" ${WORKLOAD_FLAGS:-}
 }

@@ -10,11 +10,11 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/cpu-triton}
 common=(--task classification --model distilbert-sentiment --weights random --num-samples 256)
 $PY -m harness.sweep --engine triton "${common[@]}" \
-  --search instances,max_batch,delay --instances 1,2 --max-batch 1,8 \
+  --search instances,max_batch,delay --instances 1,2 --max-batch-sizes 1,8 \
   --queue-delays-us off,2000 --concurrency 1,8 \
   --iterations 100000 --max-duration 20 --output-dir "$OUT/triton-sweep"
 $PY -m harness.sweep --engine onnx "${common[@]}" \
-  --batch-sizes 1,8 --inputs-per-request 1 --vus-start 1 --vus-max 8 --repeats 1 \
+  --max-batch-sizes 1,8 --inputs-per-request 1 --vus-start 1 --vus-max 8 --repeats 1 \
   --improvement -1 --iterations 100000 --max-duration 20 --output-dir "$OUT/ours-onnx"
 $PY -m harness.run --engine triton --load perf_analyzer "${common[@]}" \
-  --batch-sizes 1 --concurrency 1,8 --duration 10 --output-dir "$OUT/perf-analyzer"
+  --inputs-per-request 1 --concurrency 1,8 --duration 10 --output-dir "$OUT/perf-analyzer"
