@@ -108,14 +108,23 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def positive_float(text: str) -> float:
+def _number(text: str, ok: Callable[[float], bool], expected: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return v
+
+
+def positive_float(text: str) -> float:
+    return _number(text, lambda v: v > 0, "a number > 0")
+
+
+def share(text: str) -> float:
+    """A flag type: a share in [0, 1), like 0.2."""
+    return _number(text, lambda v: 0 <= v < 1, "a share in [0, 1)")
 
 
 def choice_list(choices: tuple[str, ...]):

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from engines.artifact import MANIFEST, ArtifactError, Manifest, verify, write_manifest
-from engines.base import EngineConfig, fields_from
+from engines.base import fields_from
 from engines.errors import BillionbenchError, ConfigError
 from engines.models import load_model, load_tokenizer
 from engines.registry import create_engine
 from engines.vision import budget_for_buckets
 from exporters.base import ExportConfig, exporter_class
-from exporters.parity import bucket_shapes, compare
+from exporters.parity import bucket_shapes, compare, eager_reference
 
 log = logging.getLogger(__name__)
 
@@ -176,16 +176,7 @@ def run_parity(
     if vision_buckets is not None:
         budget = budget_for_buckets(vision_buckets)
         extra = dict(min_pixels=budget.min_pixels, max_pixels=budget.max_pixels)
-    ref_cfg = EngineConfig(
-        engine="eager",
-        model=cfg.model,
-        weights=cfg.weights,
-        model_path=cfg.model_path,
-        seed=cfg.seed,
-        device="cpu",
-        trust_remote_code=cfg.trust_remote_code,
-        **extra,
-    )
+    ref_cfg = eager_reference(cfg, **extra)
     cand_cfg = replace(
         ref_cfg,
         engine=engine_name,

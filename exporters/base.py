@@ -13,7 +13,7 @@ from engines.artifact import Manifest
 from engines.base import PRECISIONS
 from engines.config import arg
 from engines.errors import ConfigError
-from engines.models import WEIGHTS, ModelSpec, get_spec
+from engines.models import TRUST_REMOTE_CODE, WEIGHTS, ModelSpec, get_spec
 from engines.registry import engine_class
 from engines.vision import PixelBudget, check_bucket, image_grid
 
@@ -102,9 +102,7 @@ class ExportConfig:
         help="do not compare against eager fp32 (the harness then refuses it unless it is "
         "also given --skip-parity)",
     )
-    trust_remote_code: bool = arg(
-        False, help="let transformers run Python code shipped in the model folder"
-    )
+    trust_remote_code: bool = arg(False, help=TRUST_REMOTE_CODE)
 
     def __post_init__(self) -> None:
         get_spec(self.model)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import Engine
+from engines.base import Engine, EngineConfig
 from engines.textgen import texts_with_token_counts
 from engines.vision import bucket_pixels, encode_png, synthetic_page
 from exporters.base import PARITY_SHAPES
@@ -26,6 +26,22 @@ THRESHOLDS = {
     "bf16": Thresholds(0.99, 3e-2, 0.98),
     "int8": Thresholds(0.98, 5e-2, 0.95),
 }
+
+
+def eager_reference(cfg: Any, **extra: Any) -> EngineConfig:
+    """Eager fp32 on the CPU, for the model and weights of `cfg` (an export's or an engine's
+    config): what every artifact is compared with."""
+    return EngineConfig(
+        engine="eager",
+        model=cfg.model,
+        weights=cfg.weights,
+        model_path=cfg.model_path,
+        seed=cfg.seed,
+        device="cpu",
+        trust_remote_code=cfg.trust_remote_code,
+        max_seq_len=getattr(cfg, "max_seq_len", None),
+        **extra,
+    )
 
 
 def parity_texts(tokenizer, shapes=PARITY_SHAPES, seed: int = 12345) -> list[list[str]]:

@@ -16,7 +16,7 @@ from typing import Any
 from engines.base import ATTENTIONS, PRECISIONS
 from engines.config import add_config, arg, choice_list, config_from, flag_of, positive_float
 from engines.errors import ConfigError
-from engines.models import DEFAULT_MODEL, MODELS, TASKS, WEIGHTS
+from engines.models import DEFAULT_MODEL, MODELS, TASKS, TRUST_REMOTE_CODE, WEIGHTS
 from engines.registry import ENGINES, engine_class
 from serving.config import ServeConfig
 
@@ -63,11 +63,7 @@ class TargetConfig:
         None, help="truncate inputs to this many tokens (default: the model's limit)"
     )
     seed: int = arg(0, help="workload and random-weight seed")
-    trust_remote_code: bool = arg(
-        False,
-        help="let transformers run Python code shipped in the model folder (auto_map); off by "
-        "default, recorded in the row",
-    )
+    trust_remote_code: bool = arg(False, help=TRUST_REMOTE_CODE)
     engine: str = arg(
         "eager", help=f"one of: {', '.join(ENGINES)} (a comma list with --executor ray)"
     )
@@ -270,3 +266,14 @@ class ServeCommandConfig:
 
 def add_output(parser: argparse.ArgumentParser) -> None:
     add_config(parser, OutputConfig, "output")
+
+
+def benchmark_flags(parser: argparse.ArgumentParser, *configs: tuple[type, str]):
+    """A benchmark command's flags: the target, then each (config, group title), then where
+    points run and where rows go. Returns the parser."""
+    add_target(parser)
+    for cls, title in configs:
+        add_config(parser, cls, title)
+    add_executor(parser)
+    add_output(parser)
+    return parser

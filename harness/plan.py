@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from engines.config import positive_float
+from engines.config import positive_float, share
 from harness.cli import Parser, run_command
 from harness.hardware import PRICE_BASES
 from harness.planning import FILTERS, HOURS_PER_MONTH, Demand, PlanError, make_plan, parse_rate
@@ -25,16 +25,6 @@ def _rate(text: str) -> str:
     except PlanError as e:
         raise argparse.ArgumentTypeError(str(e).removeprefix(f"--rate {text!r}: ")) from None
     return text
-
-
-def _headroom(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share like 0.2, got {text!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"expected a share in [0, 1), got {text!r}")
-    return v
 
 
 def _peak(text: str) -> float:
@@ -70,7 +60,7 @@ def add_load_args(p: argparse.ArgumentParser, *, required: bool):
     g.add_argument("--peak", type=_peak, default=1.0, help="peak rate ÷ mean rate")
     g.add_argument(
         "--headroom",
-        type=_headroom,
+        type=share,
         default=0.2,
         help="share of each instance's measured throughput kept free at peak",
     )

@@ -12,14 +12,12 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from engines.config import add_config, config_from
+from engines.config import config_from
 from harness import cli, runner
 from harness.config import (
     OutputConfig,
     TargetConfig,
-    add_executor,
-    add_output,
-    add_target,
+    benchmark_flags,
     executor_from,
     target_from,
 )
@@ -38,9 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark an encoder in process (model copies x worker threads x inputs "
         "per call) and report p50/p99 latency, throughput and $ per 1M / 1B inputs.",
     )
-    add_target(p)
-    add_config(p, WorkloadSpec, "workload")
-    add_config(p, InprocessConfig, "sweep (neuronperf-style)")
+    benchmark_flags(
+        p,
+        (WorkloadSpec, "workload"),
+        (InprocessConfig, "sweep (neuronperf-style)"),
+        (PerfAnalyzerConfig, "perf_analyzer (--load perf_analyzer)"),
+    )
     p.add_argument(
         "--load",
         choices=LOADS,
@@ -48,9 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="perf_analyzer (with --engine triton): drive the ensemble with NVIDIA's "
         "perf_analyzer over --concurrency, after checking a sample of responses ourselves",
     )
-    add_config(p, PerfAnalyzerConfig, "perf_analyzer (--load perf_analyzer)", only=("concurrency",))
-    add_executor(p)
-    add_output(p)
     return p
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from engines.artifact import Manifest, verify
-from engines.base import EngineConfig, EngineOptions, check_task, fields_from
+from engines.base import EngineConfig, check_task, fields_from
 from engines.errors import ArtifactRefused, ConfigError, HardwareMismatch, MissingDependency
 from engines.models import get_spec, load_tokenizer
 from engines.models.auto import folder_disagrees
@@ -20,7 +20,7 @@ from engines.registry import create_engine, engine_class
 from engines.vision import describe_buckets
 from exporters.api import artifact_dir, ensure_artifact, expectation
 from exporters.base import ExportConfig, holds_buckets
-from exporters.parity import compare_on_texts
+from exporters.parity import compare_on_texts, eager_reference
 from harness import hardware
 from harness.config import TargetConfig
 from harness.results import context_columns
@@ -267,17 +267,7 @@ def data_parity(setup: Resolved, engine_cfg: EngineConfig, texts: list[str]) -> 
         return None
     step = max(1, len(texts) // DATA_PARITY_INPUTS)
     sample = list(texts[::step][:DATA_PARITY_INPUTS])
-    ref_cfg = replace(
-        engine_cfg,
-        engine="eager",
-        precision="fp32",
-        attn="sdpa",
-        device="cpu",
-        artifact=None,
-        variant="",
-        options=EngineOptions(),
-    )
-    with create_engine(ref_cfg) as ref, create_engine(engine_cfg) as cand:
+    with create_engine(eager_reference(engine_cfg)) as ref, create_engine(engine_cfg) as cand:
         return compare_on_texts(ref, cand, engine_cfg.precision, sample)
 
 

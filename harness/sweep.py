@@ -14,7 +14,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from engines.config import add_config, config_from
+from engines.config import config_from
 from engines.errors import ConfigError
 from engines.registry import engine_class
 from harness import cli, runner
@@ -22,9 +22,7 @@ from harness.config import (
     ExecutorConfig,
     OutputConfig,
     TargetConfig,
-    add_executor,
-    add_output,
-    add_target,
+    benchmark_flags,
     executor_from,
     target_from,
 )
@@ -41,20 +39,14 @@ from serving.server import ServerLimits
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.Parser(prog="harness.sweep", description=__doc__)
-    add_target(p)
-    add_config(p, BatcherConfig, "dynamic batcher (our servers)")
-    add_config(p, ServerLimits, "requests (our servers)")
-    add_config(p, WorkloadSpec, "workload")
-    add_config(p, HttpConfig, "sweep")
-    add_config(
-        p,
-        TritonSweepConfig,
-        "triton (--engine triton: Model Analyzer-style search through a real tritonserver)",
+    return benchmark_flags(
+        cli.Parser(prog="harness.sweep", description=__doc__),
+        (BatcherConfig, "dynamic batcher (our servers)"),
+        (ServerLimits, "requests (our servers)"),
+        (WorkloadSpec, "workload"),
+        (HttpConfig, "sweep"),
+        (TritonSweepConfig, "triton (--engine triton: Model Analyzer-style search)"),
     )
-    add_executor(p)
-    add_output(p)
-    return p
 
 
 @dataclass(frozen=True)

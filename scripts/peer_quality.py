@@ -23,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from engines.config import add_config, config_from
 from engines.errors import BillionbenchError
 from engines.models import get_spec, load_tokenizer
 from harness import quality
@@ -37,16 +38,7 @@ def run_texts(args: argparse.Namespace) -> tuple[list[str], str]:
     """The workload harness.sweep builds from the same flags, and its source line."""
     spec = get_spec(args.model or args.model_path)
     tok = load_tokenizer(spec, args.model_path)
-    wl = WorkloadSpec(
-        task=args.task,
-        source=args.dataset,
-        n=args.num_samples,
-        seed=args.seed,
-        tokens_mean=args.tokens_mean,
-        tokens_sd=args.tokens_sd,
-        tokens_min=args.tokens_min,
-        text_column=args.text_column,
-    )
+    wl = config_from(WorkloadSpec, args, task=args.task, seed=args.seed)
     workload = load_workload(wl, tok.tokenizer, args.max_seq_len or spec.max_seq_len)
     return workload.texts, workload.source
 
@@ -125,13 +117,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default=None, help="registry name (as harness.sweep --model)")
     c.add_argument("--model-path", default=None, help="model folder (as harness.sweep)")
     c.add_argument("--reference", default=None, help="reference model (default: --model-path)")
-    c.add_argument("--dataset", default="auto")
-    c.add_argument("--num-samples", type=int, default=512)
+    add_config(c, WorkloadSpec, "the run's workload (as harness.sweep takes it)")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--tokens-mean", type=float, default=None)
-    c.add_argument("--tokens-sd", type=float, default=None)
-    c.add_argument("--tokens-min", type=int, default=None)
-    c.add_argument("--text-column", default=None)
     c.add_argument("--max-seq-len", type=int, default=None)
     c.add_argument("--sample", type=int, default=quality.SAMPLE, help="texts compared")
     c.add_argument("--min-cosine", type=float, default=quality.MIN_COSINE)

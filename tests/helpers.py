@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 
 from engines.net import free_port
@@ -47,6 +48,70 @@ class ServerThread:
         self.batcher.stop()
         if self.close_engine:
             self.engine.close()
+
+
+class AppThread:
+    """An aiohttp application on 127.0.0.1 (a free port) in its own event loop thread."""
+
+    def __init__(self, app) -> None:
+        from aiohttp import web
+
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app, access_log=None)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.SockSite(self.runner, sock).start())
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def schema_row(**kw) -> dict:
+    """A result row with every schema column: None, but for a CPU classifier's identity and
+    what `kw` sets."""
+    from harness.results import COLUMNS
+
+    r = dict.fromkeys(COLUMNS)
+    r.update(
+        task="classification",
+        model_name="distilbert-sentiment",
+        hw_type="cpu",
+        host_name="cpu-box",
+        engine="eager",
+        image="eager/fp32/sdpa",
+        weights="pretrained",
+        batch_size=8,
+        n_models=1,
+        failed_requests=0,
+    )
+    r.update(kw)
+    return r
+
+
+def manifest(**kw):
+    """A Manifest of a tiny ONNX embedder, but for what `kw` sets."""
+    from engines.artifact import Manifest
+
+    base = dict(
+        model="bge-base-tiny",
+        task="embedding",
+        format="onnx",
+        precision="fp32",
+        model_id="config:bge-base-tiny",
+        revision="config-only",
+        weights="random",
+        tokenizer="fallback-wordpiece",
+        input_names=["input_ids", "attention_mask"],
+        output_names=["last_hidden_state"],
+    )
+    base.update(kw)
+    return Manifest(**base)
 
 
 def write_export_manifest(folder, spec, info, loaded, tok, **fields) -> None:

@@ -1,25 +1,9 @@
 import json
 
 import pytest
+from helpers import manifest
 
-from engines.artifact import ArtifactError, Manifest, read_manifest, verify, write_manifest
-
-
-def manifest(**kw):
-    base = dict(
-        model="bge-base-tiny",
-        task="embedding",
-        format="onnx",
-        precision="fp32",
-        model_id="config:bge-base-tiny",
-        revision="config-only",
-        weights="random",
-        tokenizer="fallback-wordpiece",
-        input_names=["input_ids", "attention_mask"],
-        output_names=["last_hidden_state"],
-    )
-    base.update(kw)
-    return Manifest(**base)
+from engines.artifact import ArtifactError, read_manifest, verify, write_manifest
 
 
 @pytest.fixture

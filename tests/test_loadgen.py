@@ -11,13 +11,12 @@ import json
 import logging
 import math
 import shutil
-import socket
-import threading
 import zlib
 
 import numpy as np
 import pytest
 from aiohttp import web  # noqa: E402
+from helpers import AppThread
 
 from engines.errors import BillionbenchError, ConfigError  # noqa: E402
 from engines.net import free_port  # noqa: E402
@@ -85,25 +84,16 @@ class Server:
         self.hits = 0
         self.inflight = 0
         self.max_inflight = 0
-        self.loop = asyncio.new_event_loop()
         app = web.Application()
         app.router.add_post("/v2/models/{model}/infer", self.kserve)
         app.router.add_post("/v1/embeddings", self.openai)
         app.router.add_post("/classify", self.classify)
         app.router.add_post("/hf/{task}", self.hf)
-        self.runner = web.AppRunner(app, access_log=None)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.loop.run_until_complete(self.runner.setup())
-        self.loop.run_until_complete(web.SockSite(self.runner, sock).start())
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        self.app = AppThread(app)
+        self.url = self.app.url
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.app.close()
 
     def reset(self) -> None:
         self.hits = self.max_inflight = 0

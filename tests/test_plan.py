@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import manifest, schema_row
 
 from harness import hardware, planning
 from harness.plan import main
@@ -23,24 +24,8 @@ MONTH = 730.0
 
 
 def row(**kw) -> dict:
-    r = {c: None for c in COLUMNS}
-    r.update(
-        task="classification",
-        model_name="distilbert-sentiment",
-        hw_type="cpu",
-        host_name="cpu-box",
-        engine="eager",
-        image="eager/fp32/sdpa",
-        precision="fp32",
-        weights="pretrained",
-        mode="inprocess",
-        batch_size=8,
-        n_models=1,
-        workers_per_model=1,
-        failed_requests=0,
-        price_per_hour=CPU,
-        config_json=json.dumps({"engine": {"artifact": None}}),
-    )
+    base = dict(precision="fp32", mode="inprocess", workers_per_model=1, price_per_hour=CPU)
+    r = schema_row(**base, config_json=json.dumps({"engine": {"artifact": None}}))
     r.update(kw)
     thr = r["throughput_req_per_sec"]
     r["1B_cost"] = r["price_per_hour"] * 1e9 / (3600 * thr)
@@ -198,22 +183,16 @@ def test_excluded_rows_are_never_a_plan():
 
 
 def test_artifact_manifest_and_parity_verdict(tmp_path, monkeypatch):
-    from engines.artifact import Manifest, write_manifest
+    from engines.artifact import write_manifest
 
     monkeypatch.setenv("BILLIONBENCH_SEAL_KEY", str(tmp_path / "seal.key"))
     art = tmp_path / "artifacts" / "onnx-int8"
     art.mkdir(parents=True)
     (art / "model.onnx").write_bytes(b"onnx")
-    m = Manifest(
+    m = manifest(
         model="distilbert-sentiment",
         task="classification",
-        format="onnx",
         precision="int8",
-        model_id="config:distilbert-sentiment",
-        revision="-",
-        weights="random",
-        tokenizer="fallback",
-        input_names=["input_ids"],
         output_names=["logits"],
         parity={"passed": True, "metric": "top1=1.000"},
     )

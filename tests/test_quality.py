@@ -4,17 +4,15 @@ normalisation, shuffled order), which the check must tell apart."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import sys
-import threading
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from aiohttp import web
+from helpers import AppThread
 
 from engines.errors import ConfigError
 from harness import quality
@@ -31,23 +29,14 @@ class FakeServer:
 
     def __init__(self, embed=None, classify=None) -> None:
         self.embed, self.classify = embed, classify
-        self.loop = asyncio.new_event_loop()
         app = web.Application()
         app.router.add_post("/{mode}/v1/embeddings", self._embeddings)
         app.router.add_post("/{mode}/classify", self._classify)
-        self.runner = web.AppRunner(app, access_log=None)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.loop.run_until_complete(self.runner.setup())
-        self.loop.run_until_complete(web.SockSite(self.runner, sock).start())
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        self.app = AppThread(app)
+        self.url = self.app.url
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.app.close()
 
     async def _embeddings(self, request):
         body = await request.json()

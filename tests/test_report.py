@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import schema_row
 
 from harness import report
 from harness.report.__main__ import main
@@ -21,25 +22,13 @@ PRICE = {"cpu": 0.5, "l4": 0.8}
 
 def row(**kw) -> dict:
     """One result row; 1B_cost follows the cost model from price and throughput."""
-    r = {c: None for c in COLUMNS}
-    r.update(
-        task="classification",
-        model_name="distilbert-sentiment",
-        hw_type="cpu",
-        host_name="cpu-box",
+    r = schema_row(
         device_name="AMD EPYC (2 cores)",
-        engine="eager",
-        image="eager/fp32/sdpa",
-        weights="pretrained",
         mode="http",
-        batch_size=8,
         inputs_per_request=1,
         vus=1,
-        n_models=1,
-        workers_per_model=None,
         total_requests=100,
         successful_requests=100,
-        failed_requests=0,
         invalid_embeddings=0,
         git_sha="abc1234",
         tool_versions='{"torch": "2.13.0+cpu"}',

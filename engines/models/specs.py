@@ -26,6 +26,11 @@ VISION_SPECIAL_TOKENS = (
 VISION_TOKEN_IDS = {t: i for i, t in enumerate(VISION_SPECIAL_TOKENS)}
 POOLINGS = ("cls", "mean", "last", "none")
 WEIGHTS = ("auto", "pretrained", "random")
+#: what `--trust-remote-code` does, wherever a config takes it
+TRUST_REMOTE_CODE = (
+    "let transformers run Python code shipped in the model folder (auto_map); off by default, "
+    "recorded in the row and the manifest"
+)
 
 
 def transformers_module():

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from engines.base import fields_from
 from engines.config import arg, int_list, positive_float
 from engines.measure import NEURONPERF_STATS
 from harness import energy
@@ -47,15 +48,12 @@ class InprocessConfig:
         self.point(self.inputs_per_request[0], self.n_models[0], self.workers_per_model[0])
 
     def point(self, inputs_per_request: int, n_models: int, workers: int) -> InprocessPoint:
-        return InprocessPoint(
-            inputs_per_request,
-            n_models,
-            workers,
-            duration=self.duration,
-            min_calls=self.min_calls,
-            warmup=self.warmup,
-            max_duration=self.max_duration,
-            processes=self.processes,
+        return fields_from(
+            InprocessPoint,
+            self,
+            inputs_per_request=inputs_per_request,
+            n_models=n_models,
+            workers_per_model=workers,
         )
 
 
