@@ -128,6 +128,7 @@ class Exporter(ABC):
 
 EXPORTERS: dict[str, str | None] = {
     "onnx": "exporters.onnx:OnnxExporter",
+    "openvino": "exporters.openvino:OpenVinoExporter",
     "aoti": "exporters.torch_export:AotiExporter",
     "trt": "exporters.tensorrt:TensorRTExporter",
     "neuron": "exporters.neuron:NeuronExporter",
