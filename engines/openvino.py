@@ -28,6 +28,7 @@ REPORTED = (
     "INFERENCE_PRECISION_HINT",
     "ENABLE_CPU_PINNING",
     "OPTIMAL_NUMBER_OF_INFER_REQUESTS",
+    "DYNAMIC_QUANTIZATION_GROUP_SIZE",  # int8-weight-only MatMuls: activations quantized per call
 )
 
 
