@@ -9,12 +9,26 @@ a batch stays small, as the harness's batches are.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
 from engines.pipeline import Pipeline
 from engines.textgen import texts_with_token_counts
+
+#: the feed-forward down projection's module path in each encoder family (BERT, DistilBERT,
+#: ModernBERT): the MatMul after GELU, whose input ranges one calibrated int8 scale handles
+#: worst; both static int8 recipes keep its activations out of calibration
+FFN_DOWN_MODULES = ((r"layer\.\d+", "output", "dense"), ("ffn", "lin2"), ("mlp", "Wo"))
+
+
+def ffn_down_pattern(separator: str) -> re.Pattern:
+    """Matches a graph node name holding an FFN down projection's module path, written with
+    `separator` between module names ("." in OpenVINO friendly names, "/" in ONNX names)."""
+    paths = "|".join(re.escape(separator).join(m) for m in FFN_DOWN_MODULES)
+    return re.compile(rf"(^|[./])({paths})[./]")
+
 
 #: defaults recorded in manifests: texts, texts per batch, seed, longest text in tokens
 CALIBRATION = {"texts": 128, "batch": 8, "seed": 1234, "max_tokens": 256}

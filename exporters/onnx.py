@@ -232,13 +232,12 @@ def quantize_int8(src: Path, dst: Path, spec: ModelSpec) -> dict[str, Any]:
 
 
 def ffn_down_matmuls(model: Any) -> list[str]:
-    """The feed-forward down projections (after GELU): their inputs' long-tailed ranges are what
-    calibrated int8 activations lose most on, so the static recipe keeps them fp32."""
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type == "MatMul" and "/output/dense" in n.name and "attention" not in n.name
-    ]
+    """The feed-forward down projections (`exporters.calibration.FFN_DOWN_MODULES`), which the
+    static recipe keeps fp32."""
+    from exporters.calibration import ffn_down_pattern
+
+    pattern = ffn_down_pattern("/")
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and pattern.search(n.name)]
 
 
 def quantize_static_int8(src: Path, dst: Path, spec: ModelSpec, tokenizer: Any) -> dict[str, Any]:
@@ -265,6 +264,8 @@ def quantize_static_int8(src: Path, dst: Path, spec: ModelSpec, tokenizer: Any) 
     shaped = dst.with_name("shaped.onnx")
     onnx.save(model, str(shaped))
     exclude = ffn_down_matmuls(model)
+    if not exclude:
+        log.warning("static int8: no FFN down projection found in %s; all MatMuls quantized", src)
     batches = calibration_batches(spec, tokenizer)
 
     class Reader(CalibrationDataReader):

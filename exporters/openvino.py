@@ -7,10 +7,9 @@ the weights as fp16 and an "fp32" artifact would not be fp32.
 int8 recipes (`--variant`):
   ""         static post-training quantization (`nncf.quantize`, ModelType.TRANSFORMER): int8
              weights and calibrated int8 activations (`exporters.calibration` texts) in every
-             MatMul but the feed-forward down projections, whose inputs (after GELU) have the
-             long-tailed ranges one calibrated scale handles worst; those get int8 weights
-             only (`nncf.compress_weights`), and the CPU plugin quantizes their activations
-             per call in groups of 32 channels.
+             MatMul but the feed-forward down projections (`FFN_DOWN_MODULES`), which get int8
+             weights only (`nncf.compress_weights`); the CPU plugin quantizes their
+             activations per call in groups of 32 channels.
   "weights"  weight-only int8 (`nncf.compress_weights`, INT8_ASYM): no calibration; the
              activations stay fp32 (the CPU plugin may quantize them per call).
 """
@@ -24,15 +23,12 @@ from typing import Any
 
 from engines.errors import ConfigError, EngineError, MissingDependency
 from exporters.base import ExportConfig, Exporter, ExportInfo
-from exporters.calibration import calibration_batches, calibration_record
+from exporters.calibration import calibration_batches, calibration_record, ffn_down_pattern
 from exporters.wrap import INPUT_NAMES, example_inputs, output_name, wrap
 
 log = logging.getLogger(__name__)
 
 IR_FILE = "model.xml"  # with model.bin beside it
-#: static int8: MatMuls left out of calibrated activation quantization, which get int8 weights
-#: only (NNCF ignored-scope name patterns on the converted graph: the FFN down projections)
-WEIGHT_ONLY_PATTERNS = (r".*\d\.output\.dense/.*",)
 
 
 def import_openvino():
@@ -71,13 +67,16 @@ def quantize_static(ov_model: Any, cfg: ExportConfig, tokenizer: Any) -> tuple[A
     """NNCF post-training quantization on calibration texts; returns (model, recipe)."""
     nncf = import_nncf()
     batches = calibration_batches(cfg.spec, tokenizer)
+    weight_only = ffn_down_matmuls(ov_model)
+    if not weight_only:
+        log.warning("static int8: no FFN down projection found in %s", cfg.model)
     t0 = time.perf_counter()
     quantized = nncf.quantize(
         ov_model,
         nncf.Dataset(batches),
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(batches),
-        ignored_scope=nncf.IgnoredScope(patterns=list(WEIGHT_ONLY_PATTERNS), validate=False),
+        ignored_scope=nncf.IgnoredScope(names=weight_only, validate=False),
     )
     # the ignored MatMuls (and the embeddings) still get int8 weights
     quantized = nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_ASYM)
@@ -85,12 +84,23 @@ def quantize_static(ov_model: Any, cfg: ExportConfig, tokenizer: Any) -> tuple[A
         "method": "static (nncf.quantize, ModelType.TRANSFORMER), then compress_weights INT8_ASYM",
         "weights": "int8 symmetric per channel; weight-only ones and embeddings int8 asymmetric",
         "activations": "int8, calibrated",
-        "weight_only": "feed-forward down projections (ignored scope "
-        f"{', '.join(WEIGHT_ONLY_PATTERNS)}): activations quantized per call by the CPU plugin",
+        "weight_only": "feed-forward down projections: activations quantized per call by the "
+        "CPU plugin",
+        "weight_only_nodes": len(weight_only),
         "calibration": calibration_record(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return quantized, recipe
+
+
+def ffn_down_matmuls(ov_model: Any) -> list[str]:
+    """Friendly names of the FFN down projection MatMuls (`FFN_DOWN_MODULES`)."""
+    pattern = ffn_down_pattern(".")
+    return [
+        op.get_friendly_name()
+        for op in ov_model.get_ops()
+        if op.get_type_name() == "MatMul" and pattern.search(op.get_friendly_name())
+    ]
 
 
 def compress_weights(ov_model: Any) -> tuple[Any, dict[str, Any]]:

@@ -115,3 +115,23 @@ def test_int8_peak_runs_a_real_int8_kernel():
         assert hardware.measured_cpu_peak("int8", 0.2) > 1e9
     finally:
         hardware.measured_cpu_peak.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "name, separator, matched",
+    [
+        ("/encoder/layer.3/output/dense/MatMul", "/", True),
+        ("/encoder/layer.3/attention/output/dense/MatMul", "/", False),
+        ("/encoder/layer.3/intermediate/dense/MatMul", "/", False),
+        ("__module.encoder.layer.0.output.dense/aten::linear/MatMul", ".", True),
+        ("__module.encoder.layer.0.attention.output.dense/aten::linear/MatMul", ".", False),
+        ("/distilbert/transformer/layer.1/ffn/lin2/MatMul", "/", True),
+        ("/distilbert/transformer/layer.1/ffn/lin1/MatMul", "/", False),
+        ("__module.model.layers.2.mlp.Wo/aten::linear/MatMul", ".", True),
+        ("__module.model.layers.2.mlp.Wi/aten::linear/MatMul", ".", False),
+    ],
+)
+def test_ffn_down_projections_are_found_in_each_encoder_family(name, separator, matched):
+    from exporters.calibration import ffn_down_pattern
+
+    assert bool(ffn_down_pattern(separator).search(name)) is matched
