@@ -15,6 +15,7 @@ ENGINES: dict[str, str] = {
     "compile": "engines.torch_compile:CompileEngine",
     "aoti": "engines.torch_compile:AotiEngine",
     "onnx": "engines.onnxruntime:OnnxEngine",
+    "openvino": "engines.openvino:OpenVinoEngine",
     "trt": "engines.tensorrt:TensorRTEngine",
     "neuron": "engines.neuron:NeuronEngine",
     "triton": "engines.triton.client:TritonEngine",

@@ -26,6 +26,7 @@ DEFAULT_IMAGE_BUCKETS: tuple[tuple[int, int, int], ...] = ((1, 28, 42), (2, 28, 
 
 EXPORTERS: dict[str, str] = {
     "onnx": "exporters.onnx:OnnxExporter",
+    "openvino": "exporters.openvino:OpenVinoExporter",
     "aoti": "exporters.torch_export:AotiExporter",
     "trt": "exporters.tensorrt:TensorRTExporter",
     "neuron": "exporters.neuron:NeuronExporter",

@@ -36,7 +36,7 @@ QUALITY_SAMPLE=${QUALITY_SAMPLE:-256}
 NUM_SAMPLES=${NUM_SAMPLES:-512}
 MODEL=all-minilm-l6
 # CONFIGS: our configurations; PEERS: the peer's (none: leave that side out, its rows kept)
-CONFIGS=${CONFIGS:-ours ours-onnx ours-int8}
+CONFIGS=${CONFIGS:-ours ours-onnx ours-int8 ours-openvino ours-openvino-int8}
 PEERS=${PEERS:-infinity-torch infinity-optimum-fp32 infinity-optimum-fp32-o3 infinity-optimum-int8}
 [ "$CONFIGS" = none ] && CONFIGS=""
 [ "$PEERS" = none ] && PEERS=""
@@ -121,6 +121,9 @@ serve_cmd() {  # name
     ours) echo "$ours --engine eager" ;;
     ours-onnx) echo "$ours --engine onnx --variant optimized --precision fp32" ;;
     ours-int8) echo "$ours --engine onnx --variant optimized --precision int8" ;;
+    ours-int8-static) echo "$ours --engine onnx --variant static --precision int8" ;;
+    ours-openvino) echo "$ours --engine openvino --precision fp32" ;;
+    ours-openvino-int8) echo "$ours --engine openvino --precision int8" ;;
     infinity-torch) echo "$INFINITY_VENV/bin/infinity_emb v2 --model-id $MODEL_DIR --engine torch $inf" ;;
     infinity-optimum-fp32) echo "env -C $ONNX_DIR/hub $opt --pooling-method mean --onnx-do-not-prefer-quantized" ;;
     infinity-optimum-fp32-o2) echo "env -C $ONNX_DIR/O2 $opt --pooling-method mean" ;;

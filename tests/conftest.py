@@ -135,6 +135,11 @@ GATES: dict[str, Gate] = {
         lambda: _importable("onnxruntime"),
         "needs onnxruntime: pip install -e '.[onnx]'",
     ),
+    "openvino": Gate(
+        "openvino and nncf (the openvino extra)",
+        lambda: _importable("openvino", "nncf"),
+        "needs openvino and nncf: pip install -e '.[openvino]'",
+    ),
     "tritonclient": Gate(
         "tritonclient[http,grpc] (the triton extra)",
         lambda: _importable("tritonclient.grpc", "tritonclient.http"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engines.errors import ConfigError
 from exporters.api import export
 from exporters.base import ExportConfig
 from exporters.parity import THRESHOLDS
@@ -42,6 +43,35 @@ def test_int8_artifact_records_its_recipe(tmp_path):
     assert m.parity["passed"], m.parity["failures"]
 
 
+def test_static_int8_is_calibrated_qdq_with_the_ffn_down_projections_fp32(tmp_path):
+    import onnx
+
+    from exporters.onnx import ffn_down_matmuls
+
+    out = tmp_path / "a"
+    m = export(ExportConfig("bge-base-tiny", "onnx", str(out), precision="int8", variant="static"))
+    recipe = m.details["quantization"]
+    assert recipe["method"].startswith("static") and recipe["calibration"]["texts"] > 0
+    assert m.details["fusions"].get("Attention")  # the optimizer's fusions come first
+    assert m.parity["passed"], m.parity["failures"]
+    model = onnx.load(str(out / "model.onnx"))
+    graph = model.graph
+    assert sorted(m.files) == ["model.onnx"]  # no calibration leftovers in the artifact
+    kept = ffn_down_matmuls(model)
+    assert len(kept) == recipe["fp32_nodes"] == 2  # one per layer
+    fed_by_dq = {
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul" and any(i.endswith("_DequantizeLinear_Output") for i in n.input)
+    }
+    assert fed_by_dq and not fed_by_dq & set(kept)
+
+
+def test_static_variant_needs_int8(tmp_path):
+    with pytest.raises(ConfigError, match="--variant static is the calibrated int8 recipe"):
+        export(ExportConfig("bge-base-tiny", "onnx", str(tmp_path / "a"), variant="static"))
+
+
 def hardware_has_vnni() -> bool:
     from exporters.onnx import has_vnni
 
@@ -49,7 +79,7 @@ def hardware_has_vnni() -> bool:
 
 
 @pytest.mark.trained
-@pytest.mark.parametrize("variant", ["", "optimized"])
+@pytest.mark.parametrize("variant", ["", "optimized", "static"])
 def test_int8_passes_parity_on_trained_minilm(tmp_path, minilm_dir, variant):
     m = export(
         ExportConfig(
@@ -85,3 +115,23 @@ def test_int8_peak_runs_a_real_int8_kernel():
         assert hardware.measured_cpu_peak("int8", 0.2) > 1e9
     finally:
         hardware.measured_cpu_peak.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "name, separator, matched",
+    [
+        ("/encoder/layer.3/output/dense/MatMul", "/", True),
+        ("/encoder/layer.3/attention/output/dense/MatMul", "/", False),
+        ("/encoder/layer.3/intermediate/dense/MatMul", "/", False),
+        ("__module.encoder.layer.0.output.dense/aten::linear/MatMul", ".", True),
+        ("__module.encoder.layer.0.attention.output.dense/aten::linear/MatMul", ".", False),
+        ("/distilbert/transformer/layer.1/ffn/lin2/MatMul", "/", True),
+        ("/distilbert/transformer/layer.1/ffn/lin1/MatMul", "/", False),
+        ("__module.model.layers.2.mlp.Wo/aten::linear/MatMul", ".", True),
+        ("__module.model.layers.2.mlp.Wi/aten::linear/MatMul", ".", False),
+    ],
+)
+def test_ffn_down_projections_are_found_in_each_encoder_family(name, separator, matched):
+    from exporters.calibration import ffn_down_pattern
+
+    assert bool(ffn_down_pattern(separator).search(name)) is matched
