@@ -212,6 +212,16 @@ class Engine(ABC):
         return {}
 
     # -- shared, not overridden ------------------------------------------------------------
+    def _artifact(self) -> str:
+        """The run's artifact folder, or a one-line error naming the export that writes one."""
+        cfg = self.config
+        if not cfg.artifact:
+            raise EngineError(
+                f"--engine {cfg.engine} needs an artifact; export one: python -m exporters "
+                f"--model {cfg.model} --format {self.artifact_format} --precision {cfg.precision}"
+            )
+        return cfg.artifact
+
     def _load_pipeline(self) -> None:
         tok = load_tokenizer(self.spec, self.config.model_path, self.config.trust_remote_code)
         self.info["tokenizer"] = tok.source

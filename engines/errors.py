@@ -29,5 +29,15 @@ class MissingDependency(BillionbenchError, ImportError):
         self.extra = extra
 
 
+def require(module: str, package: str, extra: str):
+    """`import module`, or a MissingDependency naming `package` and the pip `extra`."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependency(package, extra) from e
+
+
 class ArtifactRefused(BillionbenchError):
     """An artifact exists but may not be benchmarked (failed or skipped its parity gate)."""

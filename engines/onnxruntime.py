@@ -94,11 +94,7 @@ class OnnxEngine(Engine):
             raise MissingDependency("onnxruntime", "onnx") from e
         cfg = self.config
         provider = self.options.provider or cfg.device  # the options checked the device
-        if not cfg.artifact:
-            raise EngineError(
-                "--engine onnx needs an artifact; export one: python -m exporters "
-                f"--model {cfg.model} --format onnx --precision {cfg.precision}"
-            )
+        self._artifact()
         m = verify(
             cfg.artifact,
             {

@@ -15,7 +15,7 @@ import numpy as np
 
 from engines.artifact import verify
 from engines.base import Engine, EngineOptions, option
-from engines.errors import ConfigError, EngineError, MissingDependency
+from engines.errors import ConfigError, EngineError, require
 
 IR_FILE = "model.xml"
 #: --precision -> the CPU plugin's INFERENCE_PRECISION_HINT (int8 models keep fp32 elsewhere)
@@ -87,16 +87,9 @@ class OpenVinoEngine(Engine):
     task_note = "the OpenVINO exporter handles text encoders only"
 
     def load(self) -> None:
-        try:
-            import openvino as ov
-        except ImportError as e:
-            raise MissingDependency("openvino", "openvino") from e
+        ov = require("openvino", "openvino", "openvino")
         cfg = self.config
-        if not cfg.artifact:
-            raise EngineError(
-                "--engine openvino needs an artifact; export one: python -m exporters "
-                f"--model {cfg.model} --format openvino --precision {cfg.precision}"
-            )
+        self._artifact()
         want = {"format": "openvino", "model": cfg.model, "precision": cfg.precision}
         m = verify(cfg.artifact, {**want, "variant": cfg.variant})
         props = compile_config(self.options, cfg.precision, cfg.threads)

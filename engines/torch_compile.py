@@ -10,7 +10,7 @@ import numpy as np
 
 from engines.artifact import verify
 from engines.base import COMPILE_MODES, Engine, EngineOptions, option
-from engines.errors import EngineError, HardwareMismatch
+from engines.errors import HardwareMismatch
 from engines.torch_eager import EagerEngine
 
 
@@ -55,11 +55,7 @@ class AotiEngine(Engine):
         import torch
 
         cfg = self.config
-        if not cfg.artifact:
-            raise EngineError(
-                "--engine aoti needs an artifact; export one: python -m exporters "
-                f"--model {cfg.model} --format aoti"
-            )
+        self._artifact()
         m = verify(
             cfg.artifact,
             {"format": "aoti", "model": cfg.model, "precision": cfg.precision},

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engines.errors import ConfigError, EngineError, MissingDependency
+from engines.errors import ConfigError, EngineError, require
 from exporters.base import ExportConfig, Exporter, ExportInfo
 from exporters.calibration import calibration_batches, calibration_record, ffn_down_pattern
 from exporters.wrap import INPUT_NAMES, example_inputs, output_name, wrap
@@ -32,19 +32,11 @@ IR_FILE = "model.xml"  # with model.bin beside it
 
 
 def import_openvino():
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise MissingDependency("openvino", "openvino") from e
-    return ov
+    return require("openvino", "openvino", "openvino")
 
 
 def import_nncf():
-    try:
-        import nncf
-    except ImportError as e:
-        raise MissingDependency("nncf", "openvino") from e
-    return nncf
+    return require("nncf", "nncf", "openvino")
 
 
 def convert(model: Any, task: str):

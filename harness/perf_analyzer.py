@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from engines.errors import BillionbenchError
 from engines.processes.perf_analyzer import find_binary, prepare, version
+from harness.cli import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,14 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] != ["prepare"]:
         print("usage: python -m harness.perf_analyzer prepare", file=sys.stderr)
         return 2
-    try:
-        binary = prepare()
-        b, env = find_binary()
-        print(f"{version(b, env)} ready: {binary}")
-        return 0
-    except BillionbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(_prepare)
+
+
+def _prepare(console) -> int:
+    binary = prepare()
+    b, env = find_binary()
+    console.print(f"{version(b, env)} ready: {binary}", highlight=False)
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from engines.errors import ConfigError, EngineError, MissingDependency
+from engines.errors import ConfigError, EngineError, require
 from engines.models.specs import WEIGHTS, ModelSpec, transformers_module
 
 log = logging.getLogger(__name__)
@@ -144,11 +144,7 @@ def _with_attn(config, attn: str):
 
 def colpali_module():
     """colpali-engine's models module (the `colpali` extra), or a MissingDependency."""
-    try:
-        import colpali_engine.models as cm
-    except ImportError as e:
-        raise MissingDependency("colpali-engine", "colpali") from e
-    return cm
+    return require("colpali_engine.models", "colpali-engine", "colpali")
 
 
 def _load_colpali(spec: ModelSpec, *, weights: str, model_path: str | None, attn: str):
