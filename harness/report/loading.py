@@ -126,10 +126,10 @@ def load(paths: list[str | Path]) -> pd.DataFrame:
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Types, labels and identity columns the views rely on."""
     df = df.reindex(columns=list(dict.fromkeys([*COLUMNS, *df.columns]))).copy()
-    for c in NUMERIC:
-        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df[NUMERIC] = df[NUMERIC].apply(pd.to_numeric, errors="coerce")
     for c in ("hw_type", "engine", "image", "task", "mode", "weights", "host_name", "model_name"):
         df[c] = df[c].astype(object).where(df[c].notna(), None)
+    df = df.copy()  # one block per dtype again: later column writes stay cheap and quiet
     df["hw_type"] = df["hw_type"].fillna("unknown").astype(str)
     df["task"] = df["task"].fillna("unknown task").astype(str)
     df["host_name"] = df["host_name"].fillna("unknown host").astype(str)
@@ -215,5 +215,4 @@ def read_references(path: str | Path = references.PUBLISHED) -> pd.DataFrame:
         raise ReportError(f"{path}: every reference row must say measured_here = false")
     df["measured_here"] = False
     df = prepare(df.assign(source_file=str(path), source_row=range(len(df))))
-    df["published"] = True
-    return df
+    return df.assign(published=True)  # one new frame: no fragmentation warning on stderr
