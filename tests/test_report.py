@@ -160,6 +160,10 @@ def test_pareto_front_on_a_hand_checked_set():
     # C is beaten by A, D ties B's cost at higher latency, F is beaten by E, G by B
     front = report.pareto_front(pts, "p95_latency_ms")
     assert front["name"].tolist() == ["A", "B", "E"]
+    # a faster, cheaper row whose answers failed the quality gate is on no front
+    failing = pts.assign(quality_passed=[True] * 6 + [None])
+    failing.loc[len(failing)] = ["H", 5, 10, False]
+    assert report.pareto_front(failing, "p95_latency_ms")["name"].tolist() == ["A", "B", "E"]
 
 
 def test_merge_keeps_hosts_reads_twins_once_and_shows_duplicates(df):
@@ -324,3 +328,21 @@ def test_harness_run_writes_its_report(tmp_path, capsys):
     assert (tmp_path / "report.html").exists() and (tmp_path / "report.md").exists()
     assert f"report: {tmp_path / 'report.html'}" in out.replace("\n", "")
     assert "[fake engine]" in (tmp_path / "report.md").read_text()
+
+
+def test_rows_under_the_quality_gate_are_listed_failing_and_never_best(tmp_path):
+    right = row(hw_type="cpu", engine="onnx", throughput_req_per_sec=50.0, p95_latency_ms=90.0)
+    wrong = row(hw_type="cpu", engine="remote", throughput_req_per_sec=80.0, p95_latency_ms=60.0)
+    right.update(quality_n=256, quality_min_cosine=0.9999, quality_gate=0.99, quality_passed=True)
+    wrong.update(quality_n=256, quality_min_cosine=0.912, quality_gate=0.99, quality_passed=False)
+    csv = tmp_path / "rows" / "results.csv"
+    csv.parent.mkdir()
+    pd.DataFrame([right, wrong]).to_csv(csv, index=False)
+    df = report.load([csv])
+    assert report.best_configs(df, "p95").iloc[0]["engine"] == "onnx"
+    assert report.pareto_front(df, "p95_latency_ms")["engine"].tolist() == ["onnx"]
+    _, md = report.write_report([csv], tmp_path / "report.html")
+    section = md.read_text().split("## Output quality", 1)[1].split("\n## ", 1)[0]
+    assert "1 of 2 checked rows are FAILING QUALITY" in section
+    failing = [line for line in section.splitlines() if "FAILING QUALITY |" in line]
+    assert len(failing) == 1 and "0.91200" in failing[0]

@@ -15,6 +15,7 @@ from harness.energy import NOT_MEASURED
 from harness.references import MARKER
 from harness.report import loading, planview, views
 from harness.report.tables import Table, integer, missing, money, ms, num, pct, text, versions
+from harness.results import quality_failed
 
 INSTALL_HINT = "pip install 'billionbench[report]'"
 
@@ -534,6 +535,47 @@ def _duplicates(dup: pd.DataFrame) -> Section:
     return s
 
 
+def _quality(df: pd.DataFrame) -> Section:
+    s = Section(
+        "quality",
+        "Output quality",
+        "Rows whose server's answers were checked against a reference model (harness.sweep "
+        "--reference-model, scripts/bench_peers.sh): min / mean cosine of its embeddings, or "
+        "label agreement for a classifier, on a sample of the run's own inputs. A row under the "
+        "gate is FAILING QUALITY: it is listed here and left out of every best table and Pareto "
+        "front above, whatever its speed.",
+    )
+    checked = df[df["quality_n"].notna()] if "quality_n" in df else df.iloc[:0]
+    if checked.empty:
+        s.notes.append("No row was checked: pass --reference-model to harness.sweep.")
+        return s
+    checked = checked.sort_values(["task", "quality_passed", "1B_cost"], na_position="last")
+    headers = ["verdict", "task", "engine / image", "file", "inputs checked", "min cosine"]
+    headers += ["mean cosine", "label agreement", "gate", "$ / 1B"]
+    s.tables.append(
+        _table(
+            headers,
+            checked,
+            lambda r: [
+                "FAILING QUALITY" if quality_failed(r) else "passed",
+                r["task"],
+                _image(r),
+                r["source_file"],
+                integer(r["quality_n"]),
+                num(r["quality_min_cosine"], 5),
+                num(r["quality_mean_cosine"], 5),
+                num(r["quality_label_agreement"], 4),
+                num(r["quality_gate"], 4),
+                money(r["1B_cost"]),
+            ],
+            cls=lambda r: "flag" if quality_failed(r) else _cls(r),
+        )
+    )
+    failing = int(checked.apply(quality_failed, axis=1).sum())
+    s.lead.append(f"{failing} of {len(checked)} checked rows are FAILING QUALITY.")
+    return s
+
+
 def _joined(values: pd.Series) -> str:
     """Distinct non-missing values as text, sorted and comma-separated ('-' when none)."""
     return ", ".join(sorted({str(v) for v in values.dropna()})) or "-"
@@ -683,6 +725,7 @@ def build(
         _vus(df, ch),
         _savings(df, ch),
         _sanity(df, ch),
+        _quality(df),
         _neuronperf(df),
         _duplicates(dup),
         _provenance(df),

@@ -33,9 +33,17 @@ def _valid(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
     return df[ok]
 
 
+def _right_answers(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose answers were not found under the quality gate: only these can be best."""
+    if "quality_passed" not in rows:
+        return rows
+    return rows[~rows.apply(quality_failed, axis=1)]
+
+
 def pareto_front(df: pd.DataFrame, x: str, y: str = COST) -> pd.DataFrame:
-    """Rows no other row beats on both x and y (lower is better on each), sorted by x."""
-    pts = _valid(df, x, y).sort_values([x, y], kind="mergesort")
+    """Rows no other row beats on both x and y (lower is better on each), sorted by x; a row
+    failing the quality gate is on no front (its speed bought wrong answers)."""
+    pts = _valid(_right_answers(df), x, y).sort_values([x, y], kind="mergesort")
     keep, best = [], np.inf
     for idx, v in zip(pts.index, pts[y], strict=True):
         if v < best:
@@ -47,9 +55,7 @@ def pareto_front(df: pd.DataFrame, x: str, y: str = COST) -> pd.DataFrame:
 def best_configs(df: pd.DataFrame, metric: str = "p95", limit_ms: float | None = None):
     """Cheapest row per task x hardware, optionally among rows with latency <= limit_ms."""
     col = LATENCY_COLUMNS[metric]
-    rows = _valid(df, COST)
-    if "quality_passed" in rows:  # answers under the quality gate are never the best
-        rows = rows[~rows.apply(quality_failed, axis=1)]
+    rows = _right_answers(_valid(df, COST))
     if limit_ms is not None:
         lat = pd.to_numeric(rows[col], errors="coerce")
         rows = rows[lat <= limit_ms]
