@@ -545,7 +545,7 @@ def _quality(df: pd.DataFrame) -> Section:
         "gate is FAILING QUALITY: it is listed here and left out of every best table and Pareto "
         "front above, whatever its speed.",
     )
-    checked = df[df["quality_n"].notna()] if "quality_n" in df else df.iloc[:0]
+    checked = df[df["quality_n"].notna()]  # prepare() gives every frame the schema's columns
     if checked.empty:
         s.notes.append("No row was checked: pass --reference-model to harness.sweep.")
         return s
