@@ -1,13 +1,13 @@
 """In-process inference: model specs, shared pre/post-processing, one module per runtime."""
 
-from engines.base import Engine, EngineConfig
-from engines.errors import (
+from core.errors import (
     BillionbenchError,
     ConfigError,
     EngineError,
     HardwareMismatch,
     MissingDependency,
 )
+from engines.base import Engine, EngineConfig
 from engines.registry import ENGINES, create_engine, engine_class
 
 __all__ = [

@@ -23,7 +23,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from engines.errors import BillionbenchError
+from core.environment import var
+from core.errors import BillionbenchError
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -43,10 +44,10 @@ class UnverifiedArtifact(ArtifactError):
 
 def key_path() -> Path:
     """Where this user's sealing key lives (outside every artifact)."""
-    explicit = os.environ.get("BILLIONBENCH_SEAL_KEY")
+    explicit = var("BILLIONBENCH_SEAL_KEY")
     if explicit:
         return Path(explicit)
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    cache = var("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "billionbench" / "artifact-seal.key"
 
 
@@ -170,10 +171,12 @@ def read_manifest(directory: str | Path) -> Manifest:
     d = Path(directory)
     path = d / MANIFEST
     if not d.is_dir():
-        raise ArtifactError(f"artifact {d} does not exist; export it with: python -m exporters")
+        raise ArtifactError(
+            f"artifact {d} does not exist; export it with: python -m harness.export"
+        )
     if not path.is_file():
         raise ArtifactError(
-            f"artifact {d} has no {MANIFEST}; re-export it with python -m exporters"
+            f"artifact {d} has no {MANIFEST}; re-export it with python -m harness.export"
         )
     try:
         data = json.loads(path.read_text())
@@ -203,7 +206,7 @@ def verify(
         if got != want:
             raise ArtifactError(
                 f"artifact {d} was built with {key}={got!r}, not {want!r}; "
-                "export a matching one (python -m exporters) or point to another folder"
+                "export a matching one (python -m harness.export) or point to another folder"
             )
     if not m.files:
         raise ArtifactError(f"artifact {d}: manifest lists no files")

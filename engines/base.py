@@ -5,12 +5,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from engines.config import arg, check_choices
-from engines.errors import ConfigError, EngineError
+from core.config import arg, check_choices
+from core.errors import ConfigError, EngineError
 from engines.models import TASKS, WEIGHTS, ModelSpec, get_spec, load_tokenizer
 from engines.pipeline import Batch, Pipeline, Prediction
 from engines.vision import DEFAULT_MAX_IMAGE_PIXELS, PixelBudget, VisionPipeline
@@ -46,6 +46,10 @@ class EngineOptions:
     """An engine's own options. Each engine subclasses it with `option()` fields; the CLI flags
     and the config_json entries are generated from those fields, so a new option is one line."""
 
+    #: fields recorded in config_json only while set (a run that leaves them unset keeps the
+    #: identity it had before they existed)
+    recorded_when_set: ClassVar[tuple[str, ...]] = ()
+
     def __post_init__(self) -> None:
         check_choices(self)
 
@@ -53,15 +57,87 @@ class EngineOptions:
         """Checks that need the rest of the config (device, precision); one-line errors."""
         return None
 
-    def padding_hint(self) -> str | None:
-        """How this engine can skip computing padding, said when a run padded much (None:
-        it cannot)."""
-        return None
-
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> EngineOptions:
         """This engine's options out of a mapping holding any engines' (CLI args, kwargs)."""
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+@dataclass(frozen=True)
+class VisionOptions(EngineOptions):
+    """The options of an engine that runs vision models: the image processor's resize budget
+    and the decoded-image pixel limit. A vision engine's Options subclass this."""
+
+    min_pixels: int | None = option(
+        None,
+        flag="--min-pixels",
+        help="vision models: the image processor resizes up to at least this",
+    )
+    max_pixels: int | None = option(
+        None,
+        flag="--max-pixels",
+        help="vision models: the image processor resizes down to at most this (default "
+        "768*28*28: 768 visual tokens)",
+    )
+    max_image_pixels: int | None = option(
+        None,
+        flag="--max-image-pixels",
+        help="vision models: refuse decoded images larger than this (default 40,000,000)",
+    )
+    recorded_when_set = ("min_pixels", "max_pixels", "max_image_pixels")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise ConfigError(f"--max-image-pixels must be >= 1; got {self.max_image_pixels}")
+        if self.min_pixels is not None or self.max_pixels is not None:
+            self.pixel_budget()  # validates
+
+    def pixel_budget(self) -> PixelBudget:
+        """The vision resize budget (defaults where unset); raises ConfigError when invalid."""
+        d = PixelBudget()
+        return PixelBudget(self.min_pixels or d.min_pixels, self.max_pixels or d.max_pixels)
+
+    def image_limit(self) -> int:
+        """The decoded-image pixel limit (the default where unset)."""
+        return self.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+
+
+# -- optional abilities: an engine or its options that has one implements the protocol -------
+@runtime_checkable
+class ReportsServerStats(Protocol):
+    """An engine that calls a server which counts its own work (Triton's statistics)."""
+
+    def server_stats(self) -> dict[str, float]:
+        """Cumulative server-side counters."""
+        ...
+
+    def server_delta(self, before: dict, after: dict) -> dict[str, Any]:
+        """Result columns (server_*) for the work between two `server_stats` snapshots."""
+        ...
+
+
+@runtime_checkable
+class HintsPadding(Protocol):
+    """Engine options that know how the engine could skip computing padding."""
+
+    def padding_hint(self) -> str | None:
+        """How to skip computing padding, said when a run padded much (None: not here)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """The kind of server an engine is a client of, and what the harness may do with it: the
+    harness picks how to sweep and load-test the engine from these, never from a name."""
+
+    #: the server's name, as the user knows it (e.g. "triton")
+    name: str
+    #: perf_analyzer can drive it (its KServe v2 endpoint, with the ensemble the engine calls)
+    perf_analyzer: bool = False
+    #: `harness.sweep` searches its model configuration on a server it starts (Model
+    #: Analyzer-style) instead of load-testing one server of ours
+    config_sweep: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,10 +160,6 @@ class EngineConfig:
     variant: str = ""  # exporter variant of the artifact, e.g. "optimized" ONNX
     # left out of as_dict() while unset
     threads: int | None = None  # intra-op threads (onnx, eager); None: the runtime's default
-    # vision models: the image processor's resize budget, and the decoded-image pixel limit
-    min_pixels: int | None = None
-    max_pixels: int | None = None
-    max_image_pixels: int | None = None
     #: load an artifact with native code even when its seal does not verify here (recorded)
     trust_artifact: bool = False
     #: let transformers run code shipped in the model folder (recorded in config_json when set)
@@ -109,21 +181,12 @@ class EngineConfig:
             raise ConfigError(f"--max-seq-len must be >= 4; got {self.max_seq_len}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be >= 1; got {self.threads}")
-        if self.max_image_pixels is not None and self.max_image_pixels < 1:
-            raise ConfigError(f"--max-image-pixels must be >= 1; got {self.max_image_pixels}")
-        if self.min_pixels is not None or self.max_pixels is not None:
-            self.pixel_budget()  # validates
-
-    def pixel_budget(self) -> PixelBudget:
-        """The vision resize budget (defaults where unset); raises ConfigError when invalid."""
-        d = PixelBudget()
-        return PixelBudget(self.min_pixels or d.min_pixels, self.max_pixels or d.max_pixels)
 
     def as_dict(self) -> dict[str, Any]:
         """The config as recorded in config_json: common fields, then the engine's options."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
         d.update(asdict(self.options))
-        for late in ("threads", "min_pixels", "max_pixels", "max_image_pixels"):
+        for late in ("threads", *self.options.recorded_when_set):
             if d[late] is None:
                 del d[late]
         for flag in ("trust_artifact", "trust_remote_code"):
@@ -158,11 +221,15 @@ class Engine(ABC):
     #: model tasks this runtime runs; `task_note` says why the others are refused
     tasks: ClassVar[tuple[str, ...]] = ("classification", "embedding")
     task_note: ClassVar[str] = ""
-    #: this engine's own options (flags and config_json entries are generated from its fields)
+    #: this engine's own options (flags and config_json entries are generated from its fields);
+    #: an engine whose `tasks` hold vision-embedding takes VisionOptions (or a subclass)
     Options: ClassVar[type[EngineOptions]] = EngineOptions
-    #: the kind of server this engine is a client of (None: it runs the model in this process);
-    #: the harness picks how to sweep and load-test it from this, never from the engine's name
-    remote_server: ClassVar[str | None] = None
+    #: the server this engine is a client of (None: it runs the model in this process); the
+    #: harness picks how to sweep and load-test it from this, never from the engine's name
+    remote_server: ClassVar[RemoteServer | None] = None
+    #: True: a vision model runs only at the fixed (batch, image grid) buckets its artifact was
+    #: exported with, so the harness asks the export for the workload's buckets
+    fixed_image_buckets: ClassVar[bool] = False
 
     def __init__(self, config: EngineConfig):
         if type(config.options) is not self.Options:
@@ -202,22 +269,13 @@ class Engine(ABC):
         """Whether the harness must export (or verify) an artifact before this run."""
         return cls.artifact_format is not None
 
-    # -- engines that call a server (triton) override these ---------------------------------
-    def server_stats(self) -> dict[str, float] | None:
-        """Cumulative server-side counters; None for engines that run in this process."""
-        return None
-
-    def server_delta(self, before: dict, after: dict) -> dict[str, Any]:
-        """Result columns (server_* ) for the work between two `server_stats` snapshots."""
-        return {}
-
     # -- shared, not overridden ------------------------------------------------------------
     def _artifact(self) -> str:
         """The run's artifact folder, or a one-line error naming the export that writes one."""
         cfg = self.config
         if not cfg.artifact:
             raise EngineError(
-                f"--engine {cfg.engine} needs an artifact; export one: python -m exporters "
+                f"--engine {cfg.engine} needs an artifact; export one: python -m harness.export "
                 f"--model {cfg.model} --format {self.artifact_format} --precision {cfg.precision}"
             )
         return cfg.artifact
@@ -226,9 +284,13 @@ class Engine(ABC):
         tok = load_tokenizer(self.spec, self.config.model_path, self.config.trust_remote_code)
         self.info["tokenizer"] = tok.source
         if self.spec.task == "vision-embedding":
-            cfg = self.config
-            budget = cfg.pixel_budget()
-            limit = cfg.max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS
+            vision = self.options
+            if not isinstance(vision, VisionOptions):
+                raise EngineError(
+                    f"--engine {self.config.engine} lists vision-embedding in its tasks but its "
+                    f"options ({type(vision).__name__}) are not VisionOptions"
+                )
+            budget, limit = vision.pixel_budget(), vision.image_limit()
             self.pipeline = VisionPipeline(self.spec, tok.tokenizer, budget, limit)
             self.info.update(
                 min_pixels=budget.min_pixels, max_pixels=budget.max_pixels, max_image_pixels=limit

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.base import Engine, EngineOptions, option
-from engines.errors import ConfigError
+from core.errors import ConfigError
+from engines.base import Engine, VisionOptions, option
 from engines.models import TASKS
 
 
 @dataclass(frozen=True)
-class FakeOptions(EngineOptions):
+class FakeOptions(VisionOptions):
     fake_latency_ms: float = option(
         2.0, flag="--fake-latency-ms", help="fake engine only: fixed latency per call"
     )

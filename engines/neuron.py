@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from core.environment import var
+from core.errors import EngineError, HardwareMismatch, MissingDependency
 from engines.artifact import verify
 from engines.base import Engine
-from engines.errors import EngineError, HardwareMismatch, MissingDependency
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +127,13 @@ def count_cores(visible: str) -> int:
 
 def visible_neuron_cores() -> int | None:
     """NeuronCores this process may use, from the runtime's env vars or the device files."""
-    visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
+    visible = var("NEURON_RT_VISIBLE_CORES", "").strip()
     if visible:
         try:
             return count_cores(visible)
         except ValueError:
             log.warning("cannot parse NEURON_RT_VISIBLE_CORES=%r", visible)
-    num = os.environ.get("NEURON_RT_NUM_CORES", "").strip()
+    num = var("NEURON_RT_NUM_CORES", "").strip()
     if num.isdigit() and int(num) > 0:  # 0 means "all" to the runtime
         return int(num)
     devices = glob.glob("/dev/neuron[0-9]*")
@@ -197,7 +198,7 @@ class NeuronEngine(Engine):
         if not cfg.artifact:
             raise EngineError(
                 "--engine neuron runs an exported artifact; export one with "
-                f"`python -m exporters --format neuron --model {cfg.model} "
+                f"`python -m harness.export --format neuron --model {cfg.model} "
                 f"--precision {cfg.precision}` and pass --artifact DIR"
             )
         import torch

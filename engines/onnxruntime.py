@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ConfigError, EngineError, MissingDependency
 from engines.artifact import verify
-from engines.base import PROVIDER_DEVICE, PROVIDERS, Engine, EngineOptions, option
-from engines.errors import ConfigError, EngineError, MissingDependency
+from engines.base import PROVIDER_DEVICE, PROVIDERS, Engine, VisionOptions, option
 from engines.models import TASKS
 from engines.vision import bucket_pixels, describe_buckets
 
@@ -35,7 +35,7 @@ _GRAPH_LEVELS = {
 
 
 @dataclass(frozen=True)
-class OnnxOptions(EngineOptions):
+class OnnxOptions(VisionOptions):
     provider: str | None = option(
         None,
         flag="--provider",
@@ -84,6 +84,7 @@ class OnnxEngine(Engine):
     devices = ("cpu", "cuda")
     artifact_format = "onnx"
     tasks = TASKS  # vision-embedding: per fixed image-size bucket
+    fixed_image_buckets = True
     requires = (("onnxruntime", "onnx"),)
     Options = OnnxOptions
 
@@ -120,7 +121,7 @@ class OnnxEngine(Engine):
             if not entries:
                 raise EngineError(
                     f"artifact {cfg.artifact} lists no image buckets; re-export it with "
-                    "python -m exporters --format onnx"
+                    "python -m harness.export --format onnx"
                 )
             for e in entries:
                 self._buckets[tuple(e["bucket"])] = ort.InferenceSession(
@@ -171,7 +172,7 @@ class OnnxEngine(Engine):
             w, h = bucket_pixels(gh, gw)
             raise EngineError(
                 f"no ONNX bucket for batch {key[0]} x {w}x{h} px (grid {gh}x{gw}); this artifact "
-                f"runs only {have}; export that bucket: python -m exporters --model "
+                f"runs only {have}; export that bucket: python -m harness.export --model "
                 f"{self.spec.name} --format onnx --image-buckets {key[0]}:{w}x{h}"
             )
         return key

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ConfigError, EngineError, require
 from engines.artifact import verify
 from engines.base import Engine, EngineOptions, option
-from engines.errors import ConfigError, EngineError, require
 
 IR_FILE = "model.xml"
 #: --precision -> the CPU plugin's INFERENCE_PRECISION_HINT (int8 models keep fp32 elsewhere)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.errors import ConfigError, EngineError
+from core.errors import ConfigError, EngineError
 from engines.models import ModelSpec
 
 # guards the lazy creation of each pipeline's unpadded tokenizer copy (see Pipeline.tokenize)

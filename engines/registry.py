@@ -6,8 +6,8 @@ import importlib
 from dataclasses import fields
 from typing import Any
 
+from core.errors import ConfigError
 from engines.base import Engine, EngineConfig
-from engines.errors import ConfigError
 
 ENGINES: dict[str, str] = {
     "eager": "engines.torch_eager:EagerEngine",
@@ -18,7 +18,7 @@ ENGINES: dict[str, str] = {
     "openvino": "engines.openvino:OpenVinoEngine",
     "trt": "engines.tensorrt:TensorRTEngine",
     "neuron": "engines.neuron:NeuronEngine",
-    "triton": "engines.triton.client:TritonEngine",
+    "triton": "engines.triton.remote:TritonEngine",
 }
 
 

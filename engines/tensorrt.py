@@ -1,4 +1,4 @@
-"""TensorRT engine: runs an FP16 plan exported by `python -m exporters --format trt`.
+"""TensorRT engine: runs an FP16 plan exported by `python -m harness.export --format trt`.
 
 A plan is tied to the GPU model and TensorRT version that built it, so the manifest records
 both and a plan built elsewhere is refused with the rebuild command instead of failing inside
@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import EngineError, HardwareMismatch, MissingDependency
 from engines.artifact import ArtifactError, verify
 from engines.base import Engine
-from engines.errors import EngineError, HardwareMismatch, MissingDependency
 
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "model.plan"
-EXPORT_HINT = "python -m exporters --format trt --precision fp16"
+EXPORT_HINT = "python -m harness.export --format trt --precision fp16"
 
 
 def import_tensorrt() -> Any:

@@ -8,14 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import HardwareMismatch
 from engines.artifact import verify
-from engines.base import COMPILE_MODES, Engine, EngineOptions, option
-from engines.errors import HardwareMismatch
+from engines.base import COMPILE_MODES, Engine, VisionOptions, option
 from engines.torch_eager import EagerEngine
 
 
 @dataclass(frozen=True)
-class CompileOptions(EngineOptions):
+class CompileOptions(VisionOptions):
+    """The compile mode, and the vision options (compile runs vision models as eager does)."""
+
     compile_mode: str = option(
         "default", flag="--compile-mode", help="compile engine: mode", choices=COMPILE_MODES
     )
@@ -42,7 +44,7 @@ class CompileEngine(EagerEngine):
 
 
 class AotiEngine(Engine):
-    """Loads an AOTInductor package written by `python -m exporters --format aoti`."""
+    """Loads an AOTInductor package written by `python -m harness.export --format aoti`."""
 
     devices = ("cpu", "cuda")
     artifact_format = "aoti"

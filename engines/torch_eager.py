@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import Engine, EngineOptions, option
-from engines.errors import EngineError, HardwareMismatch, MissingDependency
+from core.errors import EngineError, HardwareMismatch, MissingDependency
+from engines.base import Engine, VisionOptions, option
 from engines.models import TASKS, load_model
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -17,7 +17,7 @@ TOKEN_LAYOUTS = ("padded", "packed")
 
 
 @dataclass(frozen=True)
-class EagerOptions(EngineOptions):
+class EagerOptions(VisionOptions):
     token_layout: str = option(
         "padded",
         flag="--token-layout",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engines.errors import EngineError
+from core.errors import EngineError
 
 FAMILIES = ("bert", "distilbert")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.errors import ConfigError
+from core.errors import ConfigError
 from engines.models.specs import ModelSpec
 from engines.models.tokenizers import MERGE_SIZE, PATCH_SIZE, PixelBudget, pil, smart_resize
 from engines.pipeline import Batch, Prediction, to_numpy
@@ -161,10 +161,6 @@ def encode_png(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
-
-
-def data_uri(raw: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64," + base64.b64encode(raw).decode("ascii")
 
 
 # --------------------------------------------------------------------------- processor

@@ -11,11 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.errors import BillionbenchError, ConfigError
 from engines.artifact import MANIFEST, ArtifactError, Manifest, verify, write_manifest
 from engines.base import fields_from
-from engines.errors import BillionbenchError, ConfigError
 from engines.models import load_model, load_tokenizer
-from engines.registry import create_engine
+from engines.registry import create_engine, engine_class
 from engines.vision import budget_for_buckets
 from exporters.base import ExportConfig, exporter_class
 from exporters.parity import bucket_shapes, compare, eager_reference
@@ -184,6 +184,7 @@ def run_parity(
         device=cfg.device,
         artifact=str(artifact),
         variant=cfg.variant,
+        options=engine_class(engine_name).Options.from_values(extra),
     )
     try:
         with create_engine(ref_cfg) as ref, create_engine(cand_cfg) as cand:

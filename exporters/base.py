@@ -7,12 +7,12 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from core.config import arg
+from core.errors import ConfigError
 from engines.artifact import Manifest
 from engines.base import PRECISIONS
-from engines.config import arg
-from engines.errors import ConfigError
 from engines.models import TRUST_REMOTE_CODE, WEIGHTS, ModelSpec, get_spec
 from engines.registry import engine_class
 from engines.vision import PixelBudget, check_bucket, image_grid
@@ -195,6 +195,22 @@ class Exporter(ABC):
         holds them all.
         """
         return None
+
+
+@runtime_checkable
+class TakesSettings(Protocol):
+    """An exporter with settings of its own beyond ExportConfig (Triton's serving settings):
+    `harness.export` adds their flags and builds the exporter from them."""
+
+    @classmethod
+    def settings(cls) -> type:
+        """The settings dataclass; its `core.config.arg` fields are the flags."""
+        ...
+
+    @classmethod
+    def configured(cls, settings: Any, cfg: ExportConfig) -> tuple[Exporter, ExportConfig]:
+        """The exporter with these settings, and `cfg` as they change it (variant, out)."""
+        ...
 
 
 def holds_buckets(m: Manifest, buckets) -> bool:

@@ -7,9 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError
 from engines import neuron as neuron_engine
 from engines.artifact import Manifest
-from engines.errors import ConfigError
 from engines.neuron import bucket_file, package_version
 from exporters.base import ExportConfig, Exporter, ExportInfo
 from exporters.wrap import output_name, wrap

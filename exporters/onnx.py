@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from engines import contract
-from engines.errors import ConfigError, EngineError, MissingDependency
+from core import contract
+from core.errors import ConfigError, EngineError, MissingDependency
 from engines.models import ModelSpec
 from engines.vision import (
     VisionPipeline,

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engines.errors import ConfigError, EngineError, require
+from core.errors import ConfigError, EngineError, require
 from exporters.base import ExportConfig, Exporter, ExportInfo
 from exporters.calibration import calibration_batches, calibration_record, ffn_down_pattern
 from exporters.wrap import INPUT_NAMES, example_inputs, output_name, wrap

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import Engine, EngineConfig
+from engines.registry import engine_class
 from engines.textgen import texts_with_token_counts
 from engines.vision import bucket_pixels, encode_png, synthetic_page
 from exporters.base import PARITY_SHAPES
@@ -28,9 +29,10 @@ THRESHOLDS = {
 }
 
 
-def eager_reference(cfg: Any, **extra: Any) -> EngineConfig:
+def eager_reference(cfg: Any, **options: Any) -> EngineConfig:
     """Eager fp32 on the CPU, for the model and weights of `cfg` (an export's or an engine's
-    config): what every artifact is compared with."""
+    config): what every artifact is compared with. `options`: the eager engine's own (a
+    vision resize budget)."""
     return EngineConfig(
         engine="eager",
         model=cfg.model,
@@ -40,7 +42,7 @@ def eager_reference(cfg: Any, **extra: Any) -> EngineConfig:
         device="cpu",
         trust_remote_code=cfg.trust_remote_code,
         max_seq_len=getattr(cfg, "max_seq_len", None),
-        **extra,
+        options=engine_class("eager").Options(**options),
     )
 
 

@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError, EngineError, HardwareMismatch
 from engines.artifact import Manifest
-from engines.errors import ConfigError, EngineError, HardwareMismatch
 from engines.tensorrt import (
     PLAN_FILE,
     capturing_logger,

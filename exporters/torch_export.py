@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engines.errors import EngineError, HardwareMismatch
+from core.errors import EngineError, HardwareMismatch
 from exporters.base import ExportConfig, Exporter, ExportInfo
 from exporters.wrap import INPUT_NAMES, example_inputs, output_name, wrap
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engines import contract
-from engines.config import arg, check_choices
-from engines.errors import ConfigError, MissingDependency
+from core import contract
+from core.config import arg, check_choices
+from core.errors import ConfigError, MissingDependency
 from engines.models import ModelSpec
 from exporters.api import artifact_dir, ensure_artifact
 from exporters.base import PARITY_SHAPES, ExportConfig, Exporter, ExportInfo
@@ -292,7 +292,9 @@ def read_config(path: str | Path) -> Any:
     if path.is_dir():
         path = path / "config.pbtxt"
     if not path.exists():
-        raise ConfigError(f"{path} does not exist; write the repository with python -m exporters")
+        raise ConfigError(
+            f"{path} does not exist; write the repository with python -m harness.export"
+        )
     return parse_config(path.read_text(), str(path))
 
 
@@ -331,7 +333,7 @@ def _readme(repo: Path, spec: ModelSpec, opts: TritonOptions) -> str:
     needs_pkg += ", encoder)" if opts.backend == "python" else ")"
     return f"""# Triton model repository: {spec.name} ({opts.backend} encoder)
 
-Written by `python -m exporters --format triton --backend {opts.backend}`. Clients send raw
+Written by `python -m harness.export --format triton --backend {opts.backend}`. Clients send raw
 strings to the ensemble `{spec.name}` (input `TEXT`, BYTES, shape [n, 1]) and get
 {", ".join(n for n, _, _ in _outputs(spec))} back.
 
@@ -344,7 +346,7 @@ strings to the ensemble `{spec.name}` (input `TEXT`, BYTES, shape [n, 1]) and ge
 
 Serve it here (bundled tritonserver from nvidia-pytriton, loopback only):
 
-    python -m engines.tritonserver serve {repo}
+    python -m harness.tools serve-triton {repo}
 
 Serve it with the NGC container ({needs_pkg} import billionbench, so install it there):
 
@@ -379,6 +381,19 @@ class TritonExporter(Exporter):
 
     def __init__(self, options: TritonOptions | None = None):
         self.options = options
+
+    # -- exporters.base.TakesSettings: harness.export's --backend, --instances, ... ----------
+    @classmethod
+    def settings(cls) -> type[TritonOptions]:
+        return TritonOptions
+
+    @classmethod
+    def configured(
+        cls, settings: TritonOptions, cfg: ExportConfig
+    ) -> tuple[TritonExporter, ExportConfig]:
+        """The CLI's serving settings; the default out is model_repository/<name>-<backend>."""
+        out = cfg.out or f"model_repository/{cfg.spec.name}-{settings.backend}"
+        return cls(settings), replace(cfg, variant=settings.backend, out=out)
 
     def opts(self, cfg: ExportConfig) -> TritonOptions:
         # the harness's default repository must take its biggest batch in one request

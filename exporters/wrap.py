@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engines import contract
+from core import contract
 
 INPUT_NAMES = list(contract.TEXT_MODEL_INPUTS)
 

@@ -1,18 +1,24 @@
-"""What the commands share: one-line errors, logging, consoles and exit codes.
+"""What the commands share: parsers, the flag glue, one-line errors, logging, consoles, exit codes.
 
-The flags themselves are typed configs (`harness.config`); each command builds its parser from
-them beside its own `main`.
+The flags themselves are typed configs (`core.config.arg` fields); `add_config` gives a parser
+one flag per field and `core.config.config_from` builds the config back. A flag's old name
+still works for one release: `renamed(ns)` lists the ones a run used, for the command to say so
+once at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any
 
-from engines.errors import BillionbenchError
+from core.config import _SIMPLE, _base, _hints, _is_list, _nested, flag_of
+from core.errors import BillionbenchError, ConfigError
 
 log = logging.getLogger("billionbench")
 
@@ -81,8 +87,6 @@ def _interrupt(signum, frame) -> None:
 def command_main(parser: argparse.ArgumentParser, body, argv: list[str] | None) -> int:
     """A benchmark command's main: parse, then body(flags, console) under `run_command`, saying
     at the end which old flag names the run used."""
-    from engines.config import renamed
-
     ns = parser.parse_args(argv)
     return run_command(
         lambda console: body(ns, console),
@@ -127,3 +131,127 @@ def run_command(
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# the flag glue
+
+_RENAMED = "_bb_renamed"  # Namespace attribute: [(old flag, new flag)] a run used
+
+
+class _Store(argparse.Action):
+    """argparse's store (or store_const), remembering when an old flag name was used."""
+
+    def __init__(self, option_strings, dest, new: str = "", old=(), const=None, display=None, **kw):
+        self.new, self.old, self.display = new, tuple(old), display
+        if const is not None:
+            kw["nargs"] = 0
+        super().__init__(option_strings, dest, const=const, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        if option_string in self.old:
+            getattr(namespace, _RENAMED, None) or setattr(namespace, _RENAMED, [])
+            getattr(namespace, _RENAMED).append((option_string, self.new))
+
+
+def add_config(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    title: str | None = None,
+    *,
+    only: tuple[str, ...] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """One flag per field of `cls` (fields with `cli=False` have none; a nested config field
+    adds its own group). A dest the parser already has is skipped, so two configs that share a
+    field (`--inputs-per-request`) share its flag; `only` limits the fields, `defaults` overrides
+    the shown default."""
+    seen: set[str] = parser.__dict__.setdefault("_bb_dests", set())
+    group = parser.add_argument_group(title) if title else parser
+    hints = _hints(cls)
+    for f in fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        nested = _nested(hints[f.name])
+        if nested is not None:
+            add_config(parser, nested, f.metadata.get("help"))
+            continue
+        if not f.metadata.get("cli", False) or f.name in seen:
+            continue
+        seen.add(f.name)
+        given = defaults or {}
+        required = f.name not in given and _default(f) is _REQUIRED
+        default = given.get(f.name, None if required else _default(f))
+        _add_flag(group, f, _base(hints[f.name]), default, required)
+
+
+_REQUIRED = object()  # a field with no default: its flag must be given
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _REQUIRED
+
+
+def _add_flag(group, f: dataclasses.Field, tp: Any, default: Any, required: bool) -> None:
+    m = f.metadata
+    flag, old = flag_of(f), m.get("aliases", ())
+    names = (m["short"], flag) if m.get("short") else (flag,)
+    help_ = m["help"]
+    if old:
+        help_ += f" (old name {', '.join(old)}: works until the next release)"
+    kw: dict[str, Any] = dict(
+        dest=f.name, default=default, help=help_, new=flag, old=old, display=m.get("display")
+    )
+    if required:
+        kw["required"] = True
+    if tp is bool:
+        group.add_argument(*names, *old, action=_Store, const=True, **kw)
+        for neg in m.get("negate", ()):
+            group.add_argument(
+                neg, action="store_const", const=False, dest=f.name, help=f"turns {flag} off"
+            )
+        return
+    if m.get("repeat"):
+        group.add_argument(
+            *names,
+            action="append",
+            type=m["parse"],
+            default=[],
+            metavar=m.get("metavar"),
+            dest=f.name,
+            help=help_,
+        )
+        return
+    parse = m.get("parse") or _SIMPLE.get(tp)
+    if parse is None:
+        raise TypeError(f"{f.name}: give arg(parse=...) for type {tp!r}")
+    if m.get("parse"):
+        parse = flag_type(parse)
+    metavar = m.get("metavar") or ("N,N,..." if _is_list(tp) else None)
+    group.add_argument(
+        *names, *old, action=_Store, type=parse, choices=m.get("choices"), metavar=metavar, **kw
+    )
+
+
+def flag_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A flag parser whose ConfigError reaches the one-line error as it is (argparse would
+    say only "invalid value")."""
+
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    checked.__name__ = getattr(parse, "__name__", "value")
+    return checked
+
+
+def renamed(ns: argparse.Namespace) -> list[str]:
+    """One line per old flag name the run used."""
+    pairs = dict.fromkeys(getattr(ns, _RENAMED, None) or [])
+    return [f"{old} is now {new}; the old name works until the next release" for old, new in pairs]

@@ -1,7 +1,7 @@
 """The configs every benchmark command shares (target, executor, output), and flag types.
 
-Each is a frozen dataclass whose fields carry their flag (`engines.config.arg`); the commands
-turn them into flags and back with `engines.config.add_config` / `config_from`, and hand the
+Each is a frozen dataclass whose fields carry their flag (`core.config.arg`); the commands
+turn them into flags and back with `core.config.add_config` / `config_from`, and hand the
 typed values to scenarios, never a Namespace.
 """
 
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
-from engines.base import ATTENTIONS, PRECISIONS
-from engines.config import add_config, arg, choice_list, config_from, flag_of, positive_float
-from engines.errors import ConfigError
+from core.config import arg, choice_list, config_from, flag_of, positive_float
+from core.errors import ConfigError
+from engines.base import ATTENTIONS, PRECISIONS, VisionOptions
 from engines.models import DEFAULT_MODEL, MODELS, TASKS, TRUST_REMOTE_CODE, WEIGHTS
 from engines.registry import ENGINES, engine_class
+from harness.cli import add_config
 from serving.config import ServeConfig
 
 # --------------------------------------------------------------------------- flag types
@@ -102,18 +105,8 @@ class TargetConfig:
         parse=positive_float,
         help="override the profile's $/hr (recorded as the price source)",
     )
-    min_pixels: int | None = arg(
-        None, help="vision models: the image processor resizes up to at least this"
-    )
-    max_pixels: int | None = arg(
-        None,
-        help="vision models: the image processor resizes down to at most this (default "
-        "768*28*28: 768 visual tokens)",
-    )
-    max_image_pixels: int | None = arg(
-        None, help="vision models: refuse decoded images larger than this (default 40,000,000)"
-    )
-    #: every engine's own options by field name (flags generated from each engine's Options)
+    #: every engine's own options by field name (flags generated from each engine's Options;
+    #: the vision engines' VisionOptions among them: min_pixels, max_pixels, max_image_pixels)
     engine_options: Mapping[str, Any] = arg(help="", cli=False, default_factory=dict)
 
     @property
@@ -157,14 +150,10 @@ def add_target(parser: argparse.ArgumentParser) -> None:
         "engine": ("trust_remote_code", "engine", "precision", "attn", "threads", "variant"),
         "artifact": ("artifact", "artifacts_dir", "trust_artifact", "skip_parity"),
         "hardware and cost": ("hw", "price_per_hour"),
-        "vision models (--task vision-embedding)": (
-            "min_pixels",
-            "max_pixels",
-            "max_image_pixels",
-        ),
     }
     for title, names in groups.items():
         add_config(parser, TargetConfig, title, only=names)
+    add_config(parser, VisionOptions, "vision models (--task vision-embedding)")
     add_engine_options(parser)
 
 
@@ -262,6 +251,15 @@ class ServeCommandConfig:
     target: TargetConfig = arg(help="target", default_factory=TargetConfig)
     serve: ServeConfig = arg(help="server", default_factory=ServeConfig)
     verbose: bool = arg(False, flag="--verbose", short="-v", help="debug logging")
+
+
+#: the project's root: `python -m harness.serve` runs from here
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def serve_command(*argv: str) -> list[str]:
+    """The command line of our server, `python -m harness.serve ARGV` (for ServerProcess)."""
+    return [sys.executable, "-m", "harness.serve", *argv]
 
 
 def add_output(parser: argparse.ArgumentParser) -> None:

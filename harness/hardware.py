@@ -8,7 +8,7 @@ import platform
 import time
 from dataclasses import dataclass, field, replace
 
-from engines.errors import ConfigError, HardwareMismatch
+from core.errors import ConfigError, HardwareMismatch
 
 HF_PRICING = "Hugging Face Inference Endpoints pricing page"
 #: how a price is paid: list price by the hour, a 1- or 3-year commitment, or interruptible capacity

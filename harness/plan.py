@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from engines.config import positive_float, share
-from harness.cli import Parser, run_command
+from analysis.planner import FILTERS, HOURS_PER_MONTH, Demand, PlanError, make_plan, parse_rate
+from analysis.references import MARKER
+from core.config import positive_float, share
+from harness.cli import Parser, flag_type, run_command
 from harness.hardware import PRICE_BASES
-from harness.planning import FILTERS, HOURS_PER_MONTH, Demand, PlanError, make_plan, parse_rate
-from harness.references import MARKER
 
 
 def _rate(text: str) -> str:
@@ -60,7 +60,7 @@ def add_load_args(p: argparse.ArgumentParser, *, required: bool):
     g.add_argument("--peak", type=_peak, default=1.0, help="peak rate ÷ mean rate")
     g.add_argument(
         "--headroom",
-        type=share,
+        type=flag_type(share),
         default=0.2,
         help="share of each instance's measured throughput kept free at peak",
     )
@@ -92,8 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = add_load_args(p, required=True)
     lim = g.add_mutually_exclusive_group(required=True)
-    lim.add_argument("--p99-ms", type=positive_float, help="latency limit on each point's p99")
-    lim.add_argument("--p95-ms", type=positive_float, help="latency limit on each point's p95")
+    lim.add_argument(
+        "--p99-ms", type=flag_type(positive_float), help="latency limit on each point's p99"
+    )
+    lim.add_argument(
+        "--p95-ms", type=flag_type(positive_float), help="latency limit on each point's p95"
+    )
     g = p.add_argument_group("which rows")
     for flag in FILTERS:
         g.add_argument(f"--{flag}", default=None, help=f"only rows with this {flag} (a comma list)")
@@ -144,7 +148,7 @@ def print_plan(console, plan) -> None:
     from rich.markup import escape
     from rich.table import Table as RichTable
 
-    from harness.report.planview import deploy_lines, plan_tables
+    from analysis.planview import deploy_lines, plan_tables
 
     console.print(f"[bold]Plan[/] for {escape(plan.demand.describe())}", soft_wrap=True)
     files = (
@@ -179,8 +183,9 @@ def print_plan(console, plan) -> None:
 
 
 def run(args: argparse.Namespace, console) -> int:
-    from harness.report import charts_or_none, read_references, render
-    from harness.report.loading import load
+    from analysis import render
+    from analysis.frames import load
+    from analysis.reporting import charts_or_none, read_references
 
     demand = demand_from(args)
     df = load(args.results)

@@ -3,7 +3,7 @@
 The reference is the model's authors' stack in fp32: sentence-transformers for an embedding
 model (it applies the folder's own pooling and normalisation modules), transformers'
 AutoModelForSequenceClassification for a classifier. The endpoint is asked through the load
-generator's own protocol adapters (`harness.load`), in small concurrent batches, for an evenly
+generator's own protocol adapters (`loadgen`), in small concurrent batches, for an evenly
 spaced sample of the run's texts. Speed without correct answers is not a result: a row whose
 quality is under the gate is never ranked best.
 
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from engines.errors import ConfigError, MissingDependency
-from harness.load.client import Client, open_session, preflight
-from harness.load.loops import run_sync
-from harness.load.protocols import Parsed, Target
+from core.errors import ConfigError, MissingDependency
+from loadgen.client import Client, open_session, preflight
+from loadgen.loops import run_sync
+from loadgen.protocols import Parsed, Target
 
 # At least 200 of the run's texts (issue 21); 256 leaves room when a workload repeats texts.
 SAMPLE = 256
@@ -227,7 +227,7 @@ def reference_outputs(
 async def aendpoint_outputs(
     target: Target, texts: Sequence[str], *, batch_size: int = 8, concurrency: int = 4
 ) -> Parsed:
-    """The endpoint's answers for these texts, in order, through harness.load's protocol client:
+    """The endpoint's answers for these texts, in order, through loadgen's protocol client:
     `concurrency` requests of `batch_size` texts in flight, so its batching and padding run."""
     if batch_size < 1 or concurrency < 1:
         raise ConfigError(

@@ -17,9 +17,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from engines.errors import BillionbenchError
-from harness.costs import cost_columns
-from harness.sysinfo import git_sha, host_name, tool_versions
+from core.costs import cost_columns
+from core.errors import BillionbenchError
+from core.sysinfo import git_sha, host_name, tool_versions
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ _TRITON_SERVER = {
     "server_request_ms": FLOAT,
     "server_rss_mb": FLOAT,
 }
-# Energy of the timed window from the device's own counter (harness.energy); empty = not measured
+# Energy of the timed window from the device's own counter (core.energy); empty = not measured
 _ENERGY = {
     "energy_j_per_input": FLOAT,
     "kwh_per_1B": FLOAT,

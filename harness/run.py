@@ -12,7 +12,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from engines.config import config_from
+from core.config import config_from
 from harness import cli, runner
 from harness.config import (
     OutputConfig,
@@ -21,11 +21,11 @@ from harness.config import (
     executor_from,
     target_from,
 )
-from harness.executors import launch
+from harness.executors.ray_cluster import launcher
 from harness.scenarios.inprocess import InprocessConfig, InprocessScenario
-from harness.scenarios.perf_analyzer import PerfAnalyzerConfig, PerfAnalyzerScenario
-from harness.setup import load_setup
-from harness.workloads import WorkloadSpec
+from harness.scenarios.perf_analyzer_load import PerfAnalyzerConfig, PerfAnalyzerScenario
+from harness.target import load_setup
+from workloads import WorkloadSpec
 
 LOADS = ("inprocess", "perf_analyzer")
 
@@ -75,7 +75,8 @@ def _run(ns: argparse.Namespace, console) -> int:
     perf = config_from(PerfAnalyzerConfig, ns) if ns.load == "perf_analyzer" else None
     build = Build(config_from(WorkloadSpec, ns), config_from(InprocessConfig, ns), perf)
     target, output = target_from(ns), config_from(OutputConfig, ns)
-    return launch(build, target, executor_from(ns), output, console, "python -m harness.run")
+    executor = executor_from(ns)
+    return launcher(executor)(build, target, executor, output, console, "python -m harness.run")
 
 
 def main(argv: list[str] | None = None) -> int:

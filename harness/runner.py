@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.console_tables import best_row, print_rows, progress_bar
+from core.sysinfo import host_name
 from harness.results import ResultsStore, config_key
-from harness.sysinfo import host_name
-from harness.tables import best_row, print_rows, progress_bar
 
 log = logging.getLogger("billionbench")
 
@@ -324,7 +324,7 @@ def run(
     """Measure every point of every scenario's plan into `store` (held by the caller), then
     print each one's summary and the run's report. Several scenarios (a cluster's targets)
     run at once, each on its own thread."""
-    from harness.report import report_for_run
+    from analysis.reporting import report_for_run
 
     scenarios = [scenarios] if isinstance(scenarios, Scenario) else list(scenarios)
     executor = executor or LocalExecutor()
@@ -373,6 +373,12 @@ def run_command(output, console, title: str, build: Callable[[], tuple[list, Exe
         scenarios, executor = build()
         run(scenarios, store, console, executor)
     return 0
+
+
+def run_local(build, target, executor, output, console, title: str) -> int:
+    """`--executor local`: one target, measured in this process (`executor` is its config)."""
+    target.require_single()
+    return run_command(output, console, title, lambda: ([build(target, console)], LocalExecutor()))
 
 
 def stored_rows(store: ResultsStore) -> dict[str, dict[str, Any]]:

@@ -15,12 +15,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from engines.config import add_config, config_from, from_json
-from engines.errors import BillionbenchError, ConfigError
+from core.config import config_from, from_json
+from core.errors import BillionbenchError, ConfigError
 from engines.registry import create_engine
-from harness.cli import Parser, print_error, setup_logging
+from harness.cli import Parser, add_config, print_error, setup_logging
 from harness.config import ServeCommandConfig, add_target, target_from
-from harness.setup import prepare_artifact, resolve_setup
+from harness.target import prepare_artifact, resolve_setup
 from serving.batcher import DynamicBatcher
 from serving.config import ServeConfig
 from serving.grpc_server import GrpcPortBusy, start_grpc

@@ -14,8 +14,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from engines.config import config_from
-from engines.errors import ConfigError
+from core.config import config_from
+from core.errors import ConfigError
 from engines.registry import engine_class
 from harness import cli, runner
 from harness.config import (
@@ -26,16 +26,15 @@ from harness.config import (
     executor_from,
     target_from,
 )
-from harness.executors import launch
-from harness.executors.ray_cluster import connect, import_ray
-from harness.load.distributed import DistributedLoad
+from harness.executors.distributed_load import DistributedLoad
+from harness.executors.ray_cluster import connect, import_ray, launcher
 from harness.scenarios.http import CEILING_S, HttpConfig, HttpScenario
-from harness.scenarios.triton import TritonScenario, TritonSweepConfig
-from harness.setup import load_setup
-from harness.workloads import WorkloadSpec
+from harness.scenarios.triton_sweep import TritonScenario, TritonSweepConfig
+from harness.target import load_setup
 from serving.batcher import BatcherConfig
 from serving.config import ServeConfig
 from serving.server import ServerLimits
+from workloads import WorkloadSpec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +61,9 @@ class Build:
 
     def __call__(self, target: TargetConfig, console) -> runner.Scenario:
         setup = load_setup(target, self.workload)
-        # how to sweep an engine follows the kind of server it is a client of (None: ours)
-        if setup.engine_cls.remote_server == "triton":
+        # how to sweep an engine follows the server it is a client of (None: ours)
+        server = setup.engine_cls.remote_server
+        if server is not None and server.config_sweep:
             return TritonScenario(self.triton, setup, console, out_dir=self.out_dir)
         return HttpScenario(
             self.http, setup, console, serve=self.serve, out_dir=self.out_dir, load=self.load
@@ -82,7 +82,7 @@ def _sweep(ns: argparse.Namespace, console) -> int:
     )
     if build.http.load_workers is not None:
         return _distributed_load(build, target, executor, output, console)
-    return launch(build, target, executor, output, console, "python -m harness.sweep")
+    return launcher(executor)(build, target, executor, output, console, "python -m harness.sweep")
 
 
 def _distributed_load(
@@ -108,7 +108,7 @@ def _distributed_load(
         load = DistributedLoad(ray, http.load_workers, ceiling_s=ceiling_s, console=console)
         local = ExecutorConfig(executor="local")
         build = Build(**{**build.__dict__, "load": load})
-        return launch(build, target, local, output, console, "python -m harness.sweep")
+        return launcher(local)(build, target, local, output, console, "python -m harness.sweep")
     finally:
         if started:
             ray.shutdown()

@@ -25,11 +25,11 @@ OUT = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "results" / "cpu-ray")
 
 SWEEP = [
     "--task", "classification", "--model", "distilbert-sentiment", "--weights", "random",
-    "--engine", "eager", "--hw", "cpu", "--batch-sizes", "1,8,32", "--duration", "10",
+    "--engine", "eager", "--hw", "cpu", "--inputs-per-request", "1,8,32", "--duration", "10",
 ]  # fmt: skip
 LOAD = [
     "--model", "distilbert-sentiment-tiny", "--weights", "random", "--dataset", "synthetic",
-    "--num-samples", "256", "--batch-sizes", "8", "--vus-start", "16", "--vus-max", "16",
+    "--num-samples", "256", "--max-batch-sizes", "8", "--vus-start", "16", "--vus-max", "16",
     "--repeats", "3", "--iterations", "100000", "--max-duration", "10",
 ]  # fmt: skip
 
@@ -58,11 +58,14 @@ def load_workers() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from engines.processes.serve import ServerProcess
+    from core.processes.bench_server import ServerProcess
     from harness import sweep
+    from harness.config import serve_command
 
     server = ServerProcess(
-        ["--engine", "eager", "--model", "distilbert-sentiment-tiny", "--weights", "random"],
+        serve_command(
+            "--engine", "eager", "--model", "distilbert-sentiment-tiny", "--weights", "random"
+        ),
         18777,
         OUT / "logs" / "serve-tiny.log",
     )

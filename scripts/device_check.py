@@ -355,7 +355,7 @@ def stage_eager(ctx: Ctx) -> Verdict:
     for task, model in (("classification", ctx.cls_model), ("embedding", ctx.emb_model)):
         for precision in ctx.precisions:
             args = ["--task", task, "--model", model, "--engine", "eager"]
-            args += ["--precision", precision, "--batch-sizes", "1,8,32,128", *run_args(ctx)]
+            args += ["--precision", precision, "--inputs-per-request", "1,8,32,128", *run_args(ctx)]
             rows, err = bench(ctx, "harness.run", args, f"eager-{model}-{precision}")
             rows_all += rows
             if err:
@@ -377,7 +377,7 @@ def stage_flash(ctx: Ctx) -> Verdict:
     if cc < 8.0:
         return Verdict("skipped", f"flash-attention-2 needs compute capability >= 8.0; got {cc}")
     args = ["--task", "embedding", "--model", ctx.emb_model, "--engine", "eager"]
-    args += ["--precision", "bf16", "--batch-sizes", "32,128", *run_args(ctx)]
+    args += ["--precision", "bf16", "--inputs-per-request", "32,128", *run_args(ctx)]
     parts, errors = [], []
     for attn in ("sdpa", "flash_attention_2"):
         rows, err = bench(ctx, "harness.run", [*args, "--attn", attn], f"attn-{attn}")
@@ -394,7 +394,7 @@ def stage_compile(ctx: Ctx) -> Verdict:
     parts, errors = [], []
     for mode in modes:
         args = ["--task", "classification", "--model", ctx.cls_model, "--engine", "compile"]
-        args += ["--compile-mode", mode, "--precision", ctx.half, "--batch-sizes", "32"]
+        args += ["--compile-mode", mode, "--precision", ctx.half, "--inputs-per-request", "32"]
         rows, err = bench(ctx, "harness.run", [*args, *run_args(ctx)], f"compile-{mode}")
         if err:
             errors.append(f"{mode}: {err}")
@@ -410,7 +410,7 @@ def stage_compile(ctx: Ctx) -> Verdict:
 def stage_aoti(ctx: Ctx) -> Verdict:
     """AOTInductor export for CUDA, its parity gate, and a run of the package."""
     args = ["--task", "classification", "--model", ctx.cls_model, "--engine", "aoti"]
-    args += ["--precision", ctx.half, "--batch-sizes", "32", *run_args(ctx)]
+    args += ["--precision", ctx.half, "--inputs-per-request", "32", *run_args(ctx)]
     rows, err = bench(ctx, "harness.run", args, "aoti")
     parts = [
         f"{throughput([r])}, export {engine_info(r, 'compile_seconds')} s, "
@@ -442,7 +442,7 @@ def stage_onnx(ctx: Ctx) -> Verdict:
     parts, errors = [], []
     for name, engine in runs:
         args = ["--task", "classification", "--model", ctx.cls_model, *engine]
-        args += ["--precision", "fp16", "--batch-sizes", "32", *run_args(ctx)]
+        args += ["--precision", "fp16", "--inputs-per-request", "32", *run_args(ctx)]
         rows, err = bench(ctx, "harness.run", args, name)
         if err:
             errors.append(f"{name}: {err}")
@@ -456,7 +456,7 @@ def stage_varlen(ctx: Ctx) -> Verdict:
     parts, errors = [], []
     for layout in ("padded", "packed"):
         args = ["--task", "classification", "--model", ctx.cls_model, "--engine", "eager"]
-        args += ["--precision", ctx.half, "--batch-sizes", "32", "--token-layout", layout]
+        args += ["--precision", ctx.half, "--inputs-per-request", "32", "--token-layout", layout]
         rows, err = bench(ctx, "harness.run", [*args, *run_args(ctx)], f"layout-{layout}")
         if err:
             errors.append(f"{layout}: {err}")
@@ -470,15 +470,15 @@ def stage_http(ctx: Ctx) -> Verdict:
     args = ["--task", "classification", "--model", ctx.cls_model, "--engine", "eager"]
     args += ["--precision", ctx.half, "--inputs-per-request", "8", "--repeats", "1"]
     if ctx.smoke:  # one server start: each costs a model load on a slow CPU
-        args += ["--batch-sizes", "32", "--vus-max", "8", "--iterations", "20"]
+        args += ["--max-batch-sizes", "32", "--vus-max", "8", "--iterations", "20"]
         args += ["--max-duration", "0.3"]
     else:
-        args += ["--batch-sizes", "32,128", "--vus-max", "64", "--iterations", "100"]
+        args += ["--max-batch-sizes", "32,128", "--vus-max", "64", "--iterations", "100"]
         args += ["--max-duration", "1.5"]
     rows, err = bench(ctx, "harness.sweep", args, "http")
     parts = []
-    for server_batch in sorted({r.get("server_batch_size") for r in rows}):
-        mine = [r for r in rows if r.get("server_batch_size") == server_batch]
+    for server_batch in sorted({r.get("max_batch_size") for r in rows}):
+        mine = [r for r in rows if r.get("max_batch_size") == server_batch]
         best = max(mine, key=lambda r: num(r, "throughput_req_per_sec") or 0)
         parts.append(
             f"server b{server_batch}: best {num(best, 'throughput_req_per_sec') or 0:,.0f} "

@@ -23,7 +23,7 @@ done
 # TensorRT builds a plan only on the GPU it will run on, so the exporter refuses the tensorrt
 # backend here. Write everything it writes around the plan: the same export with the encoder
 # step left out. On a GPU host the full repository (with 1/model.plan) comes from:
-#   python -m exporters --model distilbert-sentiment-tiny --weights random --format triton \
+#   python -m harness.export --model distilbert-sentiment-tiny --weights random --format triton \
 #     --backend tensorrt --device cuda --out model_repository/distilbert-sentiment-tiny-tensorrt
 "$PY" - "$model" <<'EOF'
 import sys

@@ -23,13 +23,14 @@ import logging
 import sys
 from pathlib import Path
 
-from engines.config import add_config, config_from
-from engines.errors import BillionbenchError
+from core.config import config_from
+from core.errors import BillionbenchError
 from engines.models import get_spec, load_tokenizer
 from harness import quality
-from harness.load import Target
+from harness.cli import add_config
 from harness.results import ResultsStore
-from harness.workloads import WorkloadSpec, load_workload
+from loadgen import Target
+from workloads import WorkloadSpec, load_workload
 
 log = logging.getLogger("billionbench")
 

@@ -38,12 +38,12 @@ def kind(name: str) -> str:
 def main() -> int:
     import torch
 
+    from core.config import config_from
     from engines import create_engine
-    from engines.config import config_from
     from harness import run
     from harness.config import target_from
-    from harness.setup import load_setup
-    from harness.workloads import WorkloadSpec
+    from harness.target import load_setup
+    from workloads import WorkloadSpec
 
     argv = sys.argv[1:]
     batch, calls = 8, 20

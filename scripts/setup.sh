@@ -24,13 +24,13 @@ spec="."
 pip install --quiet -e "$spec"
 # The test and triton extras also get a real tritonserver (python backend, CPU) and
 # perf_analyzer. nvidia-pytriton pins numpy<2, which would break pandas, so it goes in without
-# its dependencies; `engines.tritonserver prepare` then gives its python stub NumPy 1.x on the side.
+# its dependencies; `harness.tools prepare` then gives its python stub NumPy 1.x on the side.
 case ",$extras," in
   *,test,*|*,triton,*)
     if [ "$(uname -m)" = "x86_64" ] && [ "${BILLIONBENCH_NO_TRITONSERVER:-0}" != "1" ]; then
       pip install --quiet --no-deps "nvidia-pytriton==0.7.0"
-      python -m engines.tritonserver prepare
-      python -m harness.perf_analyzer prepare || echo "perf_analyzer not prepared (optional)"
+      python -m harness.tools prepare tritonserver
+      python -m harness.tools prepare perf_analyzer || echo "perf_analyzer not prepared (optional)"
     fi
     ;;
 esac

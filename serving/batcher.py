@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from core.config import arg
+from core.errors import BillionbenchError, ConfigError, EngineError
+from core.measure import Latency
 from engines.base import Engine
-from engines.config import arg
-from engines.errors import BillionbenchError, ConfigError, EngineError
-from engines.measure import Latency
 from engines.pipeline import Batch, Prediction
 from serving import cpu
 from serving.policy import (

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engines import contract
-from engines.errors import ConfigError
+from core import contract
+from core.errors import ConfigError
 from engines.pipeline import Prediction
 from engines.vision import ImageError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engines.config import arg
-from engines.errors import ConfigError
+from core.config import arg
+from core.errors import ConfigError
 from serving.batcher import BatcherConfig
 from serving.server import ServerLimits
 

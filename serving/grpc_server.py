@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from engines import contract
-from engines.errors import MissingDependency
+from core import contract
+from core.errors import MissingDependency
 from serving.codecs import HttpError
 from serving.kserve import encode_bytes
 from serving.triton_api import EXTENSIONS, input_metadata, repository_index

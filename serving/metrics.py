@@ -12,21 +12,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from core.contract import (  # the names a scraper reads back: one spelling each
+    FORWARD_CPU_SECONDS,
+    NONFORWARD_CPU_SECONDS,
+    PADDED_TOKENS,
+    USEFUL_TOKENS,
+    total,
+)
 from serving import cpu
 from serving.batcher import BatcherStats
-
-# the names a scraper reads back (harness.sweep's padding and CPU columns): one spelling each.
-# prometheus_client adds `_total` to a counter's samples: `total()` gives that sample's name.
-USEFUL_TOKENS = "bb_useful_tokens"
-PADDED_TOKENS = "bb_padded_tokens"
-FORWARD_CPU_SECONDS = "bb_forward_cpu_seconds"
-NONFORWARD_CPU_SECONDS = "bb_nonforward_cpu_seconds"
-
-
-def total(counter: str) -> str:
-    """The sample name of a counter in the text exposition."""
-    return f"{counter}_total"
-
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from engines import contract
+from core import contract
+from core.config import arg, at_least
+from core.errors import BillionbenchError, ConfigError
 from engines.base import Engine
-from engines.config import arg, at_least
-from engines.errors import BillionbenchError, ConfigError
 from engines.pipeline import InputTooLong, Prediction
 from serving import cpu
 from serving.batcher import BatcherStopped, DynamicBatcher, QueueFull

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any
 
-from engines import contract
+from core import contract
 
 # what the server metadata announces; perf_analyzer reads server-side stats only when
 # "statistics" is listed

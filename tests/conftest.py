@@ -36,8 +36,8 @@ def _importable(*modules: str) -> bool:
 
 def _triton_missing() -> str | None:
     """Why no tritonserver can run here (naming the package), or None when one can."""
-    from engines.errors import BillionbenchError
-    from engines.processes.tritonserver import find_installation
+    from core.errors import BillionbenchError
+    from core.processes.tritonserver import find_installation
 
     try:
         find_installation()
@@ -48,8 +48,8 @@ def _triton_missing() -> str | None:
 
 def _perf_analyzer_missing() -> str | None:
     """Why perf_analyzer cannot run here (with the command that prepares it), or None."""
-    from engines.errors import BillionbenchError
-    from engines.processes.perf_analyzer import find_binary, version
+    from core.errors import BillionbenchError
+    from core.processes.perf_analyzer import find_binary, version
 
     try:
         version(*find_binary())
@@ -180,6 +180,12 @@ GATES: dict[str, Gate] = {
         "a k6 binary on PATH",
         lambda: shutil.which("k6") is not None,
         "k6 binary not on PATH; the generated script is not run by k6",
+    ),
+    "full_smoke": Gate(
+        "BILLIONBENCH_FULL_SMOKE=1 (the whole device-check smoke, about 3 minutes)",
+        lambda: os.environ.get("BILLIONBENCH_FULL_SMOKE") == "1",
+        "the whole device-check smoke runs only when asked: BILLIONBENCH_FULL_SMOKE=1 "
+        "(tests/test_device_check.py checks every stage in process without it)",
     ),
     "node": Gate(
         "node on PATH",

@@ -6,7 +6,7 @@ import asyncio
 import socket
 import threading
 
-from engines.net import free_port
+from core.net import free_port
 
 
 class ServerThread:

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from helpers import ServerThread
 
+from core.errors import ConfigError, EngineError
+from core.net import free_port
 from engines import create_engine
-from engines.errors import ConfigError, EngineError
 from engines.models import MODELS, get_spec, load_tokenizer
 from engines.models.flops import encoder_flops
-from engines.net import free_port
 from engines.registry import engine_config
 
 TEXTS = ["the delivery was slow", "excellent value for money, would buy again", "ok"]
@@ -319,7 +319,7 @@ def test_harness_run_takes_a_folder_without_task(st_folder, tmp_path, capsys):
     argv = [
         "--model",
         str(st_folder),
-        "--batch-sizes",
+        "--inputs-per-request",
         "2",
         "--duration",
         "0.2",
@@ -340,7 +340,7 @@ def test_harness_run_takes_a_folder_without_task(st_folder, tmp_path, capsys):
 def test_model_path_alone_is_an_alias_for_model(clf_folder, tmp_path, capsys):
     from harness.run import main
 
-    argv = ["--model-path", str(clf_folder), "--batch-sizes", "1", "--duration", "0.2"]
+    argv = ["--model-path", str(clf_folder), "--inputs-per-request", "1", "--duration", "0.2"]
     argv += ["--min-calls", "2", "--num-samples", "8", "--dataset", "synthetic"]
     assert main([*argv, "--output-dir", str(tmp_path)]) == 0, capsys.readouterr()
     row = pd.read_csv(tmp_path / "results.csv").iloc[-1]

@@ -12,22 +12,33 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ROOMS = ("engines", "serving", "exporters", "harness")
-# which rooms each room must never import (harness may import all of them)
+ROOMS = ("core", "engines", "serving", "exporters", "workloads", "loadgen", "analysis", "harness")
+# which rooms each room must never import (harness may import all of them); the rooms stack
+# core < engines < serving, exporters, workloads < loadgen < analysis < harness
 FORBIDDEN = {
-    "engines": ("serving", "exporters", "harness"),
-    "serving": ("exporters", "harness"),
-    "exporters": ("serving", "harness"),
+    "core": ("engines", "serving", "exporters", "workloads", "loadgen", "analysis", "harness"),
+    "engines": ("serving", "exporters", "workloads", "loadgen", "analysis", "harness"),
+    "serving": ("exporters", "workloads", "loadgen", "analysis", "harness"),
+    "exporters": ("serving", "workloads", "loadgen", "analysis", "harness"),
+    "workloads": ("serving", "exporters", "loadgen", "analysis", "harness"),
+    "loadgen": ("engines", "serving", "exporters", "analysis", "harness"),
+    "analysis": ("loadgen", "serving", "workloads"),
 }
+#: the only harness modules analysis reads (rows, hardware profiles): never the runner,
+#: scenarios, executors or the load generator
+ANALYSIS_READS = {"harness", "harness.results", "harness.hardware"}
 COMMANDS = {
     "harness.run",
     "harness.sweep",
     "harness.serve",
-    "harness.perf_analyzer",
+    "harness.tools",
     "harness.plan",
-    "harness.report.__main__",
-    "exporters.__main__",
+    "harness.report",
+    "harness.export",
 }
+#: module stems that may repeat: each package's own, and engines/ + exporters/ per runtime
+SHARED_STEMS = {"__init__", "__main__", "base", "config", "api"}
+RUNTIME_PAIRS = {"onnx", "openvino", "tensorrt", "neuron", "triton"}
 
 
 def module_name(path: Path) -> str:
@@ -117,7 +128,9 @@ def is_command(module: str) -> bool:
 
 def test_the_graph_sees_the_project():
     graph = import_graph()
-    assert {"engines.base", "engines.models", "exporters.api", "harness.run"} <= set(graph)
+    assert {"engines.base", "engines.models", "exporters.api", "harness.run", "core.errors"} <= set(
+        graph
+    )
     assert "engines.models" in graph["engines.base"]
     # a function-level import counts: the Triton exporter loads the ensemble's inner artifact
     assert "exporters.api" in graph["exporters.triton"]
@@ -136,6 +149,113 @@ def test_rooms_import_one_way():
         if room(t) in FORBIDDEN.get(room(m), ())
     ]
     assert not bad, "imports against the room order: " + ", ".join(bad)
+
+
+def test_analysis_reads_rows_only():
+    bad = [
+        f"{m} -> {t}"
+        for m, targets in import_graph().items()
+        if room(m) == "analysis"
+        for t in sorted(targets)
+        if room(t) == "harness" and t not in ANALYSIS_READS
+    ]
+    assert not bad, "analysis imports harness beyond rows and hardware: " + ", ".join(bad)
+
+
+def _sources(*rooms: str):
+    for module, path in project_modules().items():
+        if room(module) in rooms:
+            yield module, path, path.read_text()
+
+
+def _imported_names(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_core_and_engines_parse_no_flags_and_start_no_command():
+    """No argparse below the commands, and no process started by a command's module name
+    (the harness hands core the command line)."""
+    command_names = COMMANDS | {c.rsplit(".", 1)[0] for c in COMMANDS if c.endswith("__main__")}
+    bad = []
+    for module, _, source in _sources("core", "engines"):
+        if "argparse" in _imported_names(source):
+            bad.append(f"{module} imports argparse")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Constant) and node.value in command_names:
+                bad.append(f"{module} names the command {node.value!r}")
+    assert not bad, "; ".join(bad)
+
+
+def test_only_the_process_room_starts_processes():
+    bad = [
+        module
+        for module, _, source in _sources(*ROOMS)
+        if "subprocess" in source and not module.startswith("core.processes")
+    ]
+    assert not bad, "subprocess outside core/processes: " + ", ".join(bad)
+
+
+def test_the_environment_is_read_in_one_place():
+    bad = [
+        module
+        for module, _, source in _sources(*ROOMS)
+        if ("os.environ" in source or "getenv" in source) and module != "core.environment"
+    ]
+    assert not bad, "the environment read outside core.environment: " + ", ".join(bad)
+
+
+def test_module_stems_are_unique():
+    by_stem: dict[str, list[str]] = {}
+    for module, path in project_modules().items():
+        stem = path.stem
+        if stem in SHARED_STEMS:
+            continue
+        if stem in RUNTIME_PAIRS and room(module) in ("engines", "exporters"):
+            stem = f"{room(module)}:{stem}"
+        by_stem.setdefault(stem, []).append(module)
+    repeated = {s: ms for s, ms in by_stem.items() if len(ms) > 1}
+    assert not repeated, f"module stems that repeat: {repeated}"
+
+
+def test_no_room_holds_more_than_35_percent_of_the_lines():
+    lines = {r: 0 for r in ROOMS}
+    for module, _, source in _sources(*ROOMS):
+        lines[room(module)] += source.count("\n")
+    total = sum(lines.values())
+    big = {r: f"{n / total:.0%}" for r, n in lines.items() if n > 0.35 * total}
+    assert not big, f"rooms over 35% of the package lines: {big}"
+
+
+def levels(graph: dict[str, set[str]], within: str) -> tuple[int, list[str]]:
+    """The longest import chain inside one room, in modules (a room of leaves has 1 level)."""
+    memo: dict[str, list[str]] = {}
+
+    def chain(m: str) -> list[str]:
+        if m not in memo:
+            deps = [t for t in graph[m] if room(t) == within]
+            memo[m] = [m] + max((chain(t) for t in deps), key=len, default=[])
+        return memo[m]
+
+    longest = max((chain(m) for m in graph if room(m) == within), key=len)
+    return len(longest), longest
+
+
+def test_harness_stays_flat():
+    top = [p for p in (ROOT / "harness").iterdir() if p.name not in ("__init__.py", "__pycache__")]
+    assert len(top) <= 20, f"harness/ has {len(top)} modules and packages at its top"
+    depth, chain = levels(import_graph(), "harness")
+    assert depth <= 5, f"harness/ imports {depth} levels deep: {' -> '.join(chain)}"
+
+
+def test_levels_counts_the_longest_chain():
+    graph = {"h.a": {"h.b", "c.x"}, "h.b": {"h.c"}, "h.c": set(), "c.x": set()}
+    assert levels(graph, "h") == (3, ["h.a", "h.b", "h.c"])
 
 
 def test_no_library_module_imports_a_command_module():

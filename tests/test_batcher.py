@@ -10,12 +10,10 @@ import threading
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
 from engines import EngineConfig, create_engine
-from engines.errors import ConfigError
 from engines.fake import FakeEngine
 from engines.registry import engine_config
-from harness.workloads import WorkloadSpec
-from harness.workloads.text import synthetic
 from serving.batcher import (
     BatcherConfig,
     BatcherStopped,
@@ -23,6 +21,8 @@ from serving.batcher import (
     QueueFull,
     RequestTooLarge,
 )
+from workloads import WorkloadSpec
+from workloads.text import synthetic
 
 WORDS = "the product arrived broken great value service never again quality".split()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engines.errors import MissingDependency
+from core.errors import MissingDependency
 from harness.run import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def run_cli(capsys, *argv):
         (
             ["--task", "vision-embedding", "--model", "colqwen2-tiny", "--engine", "onnx"]
             + [
-                *"--dataset synthetic --batch-sizes 1,2 --image-sizes 224x168,280x280".split(),
+                *"--dataset synthetic --inputs-per-request 1,2 --image-sizes 224x168,280x280".split(),
             ],
             "runs vision per fixed image-size bucket, one image size per batch",
         ),
@@ -68,8 +68,8 @@ def run_cli(capsys, *argv):
         ),
         (["--dataset", "missing.csv", *FAKE], "no such file"),
         (["--dataset", "org/unknown-dataset", *FAKE], "Hub is unreachable"),
-        (["--batch-sizes", "0,8"], "expected integers >= 1"),
-        (["--batch-sizes", "a,b"], "expected comma-separated integers"),
+        (["--inputs-per-request", "0,8"], "expected integers >= 1"),
+        (["--inputs-per-request", "a,b"], "expected comma-separated integers"),
         (["--price-per-hour", "-1"], "expected a number > 0"),
         (["--precision", "int3"], "invalid choice: 'int3'"),
         ([*FAKE, "--num-samples", "0"], "--num-samples must be >= 1"),
@@ -101,13 +101,13 @@ def test_help_documents_every_flag(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     for flag in (
-        *"--task --model --engine --hw --price-per-hour --batch-sizes --n-models --workers-per-model --processes --duration --min-calls --output-dir --resume --fresh --precision --attn --dataset".split(),
+        *"--task --model --engine --hw --price-per-hour --inputs-per-request --n-models --workers-per-model --processes --duration --min-calls --output-dir --resume --fresh --precision --attn --dataset".split(),
     ):
         assert flag in text
 
 
 def test_fake_run_prints_the_table_and_writes_rows(capsys, tmp_path):
-    argv = [*FAKE, "--batch-sizes", "1,4", "--duration", "0.3", "--min-calls", "2"]
+    argv = [*FAKE, "--inputs-per-request", "1,4", "--duration", "0.3", "--min-calls", "2"]
     code, out = run_cli(capsys, *argv, "--output-dir", str(tmp_path))
     assert code == 0, out
     assert "engine=fake" in out and "$/1B" in out
@@ -125,7 +125,7 @@ def test_fake_run_prints_the_table_and_writes_rows(capsys, tmp_path):
 def test_eager_tiny_run_reports_floor_and_random_weights(capsys, tmp_path):
     code, out = run_cli(
         capsys,
-        *"--model bge-base-tiny --task embedding --batch-sizes 2 --duration 0.3 --min-calls 2 --output-dir".split(),
+        *"--model bge-base-tiny --task embedding --inputs-per-request 2 --duration 0.3 --min-calls 2 --output-dir".split(),
         str(tmp_path),
     )
     assert code == 0, out
@@ -142,7 +142,7 @@ def _cli(out_dir, batch_sizes):
         "-m",
         "harness.run",
         *FAKE,
-        "--batch-sizes",
+        "--inputs-per-request",
         batch_sizes,
         *"--duration 0.4 --min-calls 1 --warmup 0 --output-dir".split(),
         str(out_dir),
@@ -180,3 +180,28 @@ def test_interrupted_sweep_keeps_rows_and_resumes_without_repeats(tmp_path, sig)
     assert sorted(after["batch_size"]) == sizes  # none lost, none repeated
     kept = after[after["config_key"].isin(before["config_key"])]
     assert kept["timestamp"].tolist() == before["timestamp"].tolist()  # not re-measured
+
+
+def test_old_flag_names_still_work_and_say_their_new_name():
+    """The one place the old names are used: each still sets its field, and the run notes it."""
+    from core.config import config_from
+    from harness.cli import renamed
+    from harness.run import build_parser as run_parser
+    from harness.scenarios.http import HttpConfig
+    from harness.scenarios.inprocess import InprocessConfig
+    from harness.sweep import build_parser as sweep_parser
+    from serving.batcher import BatcherConfig
+
+    ns = run_parser().parse_args(["--batch-sizes", "1,4"])
+    assert config_from(InprocessConfig, ns).inputs_per_request == (1, 4)
+    assert renamed(ns) == [
+        "--batch-sizes is now --inputs-per-request; the old name works until the next release"
+    ]
+    old = ["--max-batch", "8", "--max-queue", "64", "--fifo"]
+    ns = sweep_parser().parse_args(old)
+    assert config_from(HttpConfig, ns).max_batch_sizes == (8,)
+    batcher = config_from(BatcherConfig, ns)
+    assert batcher.max_queue_inputs == 64 and batcher.length_aware is False
+    notes = " ".join(renamed(ns))
+    assert "--max-batch is now --max-batch-sizes" in notes
+    assert "--max-queue is now --max-queue-inputs" in notes

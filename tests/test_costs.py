@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from engines.errors import ConfigError
-from harness import costs
+from core import costs
+from core.errors import ConfigError
 from harness.hardware import AWS_INF2_XLARGE
 
 # seed 002: neuronperf on inf2.xlarge, throughput_avg -> cost_per_1m_inf at $0.7582/hr

@@ -1,10 +1,10 @@
 import pandas as pd
 import pytest
 
-from engines.errors import ConfigError
+from core.errors import ConfigError
 from engines.models import get_spec, load_tokenizer
-from harness.workloads import WorkloadSpec, load_workload
-from harness.workloads.text import synthetic
+from workloads import WorkloadSpec, load_workload
+from workloads.text import synthetic
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import energy
-from harness.energy import (
+from core import energy
+from core.energy import (
     MEASURED,
     NOT_MEASURED,
     RELATIVE,
@@ -278,7 +278,16 @@ def run_here(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("energy-run")
     argv = ["--engine", "fake", "--model", "distilbert-sentiment-tiny", "--num-samples", "32"]
-    argv += ["--batch-sizes", "2,4", "--duration", "0.3", "--min-calls", "2", "--warmup", "1"]
+    argv += [
+        "--inputs-per-request",
+        "2,4",
+        "--duration",
+        "0.3",
+        "--min-calls",
+        "2",
+        "--warmup",
+        "1",
+    ]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):  # rich prints to whatever sys.stdout is then
         assert main([*argv, "--output-dir", str(out)]) == 0
@@ -302,7 +311,7 @@ def test_run_here_leaves_energy_empty_or_measured_and_report_says_so(run_here):
 
 
 def test_report_shows_energy_beside_cost_where_rows_have_it(run_here, tmp_path):
-    from harness import report
+    from analysis import reporting as report
 
     out, _ = run_here
     df = pd.read_csv(out / "results.csv")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
 from engines import EngineConfig, create_engine, engine_class
-from engines.errors import ConfigError
 from engines.registry import engine_config
 
 
@@ -79,6 +79,26 @@ def test_unknown_engine_and_bad_config_values():
         EngineConfig(engine="eager", model="bge-base-tiny", precision="int4")
     with pytest.raises(ConfigError, match="unknown model"):
         EngineConfig(engine="eager", model="nope")
+
+
+def test_optional_abilities_are_protocols_not_stubs():
+    """Server statistics, padding hints and vision options: only engines that have them."""
+    from engines.base import Engine, HintsPadding, ReportsServerStats, VisionOptions
+    from engines.registry import ENGINES
+
+    assert not hasattr(Engine, "server_stats") and not hasattr(Engine, "server_delta")
+    assert {n for n in ENGINES if issubclass(engine_class(n), ReportsServerStats)} == {"triton"}
+    for name in ENGINES:
+        cls = engine_class(name)
+        if "vision-embedding" in cls.tasks:
+            assert issubclass(cls.Options, VisionOptions), name
+    assert isinstance(engine_class("eager").Options(), HintsPadding)
+    assert not isinstance(engine_class("onnx").Options(), HintsPadding)
+    # the vision options keep their config_json names, recorded only when set
+    assert "max_pixels" not in engine_config("eager", "bge-base-tiny").as_dict()
+    assert engine_config("eager", "bge-base-tiny", max_pixels=200_704).as_dict()["max_pixels"]
+    with pytest.raises(ConfigError, match="--max-image-pixels must be >= 1"):
+        engine_config("onnx", "bge-base-tiny", max_image_pixels=0)
 
 
 @pytest.mark.parametrize("bad", [[], "a string", [1, 2], None])

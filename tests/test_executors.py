@@ -6,7 +6,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from engines.errors import ConfigError
+from core.errors import ConfigError
 from harness.config import ExecutorConfig, TargetConfig
 from harness.executors.node import Reply
 from harness.executors.ray_cluster import (
@@ -25,14 +25,25 @@ class _RayError(Exception):
 
 
 class FakeRay:
-    """Just what Pool uses: get() on a call's result, and the error a lost actor raises."""
+    """Just what Pool uses: the error a lost actor raises."""
 
     class exceptions:
         RayError = _RayError
 
-    @staticmethod
-    def get(call):
-        return call()
+
+class FakeRef:
+    """What Pool reads of a call's ObjectRef: its future (here resolved at once)."""
+
+    def __init__(self, call):
+        self.call = call
+
+    def future(self) -> Future:
+        done: Future = Future()
+        try:
+            done.set_result(self.call())
+        except _RayError as e:
+            done.set_exception(e)
+        return done
 
 
 class FakeActor:
@@ -53,7 +64,7 @@ class FakeActor:
                         return Reply(error=f"{outer.node} detects other hardware")
                     return Reply(Measurement({"executor": "ray", "node": outer.node}))
 
-                return result
+                return FakeRef(result)
 
         self.measure = _Method()
 

@@ -7,11 +7,11 @@ import os
 import pandas as pd
 import pytest
 
+from core.errors import ConfigError, MissingDependency
 from engines.artifact import read_manifest, write_manifest
-from engines.errors import ConfigError, MissingDependency
-from exporters.__main__ import main as export_main
 from exporters.api import ensure_artifact, export
 from exporters.base import ExportConfig, exporter_class
+from harness.export import main as export_main
 from harness.run import main as run_main
 
 pytestmark = pytest.mark.onnx
@@ -99,7 +99,7 @@ def test_artifact_runs_through_harness(
         prec,
         "--artifact",
         str(out),
-        *"--batch-sizes 2 --duration 0.2 --min-calls 2 --num-samples 16 --output-dir".split(),
+        *"--inputs-per-request 2 --duration 0.2 --min-calls 2 --num-samples 16 --output-dir".split(),
         str(tmp_path),
     ]
     if variant:
@@ -119,7 +119,7 @@ def test_compile_engine_through_harness(tmp_path, capsys):
         model,
         "--task",
         task,
-        *"--engine compile --batch-sizes 1,4 --duration 0.2 --min-calls 2 --num-samples 16 --output-dir".split(),
+        *"--engine compile --inputs-per-request 1,4 --duration 0.2 --min-calls 2 --num-samples 16 --output-dir".split(),
         str(tmp_path),
     ]
     assert run_main(argv) == 0, capsys.readouterr()
@@ -130,7 +130,7 @@ def test_compile_engine_through_harness(tmp_path, capsys):
 
 def test_harness_exports_on_demand_then_reuses(tmp_path, capsys):
     argv = [
-        *"--model bge-base-tiny --task embedding --engine onnx --batch-sizes 2 --duration 0.2 --min-calls 1 --num-samples 8 --artifacts-dir".split(),
+        *"--model bge-base-tiny --task embedding --engine onnx --inputs-per-request 2 --duration 0.2 --min-calls 1 --num-samples 8 --artifacts-dir".split(),
         str(tmp_path / "art"),
         "--output-dir",
         str(tmp_path / "res"),
@@ -153,7 +153,7 @@ def test_failed_parity_is_refused_unless_skipped(artifacts, tmp_path, capsys):
     argv = [
         *"--model distilbert-sentiment-tiny --engine onnx --artifact".split(),
         str(bad),
-        *"--batch-sizes 1 --duration 0.1 --min-calls 1 --num-samples 8 --output-dir".split(),
+        *"--inputs-per-request 1 --duration 0.1 --min-calls 1 --num-samples 8 --output-dir".split(),
         str(tmp_path / "res"),
     ]
     assert run_main(argv) == 2
@@ -175,7 +175,7 @@ def test_tampered_artifact_is_refused(artifacts, tmp_path, capsys):
     argv = [
         *"--model gte-modernbert-tiny --task embedding --engine onnx --artifact".split(),
         str(bad),
-        *"--batch-sizes 1 --duration 0.1 --output-dir".split(),
+        *"--inputs-per-request 1 --duration 0.1 --output-dir".split(),
         str(tmp_path / "res"),
     ]
     assert run_main(argv) == 2
@@ -245,7 +245,7 @@ def test_compile_engine_matches_eager(model):
 
 # --------------------------------------------------------------------------- --out safety
 def _export_cli(out, *extra):
-    from exporters.__main__ import main
+    from harness.export import main
 
     return main(
         ["--model", "distilbert-sentiment-tiny", "--format", "onnx", "--weights", "random"]

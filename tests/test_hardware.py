@@ -1,6 +1,6 @@
 import pytest
 
-from engines.errors import ConfigError, HardwareMismatch
+from core.errors import ConfigError, HardwareMismatch
 from harness import hardware
 from harness.hardware import PROFILES, Detected
 

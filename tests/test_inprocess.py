@@ -1,11 +1,11 @@
 import pytest
 
+from core.errors import ConfigError, EngineError
 from engines import EngineConfig
-from engines.errors import ConfigError, EngineError
 from engines.registry import engine_config
 from harness.scenarios.inprocess_loop import InprocessPoint, run_inprocess
-from harness.workloads import WorkloadSpec
-from harness.workloads.text import synthetic
+from workloads import WorkloadSpec
+from workloads.text import synthetic
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engines.errors import ConfigError
+from core.errors import ConfigError
 from exporters.api import export
 from exporters.base import ExportConfig
 from exporters.parity import THRESHOLDS

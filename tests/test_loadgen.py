@@ -18,9 +18,10 @@ import pytest
 from aiohttp import web  # noqa: E402
 from helpers import AppThread
 
-from engines.errors import BillionbenchError, ConfigError  # noqa: E402
-from engines.net import free_port  # noqa: E402
-from harness.load import (  # noqa: E402
+from core.errors import BillionbenchError, ConfigError  # noqa: E402
+from core.net import free_port  # noqa: E402
+from harness.results import COLUMNS  # noqa: E402
+from loadgen import (  # noqa: E402
     K6Missing,
     LoadResult,
     Samples,
@@ -35,9 +36,8 @@ from harness.load import (  # noqa: E402
     run_k6,
     run_open_loop,
 )
-from harness.load.loops import _summarise  # noqa: E402
-from harness.results import COLUMNS  # noqa: E402
-from harness.workloads import Workload  # noqa: E402
+from loadgen.loops import _summarise  # noqa: E402
+from workloads import Workload  # noqa: E402
 
 DIM = 8
 LABELS = ("positive", "neutral", "negative")
@@ -249,7 +249,7 @@ def test_open_loop_sends_rate_times_duration_and_throughput_counts_inputs(server
 
 
 def test_open_loop_at_the_concurrency_cap_sends_late_and_measures_from_schedule(server, caplog):
-    with caplog.at_level(logging.WARNING, logger="harness.load"):
+    with caplog.at_level(logging.WARNING, logger="loadgen"):
         res = run_open_loop(
             emb(server),
             workload(["sleep 0.05"]),
@@ -424,7 +424,7 @@ def test_to_row_uses_only_result_columns(server):
 def test_ceiling_is_measured_and_a_run_near_it_warns(server, caplog):
     ceiling = measure_ceiling(duration_s=1.0, vus=8)
     assert ceiling > 0
-    with caplog.at_level(logging.WARNING, logger="harness.load"):
+    with caplog.at_level(logging.WARNING, logger="loadgen"):
         res = run_closed_loop(emb(server), workload(["a"]), 1, 5, ceiling_rps=ceiling * 1000)
         warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert not any("ceiling" in r.getMessage() for r in warned)
@@ -659,7 +659,7 @@ def test_merging_two_real_runs_equals_one_run_over_their_union(server):
 
 
 def test_load_shares_split_evenly_and_workers_with_none_sit_out():
-    from harness.load.distributed import shares
+    from harness.executors.distributed_load import shares
 
     assert shares(32, 3) == [11, 11, 10] and sum(shares(7, 4)) == 7
     assert shares(1, 3) == [1, 0, 0]

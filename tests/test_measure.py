@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engines.measure import Latency, Throughput, TokenStats
+from core.measure import Latency, Throughput, TokenStats
 
 
 def test_latency_percentiles_from_ns():

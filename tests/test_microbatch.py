@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.errors import ConfigError
+from core.errors import ConfigError
 from engines.registry import engine_config
 from serving.batcher import BatcherConfig, DynamicBatcher
 from serving.policy import split_micro_batches

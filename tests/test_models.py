@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from engines.errors import ConfigError, EngineError
+from core.errors import ConfigError, EngineError
 from engines.models import MODELS, get_spec, load_model
 
 

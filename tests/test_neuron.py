@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from helpers import write_export_manifest
 
+from core.errors import ConfigError, EngineError, HardwareMismatch, MissingDependency
 from engines import neuron as neuron_mod
 from engines.base import EngineConfig
-from engines.errors import ConfigError, EngineError, HardwareMismatch, MissingDependency
 from engines.models import get_spec, load_model, load_tokenizer
 from engines.neuron import (
     NeuronEngine,
@@ -297,7 +297,7 @@ def test_cached_buckets_are_widened_when_a_run_needs_more(tmp_path, fake_neuron)
     m, reused = ensure_artifact(replace(cfg, buckets=((8, 32),)))
     assert not reused
     assert m.shape_profiles["buckets"] == [[1, 16], [4, 32], [8, 32]]
-    # the default buckets follow the run's batch range: --batch-sizes 1,16 needs batch 16
+    # the default buckets follow the run's batch range: --inputs-per-request 1,16 needs batch 16
     m, reused = ensure_artifact(
         replace(cfg, buckets=(), batch_range=(1, 16, 16), seq_range=(8, 32, 32))
     )

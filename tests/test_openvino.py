@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engines.errors import ConfigError, MissingDependency
+from core.errors import ConfigError, MissingDependency
 from engines.registry import create_engine, engine_config
 from exporters.api import export
 from exporters.base import ExportConfig
@@ -118,7 +118,7 @@ def test_artifact_runs_through_harness(artifacts, tmp_path, capsys):
     argv = [
         *"--model bge-base-tiny --task embedding --engine openvino --artifact".split(),
         str(out),
-        *"--ov-hint throughput --ov-streams 1 --batch-sizes 2 --duration 0.2".split(),
+        *"--ov-hint throughput --ov-streams 1 --inputs-per-request 2 --duration 0.2".split(),
         *"--min-calls 2 --num-samples 16 --output-dir".split(),
         str(tmp_path),
     ]

@@ -12,11 +12,13 @@ import pandas as pd
 import pytest
 from helpers import manifest, schema_row
 
-from harness import hardware, planning
+from analysis import frames as loading
+from analysis import planner as planning
+from analysis import render
+from analysis.planner import Demand, PlanError, instances_needed, make_plan, parse_rate
+from analysis.references import EXTRA_COLUMNS, MARKER
+from harness import hardware
 from harness.plan import main
-from harness.planning import Demand, PlanError, instances_needed, make_plan, parse_rate
-from harness.references import EXTRA_COLUMNS, MARKER
-from harness.report import loading, render
 from harness.results import COLUMNS, ResultsStore
 
 CPU, L4 = hardware.PROFILES["cpu"].price_per_hour, hardware.PROFILES["l4"].price_per_hour
@@ -470,7 +472,7 @@ def test_report_gets_the_plan_view(machines, tmp_path, capsys):
 
 
 def test_harness_report_takes_the_load_flags(machines, tmp_path, capsys):
-    from harness.report.__main__ import main as report_main
+    from harness.report import main as report_main
 
     out = tmp_path / "r.html"
     base = [*map(str, machines), "--out", str(out), "--rate", "100"]

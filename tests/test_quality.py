@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from helpers import AppThread
 
-from engines.errors import ConfigError
+from core.errors import ConfigError
 from harness import quality
-from harness.load import Target, TargetError
 from harness.quality import Gate, Quality, Reference
 from harness.results import SCHEMA, ResultsStore
+from loadgen import Target, TargetError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,7 +155,7 @@ def test_combine_takes_the_worst_and_weights_the_mean():
 
 
 def test_sample_is_deterministic_spread_and_at_least_200(tiny_tokenizer):
-    from harness.workloads import WorkloadSpec, load_workload
+    from workloads import WorkloadSpec, load_workload
 
     idx = quality.sample_indices(512)
     assert len(idx) == quality.SAMPLE >= 200
@@ -189,7 +189,7 @@ def test_columns_are_in_the_schema_and_annotate_rows(tmp_path):
         store.annotate({"nope": 1}, {"vus": 8})
 
 
-# --- over HTTP, through harness.load's own protocol client
+# --- over HTTP, through loadgen's own protocol client
 
 
 @pytest.mark.parametrize(

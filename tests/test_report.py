@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from helpers import schema_row
 
-from harness import report
-from harness.report.__main__ import main
+from analysis import reporting as report
+from harness.report import main
 from harness.results import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,7 +256,7 @@ def test_html_is_offline_and_labels_synthetic_rows(inputs, tmp_path):
 def test_without_plotly_markdown_is_still_written(inputs, tmp_path, monkeypatch, capsys):
     from rich.console import Console
 
-    import harness.report as rep
+    import analysis.reporting as rep
 
     monkeypatch.setattr(rep, "charts_or_none", lambda: None)
     html_path, md_path = rep.write_report([inputs["l4"]], tmp_path / "r.html")
@@ -320,7 +320,7 @@ def test_harness_run_writes_its_report(tmp_path, capsys):
 
     code = run_main(
         ["--engine", "fake", "--model", "distilbert-sentiment-tiny", "--num-samples", "16",
-         "--batch-sizes", "2", "--duration", "0.2", "--min-calls", "2",
+         "--inputs-per-request", "2", "--duration", "0.2", "--min-calls", "2",
          "--output-dir", str(tmp_path)]
     )  # fmt: skip
     out = capsys.readouterr().out

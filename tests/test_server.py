@@ -245,7 +245,7 @@ def test_tiny_real_model_over_http_matches_in_process():
 
 
 def test_metrics_exposition_names_and_values():
-    from engines.measure import Latency
+    from core.measure import Latency
     from serving.batcher import BatcherStats
     from serving.metrics import HttpMetrics, exposition
 
@@ -347,7 +347,7 @@ def test_cpu_split_counts_registered_threads_as_non_forward():
 
 
 def test_metrics_split_the_servers_cpu_and_the_sweep_reads_a_points_share(embedder):
-    from harness.load.endpoint import server_columns
+    from loadgen.endpoint import server_columns
 
     _, body = get(embedder.url, "/metrics")
     before = {

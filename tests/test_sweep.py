@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import checks
+from analysis import checks
 from harness.scenarios.http import Search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +102,7 @@ def test_checks_flag_monotonic_vus_failures_and_accuracy():
 def _cmd(out, extra=()):
     return [
         sys.executable,
-        *"-m harness.sweep --engine fake --model distilbert-sentiment-tiny --batch-sizes 4 --vus-max 8 --iterations 40 --max-duration 5 --repeats 1 --no-ceiling --num-samples 32 --fake-latency-ms 5 --output-dir".split(),
+        *"-m harness.sweep --engine fake --model distilbert-sentiment-tiny --max-batch-sizes 4 --vus-max 8 --iterations 40 --max-duration 5 --repeats 1 --no-ceiling --num-samples 32 --fake-latency-ms 5 --output-dir".split(),
         str(out),
         *extra,
     ]
@@ -220,7 +220,7 @@ def test_a_killed_sweep_leaves_no_server_behind_and_logs_in_its_folder(tmp_path,
 
 
 def test_a_url_rows_engine_is_what_the_server_reported_else_remote():
-    from harness.load.endpoint import remote_identity
+    from loadgen.endpoint import remote_identity
 
     ours = {"engine": "onnx", "precision": "int8", "variant": "optimized", "weights": "local"}
     assert remote_identity(ours, "kserve") == {

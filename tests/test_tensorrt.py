@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from helpers import write_export_manifest
 
+from core.errors import ConfigError, EngineError, HardwareMismatch, MissingDependency
 from engines.base import EngineConfig
-from engines.errors import ConfigError, EngineError, HardwareMismatch, MissingDependency
 from engines.tensorrt import TensorRTEngine
 from exporters.base import ExportConfig
 from exporters.tensorrt import (
@@ -191,7 +191,7 @@ def test_cached_plan_is_rebuilt_when_a_run_needs_a_bigger_profile(tmp_path, monk
     )
     assert reused and len(exporter.builds) == 1
 
-    # --batch-sizes 64 after a plan built for batches up to 32: widened, not reused
+    # --inputs-per-request 64 after a plan built for batches up to 32: widened, not reused
     m, reused = ensure_artifact(replace(cfg, batch_range=(64, 64, 64)), exporter)
     assert not reused
     assert exporter.builds[-1] == ((1, 64, 64), (8, 128, 256))

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
 from engines.base import EngineConfig
-from engines.errors import ConfigError
 from engines.models import get_spec
 from engines.registry import engine_config
 
@@ -155,7 +155,7 @@ def test_repository_layout_and_readme(repo):
 
 def test_cli_refuses_tensorrt_on_cpu_in_one_line(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "exporters", "--model", TINY, "--format", "triton"]
+        [sys.executable, "-m", "harness.export", "--model", TINY, "--format", "triton"]
         + ["--backend", "tensorrt", "--out", str(tmp_path / "r"), "--device", "cpu"],
         capture_output=True,
         text=True,
@@ -171,7 +171,7 @@ def test_cli_refuses_tensorrt_on_cpu_in_one_line(tmp_path):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    from engines.processes.tritonserver import TritonServer
+    from core.processes.tritonserver import TritonServer
 
     s = TritonServer(repo, models=[TINY]).start()
     yield s
@@ -241,8 +241,8 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server):
 
 @pytest.mark.triton
 def test_load_generator_triton_protocol_validates_outputs(server):
-    from harness.load import Target, run_closed_loop
-    from harness.workloads import Workload
+    from loadgen import Target, run_closed_loop
+    from workloads import Workload
 
     spec = get_spec(TINY)
     wl = Workload(TEXTS * 4, None, np.full(16, 8, dtype=np.int64), "test")
@@ -254,7 +254,7 @@ def test_load_generator_triton_protocol_validates_outputs(server):
 
 @pytest.mark.triton
 def test_reload_through_repository_api_changes_the_instance_count(repo, tmp_path):
-    from engines.processes.tritonserver import TritonServer
+    from core.processes.tritonserver import TritonServer
     from exporters.triton import set_encoder_serving
 
     work = tmp_path / "repo"
@@ -277,7 +277,7 @@ def test_reload_through_repository_api_changes_the_instance_count(repo, tmp_path
 
 def test_the_old_tritonserver_module_still_runs_as_a_command():
     r = subprocess.run(
-        [sys.executable, "-m", "engines.tritonserver", "--help"],
+        [sys.executable, "-m", "harness.tools", "--help"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
@@ -296,9 +296,9 @@ PA_CSV = (
 
 
 def test_perf_analyzer_csv_becomes_result_rows():
-    from engines.processes.perf_analyzer import parse_csv
+    from core.processes.perf_analyzer import parse_csv
     from harness.results import COLUMNS
-    from harness.scenarios.perf_analyzer import to_row
+    from harness.scenarios.perf_analyzer_load import to_row
 
     (pa,) = parse_csv(PA_CSV)
     row = to_row(pa, batch=2)
@@ -321,7 +321,7 @@ class _Broken:
 
 
 def test_sample_validation_catches_empty_outputs():
-    from harness.scenarios.perf_analyzer import validate_sample
+    from harness.scenarios.perf_analyzer_load import validate_sample
 
     bad, problem = validate_sample(_Broken(), ["a", "b"], n=4)
     assert bad == 4 and "shape" in problem
@@ -330,7 +330,7 @@ def test_sample_validation_catches_empty_outputs():
 @pytest.mark.triton
 def test_sample_validation_passes_on_the_real_ensemble(server):
     from engines.registry import create_engine
-    from harness.scenarios.perf_analyzer import validate_sample
+    from harness.scenarios.perf_analyzer_load import validate_sample
 
     cfg = engine_config("triton", TINY, triton_url=server.url)
     with create_engine(cfg) as tri:
@@ -347,7 +347,7 @@ def test_config_sweep_writes_rows_with_settings_and_resumes(repo, tmp_path, caps
 
     argv = [
         "--engine", "triton", "--model", TINY, "--weights", "random", "--artifact", str(repo),
-        "--search", "instances,delay", "--instances", "1,2", "--max-batch", "8",
+        "--search", "instances,delay", "--instances", "1,2", "--max-batch-sizes", "8",
         "--queue-delays-us", "off,1000", "--concurrency", "4", "--iterations", "24",
         "--max-duration", "5", "--num-samples", "32", "--no-ceiling",
         "--output-dir", str(tmp_path),
@@ -369,8 +369,8 @@ def test_config_sweep_writes_rows_with_settings_and_resumes(repo, tmp_path, caps
 @pytest.mark.triton
 @pytest.mark.perf_analyzer
 def test_perf_analyzer_runs_against_the_bundled_server(server):
-    from engines.processes.perf_analyzer import find_binary, run
-    from harness.scenarios.perf_analyzer import to_row
+    from core.processes.perf_analyzer import find_binary, run
+    from harness.scenarios.perf_analyzer_load import to_row
 
     binary, env = find_binary()
     rows = run(

@@ -10,8 +10,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+from core.net import free_port
 from engines.models import get_spec
-from engines.net import free_port
 from serving.triton_api import RequestTimes, model_config, model_statistics, repository_index
 
 EMB = "bge-base-tiny"
@@ -33,13 +33,16 @@ class Served:
     """`python -m harness.serve` with HTTP and gRPC on loopback, stopped at exit."""
 
     def __init__(self, model: str, engine: str, tmp_path, *extra: str):
-        from engines.processes.serve import ServerProcess
+        from core.processes.bench_server import ServerProcess
+        from harness.config import serve_command
 
         self.grpc_port = free_port()
         argv = ["--engine", engine, "--model", model, "--task", get_spec(model).task]
         argv += ["--grpc-port", str(self.grpc_port)]
         argv += ["--max-queue-delay-ms", "2", "--max-request-inputs", "64", *extra]
-        self.proc = ServerProcess(argv, free_port(), tmp_path / f"serve-{model}.log", 300)
+        self.proc = ServerProcess(
+            serve_command(*argv), free_port(), tmp_path / f"serve-{model}.log", 300
+        )
         self.url = self.proc.url
         self.port = self.proc.port
         self.grpc = f"127.0.0.1:{self.grpc_port}"
@@ -83,7 +86,7 @@ def test_model_config_is_triton_shaped():
 
 
 def test_statistics_and_index_json():
-    from engines.measure import Latency
+    from core.measure import Latency
     from serving.batcher import BatcherStats
 
     none = Latency.from_ns([])
@@ -230,8 +233,8 @@ def test_taken_grpc_port_is_a_one_line_error(fake_server):
 # ------------------------------------------------------------------------- load generator
 @pytest.mark.tritonclient
 def test_load_generator_speaks_grpc(fake_server):
-    from harness.load import Target, run_closed_loop
-    from harness.workloads import Workload
+    from loadgen import Target, run_closed_loop
+    from workloads import Workload
 
     spec = get_spec(EMB)
     wl = Workload(TEXTS, None, np.full(len(TEXTS), 8, dtype=np.int64), "test")
@@ -243,15 +246,15 @@ def test_load_generator_speaks_grpc(fake_server):
     assert res.successful_requests == 40 and res.failed_requests == 0
     assert res.invalid_embeddings == 0 and res.to_row()["protocol"] == "kserve-grpc"
     wrong = Target(fake_server.grpc, protocol="kserve-grpc", model="nope", task="embedding")
-    from harness.load import TargetError
+    from loadgen import TargetError
 
     with pytest.raises(TargetError, match="NOT_FOUND"):
         run_closed_loop(wrong, wl, vus=1, iterations=2)
 
 
 def test_grpc_target_takes_host_port():
-    from engines.errors import ConfigError
-    from harness.load import Target
+    from core.errors import ConfigError
+    from loadgen import Target
 
     assert Target("grpc://h:1", protocol="kserve-grpc", model="m").url == "grpc://h:1"
     with pytest.raises(ConfigError, match="host:port"):
@@ -266,7 +269,7 @@ def test_sweep_over_grpc_against_our_server(tmp_path):
 
     out = tmp_path / "out"
     argv = ["--engine", "fake", "--model", EMB, "--task", "embedding", "--protocol", "kserve-grpc"]
-    argv += ["--batch-sizes", "8"]
+    argv += ["--max-batch-sizes", "8"]
     argv += ["--vus-start", "2", "--vus-max", "2", "--iterations", "20", "--repeats", "1"]
     argv += ["--no-ceiling", "--max-duration", "5", "--output-dir", str(out)]
     assert sweep.main(argv) == 0
@@ -287,7 +290,7 @@ def test_perf_analyzer_drives_our_server(fake_server, tmp_path, transport):
     out = tmp_path / "out"
     argv = ["--engine", "triton", "--model", EMB, "--task", "embedding"]
     argv += ["--load", "perf_analyzer"]
-    argv += ["--triton-url", url, "--transport", transport, "--batch-sizes", "1"]
+    argv += ["--triton-url", url, "--transport", transport, "--inputs-per-request", "1"]
     argv += ["--concurrency", "2", "--duration", "1", "--output-dir", str(out)]
     assert run.main(argv) == 0
     rows = ResultsStore(str(out)).read()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.errors import ConfigError, EngineError
+from core.errors import ConfigError, EngineError
 from engines.registry import create_engine, engine_config
 from tests.test_batcher import mixed_texts
 
@@ -62,7 +62,7 @@ def test_a_padded_run_with_much_padding_points_to_the_packed_layout(tmp_path, ca
     from harness.run import main
 
     argv = ["--engine", "eager", "--model", "distilbert-sentiment-tiny", "--weights", "random"]
-    argv += ["--dataset", "synthetic", "--num-samples", "16", "--batch-sizes", "8"]
+    argv += ["--dataset", "synthetic", "--num-samples", "16", "--inputs-per-request", "8"]
     argv += ["--duration", "0.2", "--min-calls", "1", "--warmup", "0"]
     assert main([*argv, "--output-dir", str(tmp_path / "padded")]) == 0
     out = capsys.readouterr().out

@@ -16,13 +16,14 @@ from helpers import ServerThread
 
 pytestmark = pytest.mark.vision
 
+from core.contract import data_uri  # noqa: E402
+from core.errors import ConfigError, EngineError  # noqa: E402
 from engines import EngineConfig, create_engine  # noqa: E402
-from engines.errors import ConfigError, EngineError  # noqa: E402
 from engines.models import VISION_TOKEN_IDS, get_spec, load_tokenizer  # noqa: E402
+from engines.registry import engine_config  # noqa: E402
 from engines.vision import (  # noqa: E402
     ImageError,
     PixelBudget,
-    data_uri,
     decode_image,
     encode_png,
     synthetic_page,
@@ -105,7 +106,7 @@ def test_decode_rejects_bad_images():
 
 
 def test_pixel_budget_is_applied_and_matches_workload_counts():
-    cfg = EngineConfig(engine="fake", model=MODEL, min_pixels=100_000, max_pixels=200_704)
+    cfg = engine_config("fake", MODEL, min_pixels=100_000, max_pixels=200_704)
     with create_engine(cfg) as e:
         items = e.pipeline.tokenize([png(600, 400), png(100, 80)])
         assert e.info["max_pixels"] == 200_704
@@ -113,7 +114,7 @@ def test_pixel_budget_is_applied_and_matches_workload_counts():
     # 600x400 shrinks to fit 200,704 pixels; 100x80 grows to reach 100,000
     assert [x.visual_tokens for x in items] == [budget.visual_tokens(600, 400), 143] == [247, 143]
     with pytest.raises(ConfigError, match="--max-pixels must be >= --min-pixels"):
-        EngineConfig(engine="fake", model=MODEL, min_pixels=5000, max_pixels=4000)
+        engine_config("fake", MODEL, min_pixels=5000, max_pixels=4000)
 
 
 def test_missing_pillow_names_the_extra(monkeypatch, capsys, tmp_path):
@@ -136,7 +137,7 @@ def test_missing_pillow_names_the_extra(monkeypatch, capsys, tmp_path):
 
 
 def test_vector_counts_are_prompt_plus_visual_tokens(eager, images):
-    from harness.workloads import prompt_tokens
+    from workloads import prompt_tokens
 
     pred = eager.predict(images)
     prompt = prompt_tokens(eager.pipeline.processor)
@@ -228,7 +229,7 @@ def test_colpali_route_needs_its_extra_or_weights():
 def test_workloads_synthetic_folder_parquet(tmp_path):
     import pandas as pd
 
-    from harness.workloads import WorkloadSpec, load_workload, parse_sizes
+    from workloads import WorkloadSpec, load_workload, parse_sizes
 
     proc = load_tokenizer(get_spec(MODEL)).tokenizer
     spec = WorkloadSpec(
@@ -279,7 +280,7 @@ def test_inprocess_eager_and_compile(engine, batch, tmp_path):
             MODEL,
             "--engine",
             engine,
-            "--batch-sizes",
+            "--inputs-per-request",
             batch,
             *"--duration 0.3 --min-calls 3 --warmup 1 --num-samples 4 --image-sizes 224x168,336x224 --max-pixels 200704 --output-dir".split(),
             str(tmp_path),
@@ -330,7 +331,7 @@ def post(url, body=None, raw=None, headers=None):
 
 @pytest.fixture(scope="module")
 def served():
-    cfg = EngineConfig(engine="eager", model=MODEL, weights="random", max_image_pixels=200_000)
+    cfg = engine_config("eager", MODEL, weights="random", max_image_pixels=200_000)
     with create_engine(cfg) as engine, Serving(engine, max_body_bytes=2**21) as s:
         yield s
 
@@ -406,8 +407,8 @@ def test_http_bad_images_get_4xx_and_server_keeps_serving(served, images):
 
 @pytest.mark.parametrize("protocol", ["openai", "kserve"])
 def test_loadgen_checks_vectors_over_http(served, images, protocol):
-    from harness.load import Target, run_closed_loop
-    from harness.workloads import Workload
+    from loadgen import Target, run_closed_loop
+    from workloads import Workload
 
     wl = Workload(list(images), None, np.zeros(3, dtype=np.int64), "test")
     target = Target(

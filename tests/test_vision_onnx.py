@@ -10,8 +10,8 @@ import pytest
 
 pytestmark = [pytest.mark.vision, pytest.mark.onnx]
 
+from core.errors import ConfigError, EngineError  # noqa: E402
 from engines import EngineConfig, create_engine  # noqa: E402
-from engines.errors import ConfigError, EngineError  # noqa: E402
 from engines.vision import encode_png, synthetic_page  # noqa: E402
 
 MODEL = "colqwen2-tiny"
@@ -139,7 +139,7 @@ def _run(tmp_path, *extra):
 def test_harness_runs_onnx_vision_end_to_end(tmp_path):
     import pandas as pd
 
-    rc = _run(tmp_path, "--batch-sizes", "1", "--image-sizes", "224x168")
+    rc = _run(tmp_path, "--inputs-per-request", "1", "--image-sizes", "224x168")
     assert rc == 0
     row = pd.read_csv(tmp_path / "out" / "results.csv").iloc[-1]
     assert row["engine"] == "onnx" and row["task"] == "vision-embedding"
@@ -149,7 +149,7 @@ def test_harness_runs_onnx_vision_end_to_end(tmp_path):
     m = json.loads((art / "manifest.json").read_text())
     assert [e["bucket"] for e in m["shape_profiles"]["image_buckets"]] == [[1, 12, 16]]
     # a batch size the cached artifact lacks: re-exported with the old and the new bucket
-    assert _run(tmp_path, "--batch-sizes", "2", "--image-sizes", "224x168") == 0
+    assert _run(tmp_path, "--inputs-per-request", "2", "--image-sizes", "224x168") == 0
     m = json.loads((art / "manifest.json").read_text())
     assert [e["bucket"] for e in m["shape_profiles"]["image_buckets"]] == [
         [1, 12, 16],
@@ -159,7 +159,7 @@ def test_harness_runs_onnx_vision_end_to_end(tmp_path):
 
 
 def test_harness_refuses_mixed_sizes_above_batch_1(tmp_path, capsys):
-    rc = _run(tmp_path, "--batch-sizes", "2", "--image-sizes", "224x168,280x280")
+    rc = _run(tmp_path, "--inputs-per-request", "2", "--image-sizes", "224x168,280x280")
     assert rc == 2
     out = capsys.readouterr()
     assert "one image size per batch" in out.out + out.err

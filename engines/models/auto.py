@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engines.errors import ConfigError, EngineError
+from core.errors import ConfigError, EngineError
 from engines.models.loading import hub_reachable
 from engines.models.specs import MODELS, ModelSpec, transformers_module
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engines.errors import EngineError
+from core.errors import EngineError
 
 
 def encoder_flops(

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from engines.errors import ConfigError, EngineError, require
+from core.environment import flag, var
+from core.errors import ConfigError, EngineError, require
 from engines.models.specs import WEIGHTS, ModelSpec, transformers_module
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,9 @@ log = logging.getLogger(__name__)
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout_s: float = 2.0) -> bool:
     """True when the Hub answers a TCP connect; honours HF_HUB_OFFLINE. Never hangs."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
-        "TRANSFORMERS_OFFLINE", "0"
-    ) not in ("0", "", "false"):
+    if flag("HF_HUB_OFFLINE") or flag("TRANSFORMERS_OFFLINE"):
         return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    host = urlparse(var("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
         with socket.create_connection((host or "huggingface.co", 443), timeout=timeout_s):
             return True

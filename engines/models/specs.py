@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engines.errors import ConfigError, EngineError, MissingDependency
+from core.errors import ConfigError, EngineError, MissingDependency
 from engines.models.flops import colqwen2_flops, encoder_flops
 
 TASKS = ("classification", "embedding", "vision-embedding")

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from engines.errors import ConfigError, EngineError, MissingDependency
+from core.errors import ConfigError, EngineError, MissingDependency
 from engines.models.auto import get_spec
 from engines.models.loading import colpali_module, hub_reachable
 from engines.models.specs import (

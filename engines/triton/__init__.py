@@ -3,6 +3,6 @@
 - `client`: `TritonEngine` (tritonclient, HTTP or gRPC) and the statistics counters;
 - `backend`: the tokenizer, encoder and postprocess models Triton's python backend runs.
 
-The tritonserver process itself is `engines.processes.tritonserver`, beside every other process
+The tritonserver process itself is `core.processes.tritonserver`, beside every other process
 billionbench starts.
 """

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from engines import contract
+from core import contract
+from core.environment import set_var
 from engines.base import EngineConfig
 from engines.models import get_spec
 from engines.pipeline import Batch, Pipeline, to_numpy
@@ -103,7 +104,7 @@ class EncoderModel:
         if not threads:  # share the host's cores between this model's instances
             count = sum(int(g.get("count", 1)) for g in config.get("instance_group", [])) or 1
             threads = max(1, (os.cpu_count() or 1) // count)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
+        set_var("OMP_NUM_THREADS", str(threads))
         engine = p.get("ENGINE", "onnx")
         device = p.get("DEVICE", "cpu")
         if args.get("model_instance_kind") == "GPU":

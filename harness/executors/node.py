@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.sysinfo import host_name
 from harness import hardware
 from harness.config import TargetConfig
 from harness.runner import Measurement, Point, Scenario
-from harness.sysinfo import host_name
 
 Build = Callable[[TargetConfig, Any], Scenario]
 
@@ -34,7 +34,9 @@ class Reply:
 
 class NodeWorker:
     """One per (node, hardware): each target's scenario built once, points measured one at a
-    time (the driver's Ray actor wraps this class; it is plain Python to stay testable)."""
+    time (the driver's Ray actor wraps this class, and Ray runs its calls one at a time in the
+    order they were sent, `next_point` beside them in the `plan` group; it is plain Python to
+    stay testable)."""
 
     def __init__(self, hw: str, build: Build, node_id: str):
         from rich.console import Console

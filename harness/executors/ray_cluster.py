@@ -3,20 +3,22 @@
 Each hardware profile names the Ray resources that select its nodes; one actor per selected
 node holds the node's whole device and measures one point at a time (harness.executors.node).
 The runner's one loop, in this process, plans every target, resumes, shows progress per hardware
-and writes every row; this executor only runs the points it is handed: `submit(scenario,
-point)` queues the point for its hardware's actors. A point whose node dies is retried once on
-another node of the same hardware, else handed back as failed with the reason. Each target's
-plan is built on one of its nodes and read from there (`RemoteScenario`); a target that no node
-can build is one failed row. We schedule nothing ourselves beyond that: Ray places the actors,
-on the nodes its resources name.
+and writes every row; this executor only runs the points it is handed, with Ray's own means:
+`submit(scenario, point)` calls an actor of the point's hardware (`.remote()`: Ray queues the
+call on that actor) and hands back the call's ObjectRef as a future. A point whose node dies
+(Ray fails every call queued on its actor) is sent once to another node of the same hardware,
+else handed back as failed with the reason. Each target's plan is built on one of its nodes
+and read from there (`RemoteScenario`); a target that no node can build is one failed row. We
+schedule nothing ourselves beyond choosing the least busy actor: no thread, no queue; Ray places
+the actors, on the nodes its resources name, and queues their calls.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
-import os
 import tarfile
 import threading
 from concurrent.futures import Future
@@ -24,14 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.errors import BillionbenchError, ConfigError, MissingDependency
+from analysis.console_tables import best_row
+from core.environment import var
+from core.errors import BillionbenchError, ConfigError, MissingDependency
 from harness import hardware, runner
 from harness.config import ExecutorConfig, OutputConfig, TargetConfig
 from harness.executors.node import Build, NodeWorker, Reply, failed
 from harness.hardware import ACCELERATORS
 from harness.runner import Executor, Measurement, Point, Progress, Scenario, Unmeasurable
-from harness.setup import check_target
-from harness.tables import best_row
+from harness.target import check_target
 
 log = logging.getLogger("billionbench")
 
@@ -109,7 +112,7 @@ def connect(ray, config: ExecutorConfig, console) -> bool:
     and say so. True when this process started or joined Ray (and so shuts it down)."""
     if ray.is_initialized():
         return False
-    given = config.ray_address or os.environ.get("RAY_ADDRESS")
+    given = config.ray_address or var("RAY_ADDRESS")
     quiet = dict(logging_level=logging.WARNING, log_to_driver=bool(config.verbose))
     try:
         ray.init(address=given or "auto", **quiet)
@@ -134,93 +137,93 @@ class Job:
     future: Future = field(default_factory=Future)
     tried: set[int] = field(default_factory=set)
     reasons: list[str] = field(default_factory=list)
+    node: str | None = None  # where it was last sent
 
 
 class Pool:
-    """The actors of one hardware and the points waiting for them. Each actor measures one point
-    at a time; a point whose actor dies (or cannot build it) is retried once on another."""
+    """The actors of one hardware. A point is sent to the alive actor with the fewest points in
+    flight (`.remote()`: Ray queues it in that actor's mailbox, and the actor measures one
+    point at a time); its ObjectRef's future says when it is done. A point whose actor dies
+    (Ray fails every call queued on it) or cannot build it is sent once to another."""
 
     def __init__(self, ray, hw: str, actors: list[tuple[Any, str]], done, started):
         self.ray, self.hw, self.done, self.started = ray, hw, done, started
         self.actors = actors  # (handle, node id)
         self.alive = set(range(len(actors)))
-        self.queue: list[Job] = []
-        self.cond = threading.Condition()
+        self.load = [0] * len(actors)  # points in flight on each actor
+        self.sent = [0] * len(actors)  # points ever sent to each (a tie goes to the least used)
+        self.running: dict[Any, Job] = {}  # the ObjectRefs in flight: cancelled at close
+        self.lock = threading.Lock()  # submit runs on the plans' threads, callbacks on Ray's
         self.closed = False
-        self.threads = [
-            threading.Thread(target=self._serve, args=(i,), daemon=True) for i in range(len(actors))
-        ]
-        for t in self.threads:
-            t.start()
 
     def submit(self, job: Job) -> Future:
-        with self.cond:
-            self.queue.append(job)
-            self._fail_orphans()
-            self.cond.notify_all()
+        self._send(job)
         return job.future
 
     def planner(self, exclude: set[int]) -> int | None:
-        with self.cond:
+        with self.lock:
             return min(self.alive - exclude, default=None)
 
+    def lost(self, i: int) -> None:
+        """Actor `i` is gone: no point is sent to it again."""
+        with self.lock:
+            self.alive.discard(i)
+
     def close(self) -> None:
-        with self.cond:
+        """Send nothing more, and cancel the points still queued on the actors."""
+        with self.lock:
             self.closed = True
-            self.cond.notify_all()
+            refs = list(self.running)
+        for ref in refs:
+            with contextlib.suppress(Exception):  # finished or lost meanwhile: nothing to do
+                self.ray.cancel(ref)
 
-    def _take(self, i: int) -> Job | None:
-        with self.cond:
-            while not self.closed and i in self.alive:
-                job = next((j for j in self.queue if i not in j.tried), None)
-                if job is not None:
-                    self.queue.remove(job)
-                    return job
-                self.cond.wait()
-            return None
+    def _pick(self, job: Job) -> int | None:
+        with self.lock:
+            free = self.alive - job.tried
+            if self.closed or not free:
+                return None
+            i = min(free, key=lambda k: (self.load[k], self.sent[k], k))
+            self.load[i] += 1
+            self.sent[i] += 1
+            return i
 
-    def _serve(self, i: int) -> None:
-        handle, node = self.actors[i]
-        while (job := self._take(i)) is not None:
-            self.started(job)
-            try:
-                reply: Reply = self.ray.get(
-                    handle.measure.remote(job.target.name, job.target, job.point)
-                )
-            except self.ray.exceptions.RayError as e:
-                self._retry(
-                    job, i, node, f"node {node[:12]} was lost mid-point ({type(e).__name__})"
-                )
-                with self.cond:
-                    self.alive.discard(i)
-                    self._fail_orphans()
-                    self.cond.notify_all()
+    def _send(self, job: Job) -> None:
+        i = self._pick(job)
+        if i is None:
+            why = "; ".join(job.reasons) or f"no {self.hw} node is left in the cluster"
+            self.done(job, failed(job.node, why, **_failed_columns(job.target)), "")
+            return
+        handle, job.node = self.actors[i]
+        self.started(job)
+        ref = handle.measure.remote(job.target.name, job.target, job.point)
+        with self.lock:
+            self.running[ref] = job
+        # runs on Ray's thread when the reply is in (at once, if it is): it may send, never wait
+        ref.future().add_done_callback(lambda f: self._landed(job, i, ref, f))
+
+    def _landed(self, job: Job, i: int, ref, reply_future: Future) -> None:
+        with self.lock:
+            self.running.pop(ref, None)
+            self.load[i] -= 1
+        node = self.actors[i][1]
+        try:
+            reply: Reply = reply_future.result()
+        except self.ray.exceptions.RayError as e:
+            if self.closed:  # cancelled at close: the run is over
+                job.future.set_exception(e)
                 return
-            if reply.error:
-                self._retry(job, i, node, reply.error)
-            else:
-                self._finish(job, reply.value, reply.text)
-
-    def _retry(self, job: Job, i: int, node: str, reason: str) -> None:
+            self.lost(i)
+            reply = Reply(error=f"node {node[:12]} was lost mid-point ({type(e).__name__})")
+        if not reply.error:
+            self.done(job, reply.value, reply.text)
+            return
         job.tried.add(i)
-        job.reasons.append(reason)
-        with self.cond:
-            others = self.alive - job.tried - {i}
-            if len(job.tried) < 2 and others:
-                self.queue.append(job)
-                self.cond.notify_all()
-                return
-        self._finish(job, failed(node, "; ".join(job.reasons), **_failed_columns(job.target)), "")
-
-    def _fail_orphans(self) -> None:
-        """Fail the waiting points that no alive actor may take (called holding the lock)."""
-        for job in [j for j in self.queue if not (self.alive - j.tried)]:
-            self.queue.remove(job)
-            why = job.reasons or [f"no {self.hw} node is left in the cluster"]
-            self._finish(job, failed(None, "; ".join(why), **_failed_columns(job.target)), "")
-
-    def _finish(self, job: Job, m: Measurement, text: str) -> None:
-        self.done(job, m, text)  # queued to the writer: this actor takes its next point now
+        job.reasons.append(reply.error)
+        if len(job.tried) < 2:
+            self._send(job)  # to another alive actor; failed with the reasons if none is left
+        else:
+            self.done(job, failed(node, "; ".join(job.reasons), **_failed_columns(job.target)), "")
 
 
 # --------------------------------------------------------------------------- the executor
@@ -292,7 +295,7 @@ class RayExecutor(Executor):
         return scenario.pool.submit(Job(scenario.target, point, progress))
 
     def _started(self, job: Job) -> None:
-        job.progress(f"measuring {job.point.label}")
+        job.progress(f"{job.point.label} sent to node {(job.node or '')[:12]}")
 
     def _done(self, job: Job, m: Measurement, text: str) -> None:
         self.say(text, job.target.hw)
@@ -342,8 +345,8 @@ class RayExecutor(Executor):
         """Let every actor release what it opened (servers, engines), then end them all."""
         handles = [h for pool in self.pools.values() for h, _ in pool.actors]
         for pool in self.pools.values():
-            pool.close()
-        # after Ctrl-C an actor may still be measuring: wait a little, then end it anyway
+            pool.close()  # the points still queued (after Ctrl-C) are cancelled
+        # an actor may still be measuring its point: wait a little, then end it anyway
         if handles:
             refs = [h.close.remote() for h in handles]
             self.ray.wait(refs, num_returns=len(refs), timeout=30)
@@ -382,7 +385,7 @@ class RemoteScenario(Scenario):
             try:
                 reply = self.ray.get(handle.open.remote(self.name, self.target))
             except self.ray.exceptions.RayError as e:
-                self.reasons.append(f"node {self.node[:12]} was lost ({type(e).__name__})")
+                self.reasons.append(self._lost(i, e))
                 continue
             self.executor.say(reply.text, self.group)
             if reply.error:
@@ -392,6 +395,12 @@ class RemoteScenario(Scenario):
             return True
         self.planner = None
         return False
+
+    def _lost(self, i: int, e: Exception) -> str:
+        """Why a call to actor `i` failed in Ray; an actor that died gets no point again."""
+        if isinstance(e, self.ray.exceptions.RayActorError):
+            self.pool.lost(i)
+        return f"node {self.pool.actors[i][1][:12]} was lost ({type(e).__name__})"
 
     def header(self) -> list[str]:
         if not self._open_planner():
@@ -423,7 +432,7 @@ class RemoteScenario(Scenario):
                 call = handle.next_point.options(concurrency_group="plan")
                 reply: Reply = self.ray.get(call.remote(self.name, row, restart))
             except self.ray.exceptions.RayError as e:
-                reply = Reply(error=f"node {self.node[:12]} was lost ({type(e).__name__})")
+                reply = Reply(error=self._lost(self.planner, e))
             self.executor.say(reply.text, self.group)
             if reply.error:  # plan again from the start on another node
                 self.reasons.append(reply.error)
@@ -494,3 +503,8 @@ def launch(
     finally:
         if started:
             ray.shutdown()
+
+
+def launcher(config: ExecutorConfig):
+    """The launch function `--executor` names: this module's for ray, the runner's for local."""
+    return launch if config.executor == "ray" else runner.run_local

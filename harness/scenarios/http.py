@@ -16,18 +16,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engines.config import arg, at_least, int_list, positive_float, to_json
-from engines.errors import ConfigError
-from engines.net import free_port
-from engines.processes.serve import ServerProcess
-from harness import checks, energy, quality
-from harness.config import ServeCommandConfig
-from harness.load import PROTOCOLS, Target, measure_ceiling
-from harness.load.endpoint import counters, remote_identity, remote_parameters, server_columns
-from harness.load.strategies import LocalLoad
+from analysis import checks
+from analysis.console_tables import best_row, columns, print_rows
+from core import energy
+from core.config import arg, at_least, int_list, positive_float, to_json
+from core.errors import ConfigError
+from core.net import free_port
+from core.processes.bench_server import ServerProcess
+from harness import quality
+from harness.config import ROOT, ServeCommandConfig, serve_command
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
-from harness.setup import Setup, prepare_artifact
-from harness.tables import best_row, columns, print_rows
+from harness.target import Setup, prepare_artifact
+from loadgen import PROTOCOLS, Target, measure_ceiling
+from loadgen.endpoint import counters, remote_identity, remote_parameters, server_columns
+from loadgen.local import LocalLoad
 from serving.config import ServeConfig
 
 #: seconds the load generator measures its own ceiling for, once per sweep
@@ -326,7 +328,10 @@ class HttpScenario(Scenario):
             config = logs / f"serve-batch{batch_size}.json"
             config.write_text(to_json(self.server_config(batch_size, grpc_port)))
             self.server = ServerProcess(
-                ["--config", str(config)], free_port(), logs / f"serve-batch{batch_size}.log"
+                serve_command("--config", str(config)),
+                free_port(),
+                logs / f"serve-batch{batch_size}.log",
+                cwd=str(ROOT),
             )
             self.server.start()
             self.server_batch, url = batch_size, self.server.url

@@ -6,17 +6,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engines.base import fields_from
-from engines.config import arg, int_list, positive_float
-from engines.measure import NEURONPERF_STATS
-from harness import energy
-from harness.costs import cost_per_1m_tokens
+from analysis.console_tables import columns, print_rows
+from core import energy
+from core.config import arg, int_list, positive_float
+from core.costs import cost_per_1m_tokens
+from core.measure import NEURONPERF_STATS
+from engines.base import HintsPadding, fields_from
 from harness.results import TRITON_CONFIG_COLUMNS
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.scenarios.inprocess_loop import InprocessPoint, InprocessResult, run_inprocess
-from harness.setup import Setup, prepare_artifact
-from harness.tables import columns, print_rows
-from harness.workloads import workload_buckets
+from harness.target import Setup, prepare_artifact
+from workloads import workload_buckets
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,8 @@ def artifact_shapes(setup: Setup, batch_sizes: tuple[int, ...]) -> dict[str, Any
         batch_range=(batches[0], batches[len(batches) // 2], batches[-1]),
         seq_range=(lo, max(lo, min(int(stats.p50), max_len)), max_len),
     )
-    if setup.spec.task == "vision-embedding" and setup.engine_cls.artifact_format == "onnx":
-        budget = setup.engine_cfg.pixel_budget()
+    if setup.spec.task == "vision-embedding" and setup.engine_cls.fixed_image_buckets:
+        budget = setup.engine_cfg.options.pixel_budget()
         shapes["image_buckets"] = workload_buckets(setup.workload.texts, budget, batch_sizes)
     return shapes
 
@@ -225,7 +225,10 @@ class InprocessScenario(Scenario):
             highlight=False,
         )
         padded = max((r.get("padding_ratio") or 0.0 for r in rows), default=0.0)
-        hint = self.setup.engine_cfg.options.padding_hint() if padded >= 0.1 else None
+        options = self.setup.engine_cfg.options
+        hint = (
+            options.padding_hint() if padded >= 0.1 and isinstance(options, HintsPadding) else None
+        )
         if hint:
             console.print(
                 f"padding took up to {padded:.0%} of the token slots computed: {hint}",

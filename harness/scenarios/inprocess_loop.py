@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import Engine, EngineConfig
-from engines.errors import ConfigError, EngineError
-from engines.measure import Latency, Throughput
+from core.energy import Meter, Reading, start_meter, stop_meter
+from core.errors import ConfigError, EngineError
+from core.measure import Latency, Throughput
+from engines.base import Engine, EngineConfig, ReportsServerStats
 from engines.registry import create_engine
-from harness.energy import Meter, Reading, start_meter, stop_meter
-from harness.workloads import Workload
+from workloads import Workload
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,8 @@ class _Copies:
             self.threads += t
             self.sinks += s
         self.info = dict(self.engines[0].info)
-        self.stats0 = self.engines[0].server_stats()
+        first = self.engines[0]
+        self.stats0 = first.server_stats() if isinstance(first, ReportsServerStats) else None
         if _gpu_peak_mb() is not None:
             import torch
 
@@ -396,9 +397,9 @@ class _Copies:
         return [r for s in self.sinks for r in s], _gpu_peak_mb()
 
     def server_delta(self) -> dict[str, Any]:
-        if self.stats0 is None:
-            return {}
         e = self.engines[0]
+        if self.stats0 is None or not isinstance(e, ReportsServerStats):
+            return {}
         return e.server_delta(self.stats0, e.server_stats())
 
 
