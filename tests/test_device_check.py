@@ -21,6 +21,11 @@ GPU_ONLY = ("3", "5", "6")  # flash-attention-2, AOTInductor CUDA, ONNX CUDA / T
 STAGES = tuple(str(n) for n in range(10))
 
 
+def full_smoke(test):
+    """The whole smoke's tests: only when asked, with the smoke's own budget (960 s)."""
+    return pytest.mark.full_smoke(pytest.mark.timeout(1200)(test))
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("device-check")
@@ -44,8 +49,7 @@ def verdicts(out: Path) -> dict[str, list[str]]:
     return rows
 
 
-@pytest.mark.full_smoke
-@pytest.mark.timeout(1200)  # the smoke's own budget is 960 s
+@full_smoke
 def test_smoke_passes_within_the_output_limits(smoke):
     proc, out = smoke
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -58,8 +62,7 @@ def test_smoke_passes_within_the_output_limits(smoke):
     assert "device_check.log" in names
 
 
-@pytest.mark.full_smoke
-@pytest.mark.timeout(1200)  # the smoke's own budget is 960 s
+@full_smoke
 def test_a_verdict_per_stage_printed_and_tabled(smoke):
     proc, out = smoke
     table = verdicts(out)
@@ -69,8 +72,7 @@ def test_a_verdict_per_stage_printed_and_tabled(smoke):
         assert f"[device-check] {table[n][0]}: {table[n][1]}" in proc.stdout
 
 
-@pytest.mark.full_smoke
-@pytest.mark.timeout(1200)  # the smoke's own budget is 960 s
+@full_smoke
 def test_gpu_only_stages_are_skipped_with_a_reason(smoke):
     _, out = smoke
     gpu_only_skipped(out)
@@ -85,8 +87,7 @@ def gpu_only_skipped(out: Path) -> None:
     assert table["7"][1] == "ran" and "packed" in table["7"][2], table["7"]
 
 
-@pytest.mark.full_smoke
-@pytest.mark.timeout(1200)  # the smoke's own budget is 960 s
+@full_smoke
 def test_results_hold_rows_from_the_stages_that_ran(smoke):
     _, out = smoke
     rows_from_the_stages(out)

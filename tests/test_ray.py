@@ -87,7 +87,7 @@ def only(resource: str) -> list[str]:
 @pytest.mark.ray
 def test_points_land_on_the_nodes_their_resources_select(cluster, tmp_path):
     out = tmp_path / "a"
-    flags = [*FAKE, "--hw", "cpu", "--batch-sizes", "1,2,4", "--duration", "0.2"]
+    flags = [*FAKE, "--hw", "cpu", "--inputs-per-request", "1,2,4", "--duration", "0.2"]
     assert ray_run(cluster, out, *flags, *only("pool1")) == 0
     df = rows(out)
     assert len(df) == 3 and set(df["node"]) == {cluster.ids["A"]}
@@ -103,7 +103,7 @@ def test_rows_equal_the_local_executors_in_columns_and_configurations(cluster, t
         "eager",
         "--hw",
         "cpu",
-        "--batch-sizes",
+        "--inputs-per-request",
         "1,4",
         "--duration",
         "0.2",
@@ -129,7 +129,7 @@ def test_rows_equal_the_local_executors_in_columns_and_configurations(cluster, t
 def test_unsatisfiable_targets_are_skipped_with_their_reason(cluster, tmp_path, capsys):
     out = tmp_path / "skip"
     flags = [*FAKE, "--hw", "cpu,inf2", "--precision", "fp32,fp16", "--duration", "0.2"]
-    assert ray_run(cluster, out, *flags, "--batch-sizes", "1", *only("pool1")) == 0
+    assert ray_run(cluster, out, *flags, "--inputs-per-request", "1", *only("pool1")) == 0
     said = capsys.readouterr().out
     assert "skipped cpu/fake/fp16: --hw cpu does not support --precision fp16" in said
     assert (
@@ -148,7 +148,7 @@ def test_unsatisfiable_targets_are_skipped_with_their_reason(cluster, tmp_path, 
 @pytest.mark.ray
 def test_a_node_that_detects_other_hardware_than_its_label_fails_that_point(cluster, tmp_path):
     out = tmp_path / "l4"
-    assert ray_run(cluster, out, *FAKE, "--hw", "l4", "--batch-sizes", "1") == 0
+    assert ray_run(cluster, out, *FAKE, "--hw", "l4", "--inputs-per-request", "1") == 0
     df = rows(out)
     assert len(df) == 1
     row = df.iloc[0]
@@ -160,7 +160,7 @@ def test_a_node_that_detects_other_hardware_than_its_label_fails_that_point(clus
 @pytest.mark.ray
 def test_the_best_points_artifact_comes_home_with_its_manifest(cluster, tmp_path):
     out = tmp_path / "onnx"
-    flags = [*FAKE[2:], "--engine", "onnx", "--hw", "cpu", "--batch-sizes", "1,4"]
+    flags = [*FAKE[2:], "--engine", "onnx", "--hw", "cpu", "--inputs-per-request", "1,4"]
     assert ray_run(cluster, out, *flags, "--duration", "0.2", *only("pool1")) == 0
     row = rows(out).iloc[0]
     exported = Path(json.loads(row["config_json"])["engine"]["artifact"])
@@ -186,7 +186,16 @@ def test_killing_a_worker_node_mid_run_loses_no_row(cluster, tmp_path):
     cluster.wait_for_nodes()
     out = tmp_path / "kill"
     sizes = ",".join(str(b) for b in range(1, 11))
-    flags = [*FAKE, "--hw", "cpu", "--batch-sizes", sizes, "--duration", "0.5", *only("pair")]
+    flags = [
+        *FAKE,
+        "--hw",
+        "cpu",
+        "--inputs-per-request",
+        sizes,
+        "--duration",
+        "0.5",
+        *only("pair"),
+    ]
     result: dict[str, int] = {}
     th = threading.Thread(target=lambda: result.update(code=ray_run(cluster, out, *flags)))
     th.start()
@@ -224,7 +233,7 @@ def test_kill_9_of_the_driver_then_rerun_loses_and_repeats_no_row(cluster, tmp_p
         *FAKE,
         "--hw",
         "cpu",
-        "--batch-sizes",
+        "--inputs-per-request",
         sizes,
         "--duration",
         "0.6",
@@ -255,7 +264,7 @@ def test_a_targets_points_are_shared_by_its_nodes_each_measuring_one_at_a_time(
     """The points go to both nodes the resources select (each point once, on one node), and the
     executor says what each node does: one benchmark at a time (its actor holds the whole node)."""
     out = tmp_path / "shared"
-    flags = [*FAKE, "--hw", "cpu", "--batch-sizes", "1,2,3,4,5,6", "--duration", "0.2"]
+    flags = [*FAKE, "--hw", "cpu", "--inputs-per-request", "1,2,3,4,5,6", "--duration", "0.2"]
     assert ray_run(cluster, out, *flags, *only("pool3")) == 0
     assert "cpu: 2 node(s), one benchmark at a time on each" in capsys.readouterr().out
     df = rows(out)
@@ -276,7 +285,7 @@ def test_help_and_the_local_executor_never_import_ray(tmp_path):
     code = (
         "import sys, harness.run, harness.sweep\n"
         "harness.run.build_parser().format_help(); harness.sweep.build_parser().format_help()\n"
-        f"harness.run.main({[*FAKE, '--batch-sizes', '1', '--duration', '0.1', '--output-dir', str(tmp_path)]!r})\n"
+        f"harness.run.main({[*FAKE, '--inputs-per-request', '1', '--duration', '0.1', '--output-dir', str(tmp_path)]!r})\n"
         "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
@@ -301,7 +310,7 @@ def endpoint():
 
 SWEEP_URL = [
     *FAKE[2:10],  # the tiny classifier's model, weights and workload flags
-    "--batch-sizes",
+    "--max-batch-sizes",
     "8",
     "--vus-start",
     "4",
