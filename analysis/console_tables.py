@@ -72,3 +72,25 @@ def progress_bar(console):
         console=console,
         transient=True,
     )
+
+
+def confidence_lines(rows: list[dict]) -> list[str]:
+    """What the interval columns mean, which p99s are not resolved, which points were disturbed."""
+    lines = [
+        "how sure: low (95%) = the throughput interval's lower end (batch means over the run's "
+        "1-s windows; - : too few windows, measure longer or with --repeats 2); p99 ≤ (95%) = a "
+        "distribution-free upper bound on the p99 (- : not resolved)"
+    ]
+    unresolved = [r for r in rows if r.get("p99_resolved") is False]
+    if unresolved:
+        need = unresolved[0].get("p99_samples_needed") or 299
+        lines.append(
+            f"p99 not resolved on {len(unresolved)} of {len(rows)} rows: a 95 % bound needs at "
+            f"least {need} samples (--min-calls / --iterations)"
+        )
+    for r in rows:
+        if r.get("disturbed"):
+            lines.append(
+                f"[yellow]disturbed[/]: a point measured on a busy host: {r.get('disturbed_reason')}"
+            )
+    return lines

@@ -104,7 +104,7 @@ def read_file(path: Path, *, explicit: bool = True) -> pd.DataFrame | None:
         )
     extra = [c for c in df.columns if c not in COLUMNS]
     # older files lack newer columns: they are filled empty, never a crash
-    return df.reindex(columns=COLUMNS + extra)
+    return df.reindex(columns=COLUMNS + extra).copy()  # one block per dtype, not per column
 
 
 def load(paths: list[str | Path]) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core import stats
 from core.errors import BillionbenchError
 from harness.hardware import PRICE_BASES, PROFILES, Price
 from harness.results import quality_failed
@@ -144,6 +145,104 @@ def effective_cost_per_1b(monthly: float, mean_rate: float) -> float:
 
 
 # -- screening rows -----------------------------------------------------------------------------
+
+
+#: the distribution-free 95 % upper bound of each percentile (core.stats), when resolved
+BOUND = {"p99": "p99_upper_ms", "p95": "p95_upper_ms"}
+#: the columns that name one measured point, whatever its repeat
+POINT = [
+    "source_file", "task", "model_name", "hw_type", "host_name", "engine", "image", "precision",
+    "mode", "protocol", "batch_size", "inputs_per_request", "max_batch_size", "vus", "n_models",
+    "workers_per_model", "offered_rate",
+]  # fmt: skip
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def bound_of(row: pd.Series, metric: str) -> float | None:
+    """The row's 95 % upper bound on its `metric` percentile; None when not resolved."""
+    return _finite(row.get(BOUND[metric]))
+
+
+def limit_latency(row: pd.Series, metric: str) -> tuple[float | None, str | None]:
+    """The latency a limit is checked against: the upper bound where the samples give one,
+    else the point estimate (flagged by `sizing_flags`)."""
+    bound = bound_of(row, metric)
+    if bound is not None:
+        return bound, BOUND[metric]
+    return latency_of(row, metric)
+
+
+def throughput_bound(row: pd.Series) -> tuple[float, str]:
+    """(throughput to size on, how it was had): the 95 % interval's lower end where there is
+    one (t over repeats, or batch means over one run's windows), else the point estimate."""
+    thr = float(row["throughput_req_per_sec"])
+    low = _finite(row.get("throughput_ci_low"))
+    method = str(row.get("throughput_ci_method") or "")
+    n = row.get("repeats_n") if method == "t(repeats)" else row.get("throughput_windows")
+    what = "repeats" if method == "t(repeats)" else "1-s windows"
+    if low is not None and 0 < low <= thr:
+        return low, f"95 % lower bound ({method}, {_text(n)} {what})"
+    slowest = _finite(row.get("throughput_min"))
+    if low is not None and slowest is not None and slowest > 0:  # the interval reaches 0
+        return slowest, f"slowest of {_text(n)} {what} (the 95 % interval reaches 0)"
+    return thr, "point estimate (no interval: measure with --repeats 2 or longer)"
+
+
+def sizing_flags(row: pd.Series, metric: str) -> list[str]:
+    """What makes a row's plan less sure: an unresolved percentile, a busy host."""
+    flags = []
+    if not is_published(row) and bound_of(row, metric) is None:
+        n = _finite(row.get("n_samples"))
+        need = _finite(row.get("p99_samples_needed")) or 299
+        got = f"{int(n):,} samples" if n is not None else "samples not recorded"
+        flags.append(f"{metric} not resolved ({got}; a 95 % bound needs {int(need):,}+)")
+    low = _finite(row.get("throughput_ci_low"))
+    if low is not None and low <= 0:
+        flags.append(
+            f"throughput interval reaches 0 ({low:,.1f}–{_finite(row.get('throughput_ci_high')) or 0:,.1f}"
+            "): too noisy to size on its bound; measure more repeats or longer"
+        )
+    disturbed = row.get("disturbed")
+    if isinstance(disturbed, (bool, np.bool_)) and bool(disturbed):
+        flags.append(f"disturbed: {_text(row.get('disturbed_reason'), 'busy host')}")
+    return flags
+
+
+def collapse_repeats(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per measured point: its repeats' mean throughput with the t-interval across them
+    (`throughput_ci_method` t(repeats)), the worst p99 and p99 bound, disturbed if any was."""
+    if "repeat" not in df or df.empty:
+        return df
+    keys = [c for c in POINT if c in df]
+    out = []
+    for _, g in df.groupby(keys, dropna=False, sort=False):
+        first = g.iloc[0].copy()
+        if len(g) > 1:
+            thr = pd.to_numeric(g["throughput_req_per_sec"], errors="coerce")
+            ci = stats.t_interval(thr)
+            first["throughput_req_per_sec"] = ci.mean
+            first["throughput_ci_low"], first["throughput_ci_high"] = ci.low, ci.high
+            first["throughput_ci_method"] = ci.method
+            first["repeats_n"] = ci.n
+            first["throughput_min"] = float(thr.min())
+            for col in ("p99_latency_ms", "p95_latency_ms", "latency_ms_p99", "latency_ms_p95"):
+                if col in g:
+                    first[col] = pd.to_numeric(g[col], errors="coerce").max()
+            for col in BOUND.values():
+                if col in g:
+                    v = pd.to_numeric(g[col], errors="coerce")
+                    first[col] = v.max() if v.notna().all() else math.nan
+            if "disturbed" in g:
+                first["disturbed"] = bool(g["disturbed"].astype(object).eq(True).any())
+        out.append(first)
+    return pd.DataFrame(out)
 
 
 def latency_of(row: pd.Series, metric: str) -> tuple[float | None, str | None]:
@@ -331,6 +430,14 @@ class Option:
     source: str = ""
     price_basis_published: str = ""
     rank: int = 0
+    # sized on the bounds: instances from the throughput's lower bound (and the point estimate
+    # beside it), the latency limit checked on the percentile's upper bound
+    throughput_sized: float = math.nan
+    sizing: str = ""
+    instances_point: int = 0
+    monthly_cost_point: float = math.nan
+    latency_point_ms: float = math.nan
+    flags: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _plain(v) for k, v in asdict(self).items()}
@@ -401,9 +508,12 @@ def _text(v: Any, missing: str = "-") -> str:
 
 def option_for(row: pd.Series, demand: Demand, price: Price) -> Option:
     """The plan for serving the demand with `row`'s measured point."""
-    thr = float(row["throughput_req_per_sec"])
-    lat, col = latency_of(row, demand.metric)
+    point_thr = float(row["throughput_req_per_sec"])
+    thr, sizing = throughput_bound(row)
+    lat, col = limit_latency(row, demand.metric)
+    point_lat, _ = latency_of(row, demand.metric)
     n = instances_needed(demand.peak_rate, thr, demand.headroom)
+    n_point = instances_needed(demand.peak_rate, point_thr, demand.headroom)
     monthly = monthly_cost(n, price.per_hour)
     effective = effective_cost_per_1b(monthly, demand.rate)
     floor = row.get("floor_1B_cost")
@@ -423,7 +533,7 @@ def option_for(row: pd.Series, demand: Demand, price: Price) -> Option:
         batch_size=row.get("batch_size"),
         concurrency=row.get("concurrency", "-"),
         inputs_per_request=row.get("inputs_per_request"),
-        throughput=thr,
+        throughput=point_thr,
         latency_ms=math.nan if lat is None else float(lat),
         latency_column=col or "not published",
         instances=n,
@@ -431,7 +541,7 @@ def option_for(row: pd.Series, demand: Demand, price: Price) -> Option:
         price_source=price.describe(),
         monthly_cost=monthly,
         effective_cost_per_1b=effective,
-        full_load_cost_per_1b=price.per_hour * 1e9 / (3600.0 * thr),
+        full_load_cost_per_1b=price.per_hour * 1e9 / (3600.0 * point_thr),
         utilisation_mean=demand.rate / capacity,
         utilisation_peak=demand.peak_rate / capacity,
         free_at_peak=1.0 - demand.peak_rate / capacity,
@@ -446,6 +556,12 @@ def option_for(row: pd.Series, demand: Demand, price: Price) -> Option:
         published=is_published(row),
         source=str(row.get("source") or ""),
         price_basis_published=str(row.get("price_basis") or ""),
+        throughput_sized=thr,
+        sizing=sizing,
+        instances_point=n_point,
+        monthly_cost_point=monthly_cost(n_point, price.per_hour),
+        latency_point_ms=math.nan if point_lat is None else float(point_lat),
+        flags=sizing_flags(row, demand.metric),
     )
 
 
@@ -495,14 +611,17 @@ def _screen(df: pd.DataFrame, metric: str, *, published: bool) -> tuple[pd.DataF
 
 
 def _within(rows: pd.DataFrame, demand: Demand) -> pd.Series:
-    lat = [latency_of(r, demand.metric)[0] for _, r in rows.iterrows()]
+    lat = [limit_latency(r, demand.metric)[0] for _, r in rows.iterrows()]
     return pd.Series([v is not None and v <= demand.limit_ms for v in lat], index=rows.index)
 
 
 def _fastest(rows: pd.DataFrame) -> pd.Series:
     """The row with the most throughput (ties: the lower latency, then the first)."""
-    order = rows.assign(_lat=[latency_of(r, "p99")[0] or math.inf for _, r in rows.iterrows()])
-    order = order.sort_values(["throughput_req_per_sec", "_lat"], ascending=[False, True])
+    order = rows.assign(
+        _lat=[latency_of(r, "p99")[0] or math.inf for _, r in rows.iterrows()],
+        _sized=[throughput_bound(r)[0] for _, r in rows.iterrows()],  # never a lucky repeat
+    )
+    order = order.sort_values(["_sized", "_lat"], ascending=[False, True])
     return rows.loc[order.index[0]]
 
 
@@ -584,7 +703,7 @@ def make_plan(
     plan = Plan(demand, files=sorted(set(measured["source_file"].astype(str))))
     if measured.empty:
         raise PlanError("no result rows to plan from; pass results folders or files")
-    rows = apply_filters(measured, filters, strict=True)
+    rows = collapse_repeats(apply_filters(measured, filters, strict=True))
     cand, plan.excluded = _screen(rows, demand.metric, published=False)
     if cand.empty:
         why = "; ".join(f"{n} {k}" for k, n in plan.excluded.items()) or "no rows"
@@ -689,6 +808,15 @@ def _caveats(cand: pd.DataFrame, plan: Plan) -> list[str]:
             "in-process points time tokenize → forward → postprocess in one process: a served "
             "deployment adds HTTP and queueing; plan on over-HTTP rows (harness.sweep) for that"
         )
+    if plan.options:
+        notes.append(
+            "instances are sized on each point's 95 % throughput lower bound and its latency "
+            "limit checked on the percentile's 95 % upper bound (core.stats); the point "
+            "estimate's instances and $/month are shown beside them"
+        )
+    for o in plan.options:
+        for flag in o.flags:
+            notes.append(f"#{o.rank} {o.task} · {o.hw_type} {o.image}: {flag}")
     if any(o.latency_column.startswith("latency_ms_") for o in plan.options):
         notes.append("latency marked (forward) is the forward pass only (no tokenization)")
     return notes

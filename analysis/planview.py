@@ -22,6 +22,19 @@ def hourly(v) -> str:
     return "-" if missing(v) else (f"${v:.3f}" if v < 1 else f"${v:,.2f}")
 
 
+def instances_range(o: Option) -> str:
+    """'11–12': at the point estimate – on the lower bound (one number when they agree)."""
+    if not o.instances_point or o.instances_point == o.instances:
+        return f"{o.instances:,}"
+    return f"{o.instances_point:,}–{o.instances:,}"
+
+
+def monthly_range(o: Option) -> str:
+    if not o.instances_point or o.instances_point == o.instances:
+        return money(o.monthly_cost)
+    return f"{money(o.monthly_cost_point)}–{money(o.monthly_cost)}"
+
+
 def _artifact(o: Option) -> str:
     return o.artifact.get("describe", "-")
 
@@ -37,9 +50,9 @@ COLUMNS = [
     ("concurrency", lambda o: text(o.concurrency), True),
     ("inputs/s each", lambda o: num(o.throughput), True),
     ("{metric} ms", _latency, True),
-    ("instances", lambda o: f"{o.instances:,}", True),
+    ("instances", instances_range, True),
     ("$/hr", lambda o: hourly(o.price_per_hour), False),
-    ("$/month", lambda o: money(o.monthly_cost), True),
+    ("$/month", monthly_range, True),
     ("effective $/1B", lambda o: money(o.effective_cost_per_1b), True),
     ("$/1B at full load", lambda o: money(o.full_load_cost_per_1b), False),
     ("util mean/peak", lambda o: f"{o.utilisation_mean:.0%} / {o.utilisation_peak:.0%}", True),
@@ -136,10 +149,27 @@ def deploy_lines(plan: Plan) -> list[str]:
         lines.append(
             f"{task} · {model}: deploy {o.instances:,} × {o.hw_type} running {o.image}{o.label} "
             f"(batch {integer(o.batch_size)}, {o.concurrency}, {o.boundary}) → "
-            f"{money(o.monthly_cost)}/month at {d.basis} prices ({hourly(o.price_per_hour)}/hr, "
+            f"{money(o.monthly_cost)}/month at {d.basis} prices{_range(o)} ({hourly(o.price_per_hour)}/hr, "
             f"{o.price_source}); effective {money(o.effective_cost_per_1b)} per 1B at the mean "
-            f"rate{floor}; {d.metric} {_latency(o)} ms measured; utilisation "
+            f"rate{floor}; {d.metric} {_latency(o)} ms ({_bound(o)}); sized on the "
+            f"{o.sizing}; utilisation "
             f"{o.utilisation_mean:.0%} at the mean, {o.utilisation_peak:.0%} at peak "
             f"({o.free_at_peak:.0%} free); artifact: {_artifact(o)}; parity: {o.parity}"
         )
+        lines += [f"  ⚠ {flag}" for flag in o.flags]
     return lines
+
+
+def _range(o: Option) -> str:
+    if not o.instances_point or o.instances_point == o.instances:
+        return ""
+    return (
+        f" (the point estimate needs {o.instances_point:,}: {money(o.monthly_cost_point)}/month; "
+        "the bound is what to buy)"
+    )
+
+
+def _bound(o: Option) -> str:
+    if o.latency_column.endswith("_upper_ms"):
+        return "95 % upper bound"
+    return "point estimate, not bounded"

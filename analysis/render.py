@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pandas as pd
 
 from analysis import frames, planview, views
@@ -67,7 +68,9 @@ def _best_table(best: pd.DataFrame) -> Table:
         "inputs / request",
         "p95 ms",
         "p99 ms",
+        "p99 ≤ (95 %)",
         "throughput (inputs/s)",
+        "95 % interval",
         "host",
         "model",
     ]
@@ -85,11 +88,36 @@ def _best_table(best: pd.DataFrame) -> Table:
             integer(r["inputs_per_request"]),
             ms(r["p95_latency_ms"]),
             ms(r["p99_latency_ms"]),
-            num(r["throughput_req_per_sec"]),
+            _bound(r),
+            num(r["throughput_req_per_sec"]) + (" (disturbed)" if _disturbed(r) else ""),
+            _interval(r),
             r["host_name"],
             text(r["model_name"]),
         ],
     )
+
+
+def _bound(r) -> str:
+    """The p99's distribution-free 95 % upper bound, or why there is none."""
+    v = r.get("p99_upper_ms")
+    if not missing(v):
+        return ms(v)
+    resolved = r.get("p99_resolved")
+    unresolved = isinstance(resolved, bool | np.bool_) and not bool(resolved)
+    return "not resolved" if unresolved else "-"
+
+
+def _interval(r) -> str:
+    """'120.1–131.4 (batch-means)': the throughput's 95 % interval and how it was made."""
+    lo, hi = r.get("throughput_ci_low"), r.get("throughput_ci_high")
+    if missing(lo) or missing(hi):
+        return "-"
+    return f"{num(lo)}–{num(hi)} ({r.get('throughput_ci_method') or '?'})"
+
+
+def _disturbed(r) -> bool:
+    v = r.get("disturbed")
+    return isinstance(v, bool | np.bool_) and bool(v)
 
 
 def _best(df: pd.DataFrame, metric: str, limit_ms: float | None) -> Section:

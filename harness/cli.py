@@ -63,7 +63,10 @@ def setup_logging(console, verbose: bool) -> None:
     handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
     # third-party libraries speak at WARNING and up; ours at INFO (DEBUG with -v)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
-    for ours in ("billionbench", "engines", "exporters", "harness"):
+    for ours in (
+        "billionbench", "core", "engines", "exporters", "workloads", "loadgen",
+        "analysis", "harness",
+    ):  # fmt: skip
         logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("transformers", "urllib3", "filelock", "huggingface_hub", "datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

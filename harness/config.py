@@ -214,6 +214,11 @@ class ExecutorConfig:
         help="copy the artifacts the cluster exported back to <artifacts-dir>/<hw>/ (best: the "
         "cheapest point's per hardware)",
     )
+    remeasure_disturbed: int = arg(
+        0,
+        help="measure a point again (up to N times) when the host was busy during it (its "
+        "probes disagree or other processes used the CPU): the row says `disturbed` either way",
+    )
     verbose: bool = arg(False, cli=False, help="")
 
 

@@ -178,6 +178,32 @@ _QUALITY = {
     "quality_reference": STR,
     "quality_problem": STR,
 }
+# How sure the row is (core.stats): the throughput's 95 % interval and how it was made
+# (batch-means over the run's 1-second windows, or t over repeats), each latency percentile's
+# distribution-free 95 % upper bound (empty: the samples cannot bound it), whether the p99 is
+# resolved and how many samples it needs; the host probes around the point (disturbed: the
+# probes disagree or something else used the CPU); goodput under the point's SLO
+_CONFIDENCE = {
+    "n_samples": INT,
+    "throughput_ci_low": FLOAT,
+    "throughput_ci_high": FLOAT,
+    "throughput_ci_method": STR,
+    "throughput_windows": INT,
+    "p50_upper_ms": FLOAT,
+    "p90_upper_ms": FLOAT,
+    "p95_upper_ms": FLOAT,
+    "p99_upper_ms": FLOAT,
+    "p99_resolved": BOOL,
+    "p99_samples_needed": INT,
+    "probe_before_ms": FLOAT,
+    "probe_after_ms": FLOAT,
+    "outside_load_cores": FLOAT,
+    "disturbed": BOOL,
+    "disturbed_reason": STR,
+    "slo_ms": FLOAT,
+    "goodput": FLOAT,
+    "offered_rate": FLOAT,
+}
 # The one result schema: every column, in file order, with its dtype.
 SCHEMA: dict[str, str] = {
     **_SEED,
@@ -187,6 +213,7 @@ SCHEMA: dict[str, str] = {
     **_TRITON_SERVER,
     **_QUALITY,
     **_ENERGY,
+    **_CONFIDENCE,
 }
 COLUMNS: list[str] = list(SCHEMA)
 TRITON_CONFIG_COLUMNS: list[str] = list(_TRITON_CONFIG)

@@ -101,6 +101,8 @@ class LoadResult:
             "throughput_peak": self.throughput.peak,
             "throughput_avg": self.throughput.avg,
             "throughput_method": self.throughput.method,
+            **self.throughput.interval_columns(),
+            **self.latency.bound_columns(),
             "vus": self.vus,
             "inputs_per_request": self.inputs_per_request,
             "avg_num_vectors": self.avg_num_vectors,

@@ -17,7 +17,7 @@ trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
 # --device cpu: the same files on any machine (a GPU host would write KIND_GPU instances)
 for backend in python onnxruntime pytorch; do
-  "$PY" -m exporters --model "$model" --weights random --device cpu --format triton \
+  "$PY" -m harness.export --model "$model" --weights random --device cpu --format triton \
     --backend "$backend" --out "model_repository/$model-$backend"
 done
 # TensorRT builds a plan only on the GPU it will run on, so the exporter refuses the tensorrt

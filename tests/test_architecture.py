@@ -35,6 +35,7 @@ COMMANDS = {
     "harness.plan",
     "harness.report",
     "harness.export",
+    "harness.compare",
 }
 #: module stems that may repeat: each package's own, and engines/ + exporters/ per runtime
 SHARED_STEMS = {"__init__", "__main__", "base", "config", "api"}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.noise import HostWatch
 from core.sysinfo import host_name
 from harness import hardware
 from harness.config import TargetConfig
@@ -93,9 +94,11 @@ class NodeWorker:
 
     def measure(self, key: str, target: TargetConfig, point: Point) -> Reply:
         try:
-            m = self._scenario(key, target).measure(point, lambda _text: None)
+            with HostWatch() as watch:  # the node's own host: was it quiet?
+                m = self._scenario(key, target).measure(point, lambda _text: None)
         except Exception as e:  # noqa: BLE001
             return Reply(error=_reason(e), text=self._text())
+        m.row.update(watch.reading.columns())
         m.row["executor"] = "ray"
         m.row["node"] = self.node
         return Reply(m, text=self._text())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis import checks
-from analysis.console_tables import best_row, columns, print_rows
+from analysis.console_tables import best_row, columns, confidence_lines, print_rows
 from core import energy
 from core.config import arg, at_least, int_list, positive_float, to_json
 from core.errors import ConfigError
@@ -112,9 +112,11 @@ TABLE = columns(
     inputs_per_request     | inputs/req | 0
     vus                    | VUs        | 0
     throughput_req_per_sec | inputs/s   | 1
+    throughput_ci_low      | low (95%)  | 1
     p50_latency_ms         | p50 ms     | 1
     p95_latency_ms         | p95 ms     | 1
     p99_latency_ms         | p99 ms     | 1
+    p99_upper_ms           | p99 ≤ (95%)| 1
     failed_requests        | failed     | 0
     invalid_embeddings     | invalid    | 0
     padding_ratio          | pad frac   | 2
@@ -442,6 +444,8 @@ class HttpScenario(Scenario):
             return
         ranked = sorted(rows, key=lambda r: r.get("1B_cost") or math.inf)
         print_rows(console, self.title, TABLE, ranked[:15])
+        for line in confidence_lines(rows):
+            console.print(line, highlight=False)
         print_best(console, rows, self.config.limits(), what="inputs/request")
         for url, q in self.quality.items():
             if not q.passed:

@@ -6,10 +6,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from analysis.console_tables import columns, print_rows
+from analysis.console_tables import columns, confidence_lines, print_rows
 from core import energy
 from core.config import arg, int_list, positive_float
 from core.costs import cost_per_1m_tokens
+from core.errors import ConfigError
 from core.measure import NEURONPERF_STATS
 from engines.base import HintsPadding, fields_from
 from harness.results import TRITON_CONFIG_COLUMNS
@@ -37,6 +38,11 @@ class InprocessConfig:
     duration: float = arg(5.0, parse=positive_float, help="minimum timed seconds per configuration")
     min_calls: int = arg(10, help="minimum timed calls per configuration (both minima must be met)")
     warmup: int = arg(2, help="untimed warm-up calls per model copy")
+    repeats: int = arg(
+        1,
+        help="runs of each configuration, one row each; with 2 or more, harness.compare and the "
+        "planner use the t-interval across them (one run: batch means over its 1-s windows)",
+    )
     max_duration: float | None = arg(
         None,
         parse=positive_float,
@@ -44,6 +50,8 @@ class InprocessConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ConfigError(f"--repeats must be >= 1; got {self.repeats}")
         # every point of the grid is valid: one check, the point's own
         self.point(self.inputs_per_request[0], self.n_models[0], self.workers_per_model[0])
 
@@ -65,7 +73,9 @@ TABLE = columns(
     latency_ms_p50    | fwd p50 ms    | 2
     latency_ms_p99    | fwd p99 ms    | 2
     p99_latency_ms    | e2e p99 ms    | 2
+    p99_upper_ms      | p99 ≤ (95%)   | 2
     throughput_avg    | inputs/s      | 1
+    throughput_ci_low | low (95%)     | 1
     padding_ratio     | pad frac      | 2
     cost_per_1m_inf   | $/1M          | 3
     1B_cost           | $/1B          | 2
@@ -115,7 +125,7 @@ class InprocessScenario(Scenario):
 
     def estimate(self) -> int:
         c = self.config
-        return len(c.n_models) * len(c.workers_per_model) * len(c.inputs_per_request)
+        return len(c.n_models) * len(c.workers_per_model) * len(c.inputs_per_request) * c.repeats
 
     def plan(self) -> Plan:
         c = self.config
@@ -129,7 +139,11 @@ class InprocessScenario(Scenario):
                         "threads": self.setup.engine_cfg.threads,
                     }
                     label = f"batch {b} · n_models {n} · workers {w}"
-                    yield Point(config, label, point)
+                    for rep in range(c.repeats):
+                        # the first run keeps the key it always had, so old rows still resume
+                        key = {**config, "repeat": rep} if rep else config
+                        run = f" · run {rep + 1}/{c.repeats}" if c.repeats > 1 else ""
+                        yield Point(key, label + run, point)
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
         p: InprocessPoint = point.params
@@ -151,6 +165,7 @@ class InprocessScenario(Scenario):
             "engine_info": {k: v for k, v in res.engine_info.items() if k != "parity"},
         }
         row = self.row(res)
+        row["repeat"] = point.config.get("repeat", 0)
         said = [f"    {energy.describe([row])}"] if row.get("energy_source") else []
         return Measurement(row, notes, said)
 
@@ -185,6 +200,8 @@ class InprocessScenario(Scenario):
             "padding_ratio": res.padding_ratio,
             "accuracy": res.accuracy,
             "throughput_method": res.throughput.method,
+            **res.throughput.interval_columns(),
+            **res.e2e.bound_columns(),
             "cpu_percent": res.cpu_percent,
             "peak_rss_mb": res.peak_rss_mb,
             "peak_gpu_mem_mb": res.peak_gpu_mem_mb,
@@ -218,6 +235,8 @@ class InprocessScenario(Scenario):
             highlight=False,
         )
         console.print(energy.describe(rows), highlight=False)
+        for line in confidence_lines(rows):
+            console.print(line, highlight=False)
         console.print(
             "next: compare exports (--engine onnx --variant optimized --precision int8, "
             "--engine compile, --engine aoti, --engine triton), model copies (--n-models 1,2), "
