@@ -94,3 +94,24 @@ def confidence_lines(rows: list[dict]) -> list[str]:
                 f"[yellow]disturbed[/]: a point measured on a busy host: {r.get('disturbed_reason')}"
             )
     return lines
+
+
+def isa_hints(rows: list[dict]) -> list[str]:
+    """A CPU with matrix units for bf16 or int8 that the rows do not use: say so, with the
+    command and the quality check that goes with it."""
+    isa = set(str(rows[0].get("cpu_isa") or "").split(",")) if rows else set()
+    precisions = {r.get("precision") for r in rows}
+    out = []
+    if "amx_bf16" in isa and "bf16" not in precisions:
+        out.append(
+            "next: this CPU has AMX-BF16: --engine openvino --precision bf16 (or --engine eager "
+            "--precision bf16) runs on its matrix units; the export's parity against eager fp32 "
+            "is checked and recorded (parity_metric), and harness.sweep --reference-model checks "
+            "a server's answers"
+        )
+    if ("amx_int8" in isa or "avx512_vnni" in isa) and "int8" not in precisions:
+        out.append(
+            "next: this CPU has int8 matrix instructions (AMX-INT8 / VNNI): --engine openvino "
+            "--precision int8 or --engine onnx --precision int8, each parity-gated"
+        )
+    return out

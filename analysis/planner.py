@@ -817,6 +817,14 @@ def _caveats(cand: pd.DataFrame, plan: Plan) -> list[str]:
     for o in plan.options:
         for flag in o.flags:
             notes.append(f"#{o.rank} {o.task} · {o.hw_type} {o.image}: {flag}")
+    isa = cand["cpu_isa"].dropna().astype(str) if "cpu_isa" in cand else pd.Series(dtype=str)
+    amx = cand[isa.reindex(cand.index).fillna("").str.contains("amx_bf16")]
+    if not amx.empty and not (amx["precision"] == "bf16").any():
+        notes.append(
+            f"rows from {', '.join(sorted(set(amx['host_name'].astype(str))))} ran on a CPU with "
+            "AMX-BF16 but none at bf16: measure --precision bf16 (openvino or eager; parity "
+            "against eager fp32 is checked) before buying for fp32 numbers"
+        )
     if any(o.latency_column.startswith("latency_ms_") for o in plan.options):
         notes.append("latency marked (forward) is the forward pass only (no tokenization)")
     return notes

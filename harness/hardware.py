@@ -210,9 +210,14 @@ class Detected:
     device_name: str
     cpu_name: str
     cores: int
+    cpu_isa: tuple[str, ...] = ()  # the matrix-unit and vector ISA extensions (cpu_isa())
 
     def describe(self) -> str:
         return f"{self.profile or 'unknown'} ({self.device_name})"
+
+    @property
+    def amx_bf16(self) -> bool:
+        return "amx_bf16" in self.cpu_isa
 
 
 def cpu_name() -> str:
@@ -224,6 +229,30 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+#: the CPU flags that decide which precisions run on matrix units (Linux /proc/cpuinfo names)
+ISA_FLAGS = (
+    "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16",
+    "amx_int8", "amx_fp16",
+)  # fmt: skip
+
+
+def cpu_isa(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """Which of ISA_FLAGS this CPU has (AVX-512, VNNI, AMX-BF16, AMX-INT8, ...), in that order;
+    () where /proc/cpuinfo is not readable."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return ()
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return tuple(f for f in ISA_FLAGS if f in flags)
 
 
 def has_cuda() -> bool:
@@ -261,11 +290,11 @@ def detect() -> Detected:
         name = torch.cuda.get_device_name(0)
         for p in PROFILES.values():
             if p.device == "cuda" and any(m.lower() in name.lower() for m in p.match):
-                return Detected(p.name, "cuda", name, cpu, cores)
-        return Detected(None, "cuda", name, cpu, cores)
+                return Detected(p.name, "cuda", name, cpu, cores, cpu_isa())
+        return Detected(None, "cuda", name, cpu, cores, cpu_isa())
     if has_neuron():
-        return Detected("inf2", "neuron", "AWS Inferentia2", cpu, cores)
-    return Detected("cpu", "cpu", f"{cpu} ({cores} cores)", cpu, cores)
+        return Detected("inf2", "neuron", "AWS Inferentia2", cpu, cores, cpu_isa())
+    return Detected("cpu", "cpu", f"{cpu} ({cores} cores)", cpu, cores, cpu_isa())
 
 
 def resolve(hw: str, detected: Detected, price_per_hour: float | None = None) -> HardwareProfile:

@@ -126,6 +126,9 @@ _EXTRA = {
     "host_name": STR,
     "device_name": STR,
     "cpu_name": STR,
+    # the CPU's vector and matrix-unit extensions (AVX-512, VNNI, AMX-BF16, AMX-INT8): which
+    # precisions run on matrix units; compare rows only within one ISA
+    "cpu_isa": STR,
     "tool_versions": JSON,
     "git_sha": STR,
     "timestamp": STR,
@@ -484,6 +487,7 @@ def context_columns(
         "host_name": host_name(),
         "device_name": detected.device_name,
         "cpu_name": detected.cpu_name,
+        "cpu_isa": ",".join(getattr(detected, "cpu_isa", ())) or None,
         "tool_versions": {**tool_versions(), **{k: v for k, v in info.items() if k == "torch"}},
         "git_sha": git_sha(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -202,3 +202,26 @@ def test_plan_checks_the_limit_on_the_p99_bound_and_flags_what_is_unsure():
     assert any(f.startswith("disturbed: probe differs") for f in o.flags)
     assert o.instances == o.instances_point  # no interval: the point estimate, said so
     assert o.sizing.startswith("point estimate")
+
+
+# ------------------------------------------------------------------ the CPU's matrix units
+
+
+def test_cpu_isa_reads_the_matrix_unit_flags():
+    xeon = "processor: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_tile amx_bf16 amx_int8\n"
+    assert hardware.cpu_isa(xeon) == (
+        "avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8",
+    )  # fmt: skip
+    assert hardware.cpu_isa("flags: fpu sse2 avx2\n") == ("avx2",)
+    assert hardware.cpu_isa("") == ()
+
+
+def test_an_amx_host_is_told_that_bf16_is_there():
+    from analysis.console_tables import isa_hints
+
+    rows = [{"cpu_isa": "avx512f,amx_bf16,amx_int8", "precision": "fp32"}]
+    hints = " ".join(isa_hints(rows))
+    assert "AMX-BF16" in hints and "--precision bf16" in hints and "int8" in hints
+    assert isa_hints([{"cpu_isa": "avx2", "precision": "fp32"}]) == []
+    plan = _plan(_row(100.0, 0, cpu_isa="avx512f,amx_bf16"))
+    assert any("AMX-BF16" in n for n in plan.notes)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from analysis.console_tables import columns, confidence_lines, print_rows
+from analysis.console_tables import columns, confidence_lines, isa_hints, print_rows
 from core import energy
 from core.config import arg, int_list, positive_float
 from core.costs import cost_per_1m_tokens
@@ -243,6 +243,8 @@ class InprocessScenario(Scenario):
             "HTTP with python -m harness.sweep, or merge runs with python -m harness.report",
             highlight=False,
         )
+        for line in isa_hints(rows):
+            console.print(line, highlight=False)
         padded = max((r.get("padding_ratio") or 0.0 for r in rows), default=0.0)
         options = self.setup.engine_cfg.options
         hint = (
