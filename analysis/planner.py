@@ -188,11 +188,16 @@ def throughput_bound(row: pd.Series) -> tuple[float, str]:
     n = row.get("repeats_n") if method == "t(repeats)" else row.get("throughput_windows")
     what = "repeats" if method == "t(repeats)" else "1-s windows"
     if low is not None and 0 < low <= thr:
-        return low, f"95 % lower bound ({method}, {_text(n)} {what})"
+        return low, f"95 % lower bound ({method}, {_count(n)} {what})"
     slowest = _finite(row.get("throughput_min"))
     if low is not None and slowest is not None and slowest > 0:  # the interval reaches 0
-        return slowest, f"slowest of {_text(n)} {what} (the 95 % interval reaches 0)"
+        return slowest, f"slowest of {_count(n)} {what} (the 95 % interval reaches 0)"
     return thr, "point estimate (no interval: measure with --repeats 2 or longer)"
+
+
+def _count(n: Any) -> str:
+    v = _finite(n)
+    return "?" if v is None else f"{int(v):,}"
 
 
 def sizing_flags(row: pd.Series, metric: str) -> list[str]:
@@ -240,7 +245,13 @@ def collapse_repeats(df: pd.DataFrame) -> pd.DataFrame:
                     v = pd.to_numeric(g[col], errors="coerce")
                     first[col] = v.max() if v.notna().all() else math.nan
             if "disturbed" in g:
-                first["disturbed"] = bool(g["disturbed"].astype(object).eq(True).any())
+                hit = g["disturbed"].astype(object).eq(True)
+                first["disturbed"] = bool(hit.any())
+                if hit.any() and "disturbed_reason" in g:
+                    why = g.loc[hit, "disturbed_reason"].dropna()
+                    first["disturbed_reason"] = (
+                        f"{int(hit.sum())} of {len(g)} repeats: {why.iloc[0]}" if len(why) else None
+                    )
         out.append(first)
     return pd.DataFrame(out)
 
@@ -616,12 +627,16 @@ def _within(rows: pd.DataFrame, demand: Demand) -> pd.Series:
 
 
 def _fastest(rows: pd.DataFrame) -> pd.Series:
-    """The row with the most throughput (ties: the lower latency, then the first)."""
+    """The row to plan on: bounded rows first, then the most throughput at the lower bound
+    (ties: the lower latency, then the first)."""
     order = rows.assign(
         _lat=[latency_of(r, "p99")[0] or math.inf for _, r in rows.iterrows()],
-        _sized=[throughput_bound(r)[0] for _, r in rows.iterrows()],  # never a lucky repeat
+        # a row with an interval beats one without (a point estimate may be a lucky repeat),
+        # then the most throughput at its lower bound
+        _bounded=[throughput_bound(r)[1].startswith("95 %") for _, r in rows.iterrows()],
+        _sized=[throughput_bound(r)[0] for _, r in rows.iterrows()],
     )
-    order = order.sort_values(["_sized", "_lat"], ascending=[False, True])
+    order = order.sort_values(["_bounded", "_sized", "_lat"], ascending=[False, False, True])
     return rows.loc[order.index[0]]
 
 
@@ -641,13 +656,26 @@ def describe_row(r: pd.Series, metric: str) -> str:
     )
 
 
+def searched(row: pd.Series, demand: Demand) -> bool:
+    """A rate the sweep's rate search passed (`harness.sweep --search rate`: Poisson arrivals
+    whose p99 upper bound stayed under its target) with a target within the demand's p99
+    limit: a measured sustainable load, so such rows are planned on first."""
+    if demand.metric != "p99" or _config(row).get("rate_search") not in ("pass", "answer"):
+        return False
+    slo = _finite(row.get("slo_ms"))
+    return slo is not None and slo <= demand.limit_ms
+
+
 def _choose(rows: pd.DataFrame, demand: Demand, *, published: bool):
-    """Per group: (chosen row or None, nearest row when none meets the limit)."""
+    """Per group: (chosen row or None, nearest row when none meets the limit); among the rows
+    within the limit, the rate search's passing rates are preferred where the group has any."""
     out = []
     for key, g in rows.groupby(WORKLOAD + GROUP, dropna=False, sort=True):
         ok = _within(g, demand)
         if ok.any():
-            out.append((key, _fastest(g[ok]), None))
+            within = g[ok]
+            rated = pd.Series([searched(r, demand) for _, r in within.iterrows()], within.index)
+            out.append((key, _fastest(within[rated] if rated.any() else within), None))
             continue
         unknown = g[[latency_of(r, demand.metric)[0] is None for _, r in g.iterrows()]]
         if published and not unknown.empty:

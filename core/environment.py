@@ -23,6 +23,7 @@ VARIABLES = {
     "NEURON_RT_VISIBLE_CORES": "the NeuronCores this process may use",
     "NEURON_RT_NUM_CORES": "how many NeuronCores this process may use",
     "CUDA_VISIBLE_DEVICES": "the GPUs this process may use (the energy meter reads the first)",
+    "BILLIONBENCH_HOST_PROBE": "0: no CPU probe before and after each point (no `disturbed`)",
     "RAY_ADDRESS": "the Ray cluster --executor ray joins when --ray-address is not given",
 }
 _SECRET = {"BILLIONBENCH_SEAL_KEY"}

@@ -12,13 +12,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from core.environment import var
+
 PROBE_MARGIN = 0.25  # relative difference of the two probes
 OUTSIDE_CORES = 0.5  # average cores used by processes that are not ours
 _PROBE_LOOPS = 200_000
+#: a pause before each probe: the math libraries' worker threads spin for up to ~200 ms after
+#: their last parallel region (KMP_BLOCKTIME, OMP_WAIT_POLICY) and would slow a probe that is
+#: about the host, not about our own idle threads
+SETTLE_S = 0.3
 
 
-def probe_ms(repeats: int = 3) -> float:
-    """The best of `repeats` timings of a fixed pure-Python loop, in ms (about 5-20 ms)."""
+def probe_ms(repeats: int = 3, settle_s: float = SETTLE_S) -> float:
+    """The best of `repeats` timings of a fixed pure-Python loop, in ms (about 5-20 ms each),
+    after `settle_s` of quiet."""
+    time.sleep(settle_s)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -84,13 +92,22 @@ class HostReading:
 
 
 class HostWatch:
-    """`with HostWatch() as w: measure()`, then `w.reading`: the probes and the outside load."""
+    """`with HostWatch() as w: measure()`, then `w.reading`: the probes and the outside load.
 
-    def __init__(self) -> None:
+    Off (`enabled=False`, or BILLIONBENCH_HOST_PROBE=0 in the environment) it records nothing:
+    the columns stay empty, never a guess."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = host_probe_enabled() if enabled is None else enabled
         self.reading: HostReading | None = None
 
+    def columns(self) -> dict[str, object]:
+        return self.reading.columns() if self.reading is not None else {}
+
     def __enter__(self) -> HostWatch:
-        self._before = probe_ms()
+        if not self.enabled:
+            return self
+        self._before = probe_ms(settle_s=0.05)
         try:
             self._busy0, self._ours0 = _busy_s(), _ours_s()
         except (ImportError, OSError, AttributeError):
@@ -99,6 +116,8 @@ class HostWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if not self.enabled:
+            return
         wall = time.monotonic() - self._t0
         outside = None
         if self._busy0 is not None and wall > 0:
@@ -107,4 +126,13 @@ class HostWatch:
                 outside = max(0.0, (busy - ours) / wall)
             except (ImportError, OSError, AttributeError):
                 outside = None
-        self.reading = HostReading(self._before, probe_ms(), outside)
+        # settle after the point in proportion to it (short test points barely wait)
+        after = probe_ms(settle_s=min(SETTLE_S, 0.1 * wall))
+        self.reading = HostReading(self._before, after, outside)
+
+
+def host_probe_enabled() -> bool:
+    """BILLIONBENCH_HOST_PROBE=0 turns the probes off (the test suite does: its points are
+    too short for them to mean anything)."""
+    value = var("BILLIONBENCH_HOST_PROBE")
+    return value is None or value.strip() not in ("0", "false", "no")

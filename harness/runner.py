@@ -145,8 +145,8 @@ class LocalExecutor(Executor):
             while True:
                 with HostWatch() as watch:
                     m = scenario.measure(point, progress)
-                m.row.update(watch.reading.columns())
-                why = m.row["disturbed_reason"]
+                m.row.update(watch.columns())
+                why = m.row.get("disturbed_reason")
                 if why is None or len(earlier) >= self.remeasure_disturbed:
                     break
                 earlier.append({"throughput": m.row.get("throughput_req_per_sec"), "why": why})

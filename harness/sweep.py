@@ -4,8 +4,10 @@ For each server max batch size x inputs per request it starts `harness.serve` (o
 `--url`), doubles the VUs while throughput improves by more than the noise margin, then
 binary-searches between the last two points. Every measured point is a result row
 (`mode=http`), appended at once and skipped on resume. The best point is always one that was
-measured; the noise margin is max(--improvement, the spread of repeated measurements). Against a
-Triton engine it runs Model Analyzer's config search through a real tritonserver instead.
+measured; the noise margin is max(--improvement, the spread of repeated measurements).
+`--search rate --p99-ms T` finds the highest Poisson rate whose p99 upper bound stays
+under T (MLPerf's server scenario), bisecting between measured rates. Against a Triton engine
+it runs Model Analyzer's config search through a real tritonserver instead.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The side-by-side table of scripts/bench_peers.sh: per server and load shape, every repeat's
 inputs/s and p99, our servers' padding (from /metrics), each server's output quality against
 sentence-transformers fp32 (its rows' quality_* columns, else its quality-<shape>.json files),
-and the ratio to the fastest *correct* peer of the same precision. A server under the quality
-gate, or never checked, is marked and never named best.
+the mean inputs/s with its 95 % t-interval over the repeats, and the ratio to the fastest
+*correct* peer of the same precision with its interval and harness.compare's verdict
+(analysis.comparison.judge: faster / slower / no difference at 95 %). A server under the
+quality gate, or never checked, is marked and never named best.
 
     .venv/bin/python scripts/peers_table.py results/cpu-peers
 """
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from analysis.comparison import THROUGHPUT, judge
+from core.stats import t_interval
 
 
 def metric(path: Path, name: str) -> float | None:
@@ -86,6 +91,28 @@ class Server:
         return statistics.mean(self.thr)
 
     @property
+    def interval(self):
+        return t_interval(self.thr)
+
+    def interval_cell(self) -> str:
+        ci = self.interval
+        if not math.isfinite(ci.low):
+            return f"{ci.mean:.1f} (1 repeat: no interval)"
+        return f"{ci.mean:.1f} [{ci.low:.1f}, {ci.high:.1f}]"
+
+    def versus(self, peer: Server | None) -> str:
+        """B = this server, A = the peer: the ratio with its interval and the verdict."""
+        if peer is None:
+            return "-"
+        if peer is self:
+            return "1 (the peer)"
+        failing = () if self.correct else ("this server",)
+        ratio, verdict, _ = judge(THROUGHPUT, peer.interval, self.interval, failing)
+        if not math.isfinite(ratio.low):
+            return f"{ratio.mean:.2f}, {verdict}"
+        return f"{ratio.mean:.2f} [{ratio.low:.2f}, {ratio.high:.2f}], {verdict}"
+
+    @property
     def checked(self) -> bool:
         return bool(self.checks) and all(c is not None for c in self.checks)
 
@@ -145,15 +172,16 @@ def best_peer(servers, vus: int, ipr: int, precision: str | None) -> Server | No
 def main(out: Path) -> int:
     servers = load(out)
     print(
-        "| server | precision | load shape | inputs/s (each repeat) | × fastest correct peer, "
-        "same precision (means) | p99 ms (each) | padding | min cosine | mean cosine | quality |"
+        "| server | precision | load shape | inputs/s (each repeat) | mean [95 % CI] | × fastest "
+        "correct peer, same precision [95 % CI], verdict | p99 ms (each) | padding | min cosine "
+        "| mean cosine | quality |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     order = sorted(servers.values(), key=lambda s: (-s.vus, s.ipr, not is_ours(s.name), s.name))
     for s in order:
         prec = precision_of(s.name)
         peer = best_peer(servers, s.vus, s.ipr, prec)
-        ratio = f"{s.mean / peer.mean:.2f}" if peer else "-"
+        ratio = s.versus(peer)
         pad = f"{statistics.mean(s.pads):.3f}" if s.pads else "-"
         thr = ", ".join(f"{t:.1f}" for t in s.thr)
         p99 = ", ".join(f"{p:,.0f}" for p in s.p99)
@@ -164,7 +192,8 @@ def main(out: Path) -> int:
             else f"{s.name} ({'FAILING QUALITY' if s.checked else 'not checked'})"
         )
         print(
-            f"| {name} | {prec} | {s.vus} VUs × {s.ipr} | {thr} | {ratio} | {p99} | {pad} "
+            f"| {name} | {prec} | {s.vus} VUs × {s.ipr} | {thr} | {s.interval_cell()} | {ratio} "
+            f"| {p99} | {pad} "
             f"| {lo} | {mean} | {verdict} |"
         )
     print()
@@ -192,11 +221,11 @@ def main(out: Path) -> int:
                         f"{anyp.mean:.1f} inputs/s"
                     )
                     if best_ours:
-                        line += f"; {best_ours.name} = {best_ours.mean / anyp.mean:.2f}× it"
+                        line += f"; {best_ours.name}: {best_ours.versus(anyp)}"
                     line += ")"
             if best_ours:
                 line += f"; ours best correct: **{best_ours.name}** ({best_ours.mean:.1f} inputs/s"
-                line += f", {best_ours.mean / peer.mean:.2f}× the peer)" if peer else ")"
+                line += f", {best_ours.versus(peer)} against the peer)" if peer else ")"
             elif ours:
                 line += f"; no {prec} configuration of ours checked and passing the quality gate"
             failing = sorted(

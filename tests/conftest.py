@@ -93,6 +93,11 @@ def _proc_split() -> bool:
     return cpu.split() is not None
 
 
+# the host probe (core.noise) around each point means nothing on points of 0.2 s, and costs
+# ~0.1 s each: off for the suite (tests/test_stats.py turns it on where it is the subject)
+os.environ.setdefault("BILLIONBENCH_HOST_PROBE", "0")
+
+
 class Gate(NamedTuple):
     needs: str  # the marker's description (pytest --markers)
     available: Callable[[], bool]

@@ -150,11 +150,14 @@ def test_host_reading_marks_a_disturbed_point():
 
 
 def test_host_watch_records_both_probes():
-    with HostWatch() as w:
+    with HostWatch(enabled=True) as w:
         sum(range(10_000))
-    cols = w.reading.columns()
+    cols = w.columns()
     assert cols["probe_before_ms"] > 0 and cols["probe_after_ms"] > 0
     assert cols["disturbed"] in (True, False)
+    with HostWatch(enabled=False) as off:
+        pass
+    assert off.columns() == {}  # off: nothing recorded, never a guess
 
 
 # ------------------------------------------------------------------ the planner on the bounds

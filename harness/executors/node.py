@@ -98,7 +98,7 @@ class NodeWorker:
                 m = self._scenario(key, target).measure(point, lambda _text: None)
         except Exception as e:  # noqa: BLE001
             return Reply(error=_reason(e), text=self._text())
-        m.row.update(watch.reading.columns())
+        m.row.update(watch.columns())
         m.row["executor"] = "ray"
         m.row["node"] = self.node
         return Reply(m, text=self._text())

@@ -3,7 +3,9 @@
 For each server max batch size x inputs per request the plan doubles the VUs while throughput
 improves by more than the noise margin, then binary-searches between the best point and the
 next one tried. The best point is always a measured one; the margin is max(--improvement, the
-spread of repeated measurements). `--rate` replaces the search with one open-loop point.
+spread of repeated measurements). `--rate` replaces the search with one open-loop point;
+`--search rate --p99-ms T` searches the highest Poisson rate whose p99 stays under T
+(harness.scenarios.rate_search decides; every rate tried is a row).
 """
 
 from __future__ import annotations
@@ -23,9 +25,26 @@ from core.config import arg, at_least, int_list, positive_float, to_json
 from core.errors import ConfigError
 from core.net import free_port
 from core.processes.bench_server import ServerProcess
+from core.stats import samples_needed
 from harness import quality
 from harness.config import ROOT, ServeCommandConfig, serve_command
+from harness.results import ResultsStore
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
+from harness.scenarios.rate_search import (
+    ANSWER,
+    PASS,
+    PERCENTILE,
+    RateSearch,
+    describe_answer,
+    goodput,
+    probe,
+    rate_columns,
+    rate_result,
+    search_rows,
+    tally,
+    verdict_of,
+    with_verdict,
+)
 from harness.target import Setup, prepare_artifact
 from loadgen import PROTOCOLS, Target, measure_ceiling
 from loadgen.endpoint import counters, remote_identity, remote_parameters, server_columns
@@ -77,6 +96,47 @@ class HttpConfig:
         help="open loop instead of the VU search: Poisson arrivals at this many requests/s for "
         "--max-duration, at most --vus-max in flight; latency counts from the scheduled send",
     )
+    search: str | None = arg(
+        None,
+        help="what to search. Our servers and --url: vus (the VU search, the default) or rate: "
+        "the highest Poisson rate whose p99 upper bound (95 percent confidence) stays under "
+        "--p99-ms, from "
+        "measured rates only (MLPerf's server scenario). --engine triton: the dimensions, "
+        "comma-separated, of instances, max_batch, delay (default all three)",
+    )
+    p99_ms: float | None = arg(
+        None,
+        parse=positive_float,
+        help="the p99 target (ms) of --search rate; on other HTTP rows the SLO of their goodput "
+        "column (inputs/s answered within it)",
+    )
+    rate_tolerance: float = arg(
+        0.1,
+        parse=positive_float,
+        help="--search rate stops once (lowest failing - highest passing rate) / highest "
+        "passing <= this",
+    )
+    rate_min: float | None = arg(
+        None,
+        parse=positive_float,
+        help="--search rate: the first rate (requests/s) and the lowest tried (default: half "
+        "of what a closed-loop point at --vus-max VUs serves, halving while rates fail)",
+    )
+    rate_max: float | None = arg(
+        None,
+        parse=positive_float,
+        help="--search rate: the highest rate tried (default: double until a rate fails)",
+    )
+    max_samples: int = arg(
+        2000,
+        help="--search rate: requests per rate at most; a rate still undecided then counts as "
+        "failing",
+    )
+    rate_max_duration: float = arg(
+        60.0,
+        parse=positive_float,
+        help="--search rate: seconds of arrivals per rate at most (undecided then: failing)",
+    )
     load_workers: int | None = arg(
         None,
         help="with --executor ray and --url: this many load generators on different nodes "
@@ -101,9 +161,31 @@ class HttpConfig:
         if self.vus_start < 1 or self.vus_max < self.vus_start:
             raise ConfigError("--vus-start must be >= 1 and <= --vus-max")
         at_least(self, 1, "repeats", "iterations", "load_workers")
+        if self.search == "rate":
+            self._check_rate_search()
+
+    def _check_rate_search(self) -> None:
+        if self.p99_ms is None:
+            raise ConfigError(
+                "--search rate needs --p99-ms T: the p99 target (ms) the highest rate must meet"
+            )
+        if self.rate is not None:
+            raise ConfigError("--rate measures one rate and --search rate finds it: give one")
+        if self.load_workers is not None:
+            raise ConfigError("--search rate runs its load from this process (no --load-workers)")
+        if self.rate_min and self.rate_max and self.rate_min > self.rate_max:
+            raise ConfigError(f"--rate-min {self.rate_min:g} is above --rate-max {self.rate_max:g}")
+        need = samples_needed(PERCENTILE)
+        if self.max_samples < need:
+            raise ConfigError(
+                f"--max-samples must be >= {need}, the fewest that can bound a p99 at 95 %; "
+                f"got {self.max_samples}"
+            )
 
     def limits(self) -> dict[str, float | None]:
-        return {"max_p95_ms": self.max_p95_ms, "max_p99_ms": self.max_p99_ms}
+        """The latency limits of the best-point lines: --max-p99-ms, else the --p99-ms target."""
+        p99 = self.max_p99_ms if self.max_p99_ms is not None else self.p99_ms
+        return {"max_p95_ms": self.max_p95_ms, "max_p99_ms": p99}
 
 
 TABLE = columns(
@@ -122,6 +204,21 @@ TABLE = columns(
     padding_ratio          | pad frac   | 2
     non_forward_cpu_share  | non-fwd CPU| 2
     1B_cost                | $/1B       | 2
+"""
+)
+#: the rate search's rows, by rate
+RATE_TABLE = columns(
+    """
+    batch_size             | batch      | 0
+    inputs_per_request     | inputs/req | 0
+    offered_rate           | req/s      | 1
+    throughput_req_per_sec | inputs/s   | 1
+    goodput                | goodput/s  | 1
+    n_samples              | requests   | 0
+    p99_latency_ms         | p99 ms     | 1
+    p99_upper_ms           | p99 ≤ (95%)| 1
+    slo_ms                 | target ms  | 0
+    verdict                | verdict    | 0
 """
 )
 
@@ -188,8 +285,10 @@ def _throughput(row: dict[str, Any]) -> float:
 class HttpPoint:
     max_batch_size: int  # the server's
     inputs_per_request: int
-    vus: int
+    vus: int  # closed loop: VUs; open loop: the most in flight
     repeat: int
+    rate: float | None = None  # open loop: Poisson arrivals, requests/s
+    search: str | None = None  # "rate": a rate of the rate search (open-loop chunks)
 
 
 class HttpScenario(Scenario):
@@ -235,6 +334,12 @@ class HttpScenario(Scenario):
         self.meter = None if config.url else energy.DeviceMeter(setup.profile.device)
         self.reference: quality.Reference | None = None
         self.quality: dict[str, quality.Quality] = {}  # per endpoint URL
+        if config.search not in (None, "vus", "rate"):
+            raise ConfigError(
+                f"--search {config.search}: our servers and --url search vus or rate "
+                "(instances, max_batch, delay are the Triton sweep's: --engine triton)"
+            )
+        self.answers: list[str] = []  # config keys of the rate search's answers
 
     def header(self) -> list[str]:
         return self.setup.describe() + self.load.describe()
@@ -243,8 +348,11 @@ class HttpScenario(Scenario):
         """Rough number of runs, for the progress bar (the VU search decides the rest)."""
         c = self.config
         doublings = int(math.log2(max(c.vus_max // c.vus_start, 1))) + 1
+        groups = len(c.max_batch_sizes) * len(c.inputs_per_request)
+        if c.search == "rate":  # a probe, a doubling or two, then the bisection
+            return groups * (3 + math.ceil(math.log2(1 / c.rate_tolerance)))
         per_group = 1 if c.rate else doublings + 2
-        return len(c.max_batch_sizes) * len(c.inputs_per_request) * per_group * c.repeats
+        return groups * per_group * c.repeats
 
     def report_limits(self) -> dict[str, float | None]:
         return self.config.limits()
@@ -261,7 +369,7 @@ class HttpScenario(Scenario):
             "url": c.url,
             "protocol": c.protocol,
             "max_duration": c.max_duration,
-            "rate": c.rate,
+            "rate": p.rate,
             "batcher": {
                 "tokens": b.max_batch_tokens,
                 "delay_ms": b.max_queue_delay_ms,
@@ -272,15 +380,29 @@ class HttpScenario(Scenario):
             f"max batch {p.max_batch_size} · {p.inputs_per_request} inputs/request · {p.vus} "
             f"VUs · run {p.repeat + 1}/{c.repeats}"
         )
+        if p.search == "rate":  # what decides a rate's verdict is part of its identity
+            config.update(
+                search="rate",
+                p99_target_ms=c.p99_ms,
+                max_samples=c.max_samples,
+                rate_max_duration=c.rate_max_duration,
+            )
+            label = (
+                f"max batch {p.max_batch_size} · {p.inputs_per_request} inputs/request · "
+                f"rate {p.rate:g} req/s · p99 <= {c.p99_ms:g} ms?"
+            )
         return Point(config, label, p)
 
     def plan(self) -> Plan:
         c = self.config
         for bs in c.max_batch_sizes:
             for ipr in c.inputs_per_request:
+                if c.search == "rate":
+                    yield from self._rate_plan(bs, ipr)
+                    continue
                 if c.rate:  # open loop: one point per group, concurrency capped at vus-max
                     for rep in range(c.repeats):
-                        yield self.point(HttpPoint(bs, ipr, c.vus_max, rep))
+                        yield self.point(HttpPoint(bs, ipr, c.vus_max, rep, rate=c.rate))
                     continue
                 search = Search(c.vus_start, c.vus_max, c.improvement)
                 steps = search.steps()
@@ -301,6 +423,39 @@ class HttpScenario(Scenario):
                     f"measured VUs {sorted(search.points)})",
                     highlight=False,
                 )
+
+    def _rate_plan(self, bs: int, ipr: int) -> Plan:
+        """The rate search of one (max batch, inputs/request) group; each rate is a row."""
+        c = self.config
+        start = c.rate_min
+        if start is None:  # what the server serves when saturated: a closed-loop point
+            row = yield self.point(HttpPoint(bs, ipr, c.vus_max, 0))
+            start = _throughput(row) / ipr / 2
+            if not start > 0:
+                self.console.print(
+                    f"max batch {bs} · {ipr} inputs/request: the closed-loop point at "
+                    f"{c.vus_max} VUs served nothing; no rate to search from",
+                    highlight=False,
+                )
+                return
+        search = RateSearch(c.rate_tolerance, start, c.rate_min, c.rate_max)
+        keys: dict[float, str] = {}
+        steps = search.steps()
+        rate = next(steps)
+        while True:
+            point = self.point(HttpPoint(bs, ipr, c.vus_max, 0, rate=rate, search="rate"))
+            keys[rate] = point.key
+            row = yield point
+            try:
+                rate = steps.send(verdict_of(row))
+            except StopIteration:
+                break
+        if search.lo is not None:
+            self.answers.append(keys[search.lo])
+        self.console.print(
+            f"max batch {bs} · {ipr} inputs/request: {describe_answer(search, c.p99_ms, ipr)}",
+            highlight=False,
+        )
 
     def server_config(self, max_batch_size: int, grpc_port: int | None) -> ServeCommandConfig:
         """Our server for one max batch size: the sweep's batcher and limits, requests as
@@ -384,23 +539,7 @@ class HttpScenario(Scenario):
         before = counters(server.metrics_text()) if server else None
         meter = energy.start_meter(self.meter if server else None)
         shared = dict(inputs_per_request=p.inputs_per_request, ceiling_rps=self.load.ceiling)
-        if c.rate:  # open loop: Poisson arrivals, at most `vus` in flight
-            res = self.load.open(
-                self.target,
-                self.setup.workload,
-                c.rate,
-                c.max_duration,
-                max_concurrency=p.vus,
-                **shared,
-            )
-            messages.append(
-                f"    open loop at {c.rate:g} req/s: {res.late_requests} sent late "
-                f"(max {res.max_late_ms:.1f} ms)"
-            )
-        else:  # k6's shared iterations
-            res = self.load.closed(
-                self.target, self.setup.workload, p.vus, c.iterations, c.max_duration, **shared
-            )
+        res, extra, notes = self._load(p, shared, messages)
         reading = energy.stop_meter(meter)
         row = res.to_row()
         row.update(
@@ -413,6 +552,7 @@ class HttpScenario(Scenario):
             repeat=p.repeat,
             load_workers=len(self.load.ceilings),
             loadgen_ceilings_rps=json.dumps(self.load.ceilings),
+            **extra,
         )
         if c.url:  # the row says what the endpoint runs, not this command's engine flags
             row.update(remote_identity(self.info, c.protocol))
@@ -427,7 +567,82 @@ class HttpScenario(Scenario):
         row.update(energy.energy_columns(reading, res.successful_requests * p.inputs_per_request))
         if row.get("energy_source"):
             messages.append(f"    {energy.describe([row])}")
-        return Measurement(row, {"errors": res.errors}, messages)
+        return Measurement(row, {"errors": res.errors, **notes}, messages)
+
+    def _load(self, p: HttpPoint, shared: dict, messages: list[str]):
+        """Run one point's load: (its LoadResult, columns it adds, notes for config_json)."""
+        c, extra = self.config, {}
+        if p.search == "rate":
+            return self._rate_load(p, shared, messages)
+        if p.rate:  # open loop: Poisson arrivals, at most `vus` in flight
+            res = self.load.open(
+                self.target,
+                self.setup.workload,
+                p.rate,
+                c.max_duration,
+                max_concurrency=p.vus,
+                **shared,
+            )
+            messages.append(
+                f"    open loop at {p.rate:g} req/s: {res.late_requests} sent late "
+                f"(max {res.max_late_ms:.1f} ms)"
+            )
+            extra["offered_rate"] = p.rate
+        else:  # k6's shared iterations
+            res = self.load.closed(
+                self.target, self.setup.workload, p.vus, c.iterations, c.max_duration, **shared
+            )
+        if c.p99_ms is not None:  # an SLO is known: the inputs/s answered within it
+            extra.update(slo_ms=c.p99_ms, goodput=goodput(res, c.p99_ms))
+        return res, extra, {}
+
+    def _rate_load(self, p: HttpPoint, shared: dict, messages: list[str]):
+        """One rate of the rate search: open-loop chunks until the p99 verdict is clear."""
+        c, chunks = self.config, []
+        limit = c.p99_ms
+
+        def run(duration_s: float, i: int) -> tuple[int, int]:
+            res = self.load.open(
+                self.target,
+                self.setup.workload,
+                p.rate,
+                duration_s,
+                max_concurrency=p.vus,
+                # an arrival still unanswered this long after the last one is over the target
+                max_duration_s=duration_s + limit / 1e3 + 0.05,
+                seed=i,
+                warmup_requests=None if i == 0 else 1,
+                **shared,
+            )
+            chunks.append(res)
+            return tally(res, limit)
+
+        pr = probe(run, p.rate, max_samples=c.max_samples, max_seconds=c.rate_max_duration)
+        res = rate_result(chunks)
+        extra = rate_columns(res, pr, p.rate, limit)
+        upper = extra["p99_upper_ms"]
+        messages.append(
+            f"    rate {p.rate:g} req/s: {pr.verdict.upper()}: {pr.over} of {pr.n} requests "
+            f"over {limit:g} ms ({pr.chunks} chunk(s), {pr.seconds:.1f} s); p99 "
+            f"{res.latency.p99:,.1f} ms, bound {'-' if upper is None else f'{upper:,.1f}'} ms; "
+            f"goodput {extra['goodput'] or 0:,.1f} inputs/s"
+        )
+        return res, extra, {"rate_search": pr.verdict, "rate_search_over": pr.over}
+
+    def _mark_answers(self, rows: list[dict], out: Path) -> None:
+        """The rate search's answer rows get `rate_search: "answer"` in their config_json (an
+        answer of an earlier run that this one's search moved past is a pass again), here and
+        in the results files (a cluster node's scratch folder has none: nothing changes)."""
+        if self.config.search != "rate":
+            return
+        store = ResultsStore(out)
+        for r in rows:
+            was = verdict_of(r)
+            now = ANSWER if r.get("config_key") in self.answers else was
+            now = PASS if now == ANSWER and r.get("config_key") not in self.answers else now
+            if now != was:
+                r["config_json"] = with_verdict(r, now)
+                store.annotate({"config_json": r["config_json"]}, {"config_key": r["config_key"]})
 
     def _stop_server(self) -> None:
         if self.server:
@@ -442,8 +657,12 @@ class HttpScenario(Scenario):
         if not rows:
             console.print("no points measured")
             return
+        self._mark_answers(rows, out)
         ranked = sorted(rows, key=lambda r: r.get("1B_cost") or math.inf)
         print_rows(console, self.title, TABLE, ranked[:15])
+        rates = search_rows(rows)
+        if rates:
+            print_rows(console, "rate search (the p99 verdict at 95 %)", RATE_TABLE, rates)
         for line in confidence_lines(rows):
             console.print(line, highlight=False)
         print_best(console, rows, self.config.limits(), what="inputs/request")

@@ -62,9 +62,11 @@ class TritonSweepConfig:
     """Model Analyzer's brute search: instances x max batch x dynamic batching, each at a range
     of concurrencies, through a real tritonserver."""
 
-    search: str = arg(
-        "instances,max_batch,delay",
-        help="dimensions to search (others keep their first value): instances, max_batch, delay",
+    # the flag is HttpConfig's (the sweep shares one --search): unset means every dimension
+    search: str | None = arg(
+        None,
+        help="dimensions to search (others keep their first value): instances, max_batch, delay "
+        "(default all three)",
     )
     instances: tuple[int, ...] = arg((1, 2, 4), parse=int_list, help="instance_group counts")
     max_batch_sizes: tuple[int, ...] = arg(
@@ -86,6 +88,8 @@ class TritonSweepConfig:
     def __post_init__(self) -> None:
         if not self.max_batch_sizes:
             object.__setattr__(self, "max_batch_sizes", (1, 8, 32))
+        if self.search is None:
+            object.__setattr__(self, "search", ",".join(DIMENSIONS))
         at_least(self, 1, "instances", "concurrency", "iterations")
         parse_delays(self.queue_delays_us)  # one-line error at the flag
 
