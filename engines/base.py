@@ -310,6 +310,16 @@ class Engine(ABC):
     def preprocess(self, texts: list[str]) -> Batch:
         return self._ready().preprocess(texts)
 
+    def forward_shape(self, batch: int, seq: int) -> tuple[int, int] | None:
+        """The (inputs, tokens) shape a forward of `batch` inputs padded to `seq` tokens
+        computes, or None when no shape this engine takes holds them (after `load`).
+
+        Free-shape engines (eager, OpenVINO, dynamic ONNX) compute what they are given, as
+        here; fixed-shape ones (TensorRT profiles, Neuron buckets) override it with the next
+        shape they hold, so an offline job packs batches that fit and counts the rows and
+        tokens the engine pads on as padding."""
+        return batch, seq
+
     # -- the batching protocol: what the dynamic batcher calls, and nothing else -----------
     def tokenize(self, inputs: list, *, truncate: bool = True) -> list:
         """Check and tokenize each input once (thread-safe): one item per input, for

@@ -266,6 +266,17 @@ class NeuronEngine(Engine):
             parity=m.parity,
         )
 
+    def forward_shape(self, batch: int, seq: int) -> tuple[int, int] | None:
+        """The bucket (times the NeuronCores it is split over) `infer` pads this batch to."""
+        buckets = getattr(self, "_buckets", None)
+        if not buckets:
+            return batch, seq
+        try:
+            bucket, copies = plan_call(buckets, batch, seq, self._cores)
+        except EngineError:
+            return None
+        return bucket[0] * copies, bucket[1]
+
     def infer(self, inputs: dict[str, np.ndarray]) -> Any:
         torch = self._torch
         batch, seq = inputs["input_ids"].shape

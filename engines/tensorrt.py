@@ -198,6 +198,18 @@ class TensorRTEngine(Engine):
             result = result[:, :seq]
         return result
 
+    def forward_shape(self, batch: int, seq: int) -> tuple[int, int] | None:
+        """Profile 0's bounds: batches inside its range, sequences padded up to its minimum."""
+        bounds = getattr(self, "_bounds", None)
+        if not bounds:
+            return batch, seq
+        lo_batch = max(b[0][0] for b in bounds.values())
+        hi_batch = min(b[2][0] for b in bounds.values())
+        hi_seq = min(b[2][1] for b in bounds.values())
+        if not lo_batch <= batch <= hi_batch or seq > hi_seq:
+            return None
+        return batch, max(seq, max(b[0][1] for b in bounds.values()))
+
     def _pad_to_profile(self, feeds: dict[str, Any]) -> int:
         """Pad the sequence axis up to the profile minimum; return the real length."""
         torch = self._torch

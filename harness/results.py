@@ -214,9 +214,9 @@ SCHEMA: dict[str, str] = {
     **_EXTRA,
     **_TRITON_CONFIG,
     **_TRITON_SERVER,
+    **_CONFIDENCE,
     **_QUALITY,
     **_ENERGY,
-    **_CONFIDENCE,
 }
 COLUMNS: list[str] = list(SCHEMA)
 TRITON_CONFIG_COLUMNS: list[str] = list(_TRITON_CONFIG)

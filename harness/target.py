@@ -24,7 +24,7 @@ from exporters.parity import compare_on_texts, eager_reference
 from harness import hardware
 from harness.config import TargetConfig
 from harness.results import context_columns
-from workloads import WorkloadSpec, load_workload
+from workloads import WorkloadSpec, load_workload, workload_buckets
 
 log = logging.getLogger("billionbench")
 
@@ -192,6 +192,21 @@ def load_setup(target: TargetConfig, workload: WorkloadSpec) -> Setup:
     return fields_from(
         Setup, r, wl_spec=wl_spec, tokenizer=tok, workload=loaded, flops=flops, peak=peak
     )
+
+
+def artifact_shapes(setup: Setup, batch_sizes: tuple[int, ...]) -> dict[str, Any]:
+    """The batch/sequence profile (and vision buckets) an exported artifact must hold."""
+    stats, max_len = setup.workload.stats, setup.max_len
+    batches = sorted(set(batch_sizes))
+    lo = min(8, stats.min)
+    shapes: dict[str, Any] = dict(
+        batch_range=(batches[0], batches[len(batches) // 2], batches[-1]),
+        seq_range=(lo, max(lo, min(int(stats.p50), max_len)), max_len),
+    )
+    if setup.spec.task == "vision-embedding" and setup.engine_cls.fixed_image_buckets:
+        budget = setup.engine_cfg.options.pixel_budget()
+        shapes["image_buckets"] = workload_buckets(setup.workload.texts, budget, batch_sizes)
+    return shapes
 
 
 def check_target(target: TargetConfig) -> None:

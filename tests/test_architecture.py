@@ -36,6 +36,7 @@ COMMANDS = {
     "harness.report",
     "harness.export",
     "harness.compare",
+    "harness.job",
 }
 #: module stems that may repeat: each package's own, and engines/ + exporters/ per runtime
 SHARED_STEMS = {"__init__", "__main__", "base", "config", "api"}

@@ -16,8 +16,7 @@ from engines.base import HintsPadding, fields_from
 from harness.results import TRITON_CONFIG_COLUMNS
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.scenarios.inprocess_loop import InprocessPoint, InprocessResult, run_inprocess
-from harness.target import Setup, prepare_artifact
-from workloads import workload_buckets
+from harness.target import Setup, artifact_shapes, prepare_artifact
 
 
 @dataclass(frozen=True)
@@ -83,21 +82,6 @@ TABLE = columns(
     efficiency        | efficiency    | 3
 """
 )
-
-
-def artifact_shapes(setup: Setup, batch_sizes: tuple[int, ...]) -> dict[str, Any]:
-    """The batch/sequence profile (and vision buckets) an exported artifact must hold."""
-    stats, max_len = setup.workload.stats, setup.max_len
-    batches = sorted(set(batch_sizes))
-    lo = min(8, stats.min)
-    shapes: dict[str, Any] = dict(
-        batch_range=(batches[0], batches[len(batches) // 2], batches[-1]),
-        seq_range=(lo, max(lo, min(int(stats.p50), max_len)), max_len),
-    )
-    if setup.spec.task == "vision-embedding" and setup.engine_cls.fixed_image_buckets:
-        budget = setup.engine_cfg.options.pixel_budget()
-        shapes["image_buckets"] = workload_buckets(setup.workload.texts, budget, batch_sizes)
-    return shapes
 
 
 class InprocessScenario(Scenario):

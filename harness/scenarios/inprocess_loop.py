@@ -199,7 +199,7 @@ def _warm(engine: Engine, workload: Workload, cfg: InprocessPoint) -> None:
         _one_call(engine, *workload.batch(i, cfg.inputs_per_request))
 
 
-def _gpu_peak_mb() -> float | None:
+def gpu_peak_mb() -> float | None:
     try:
         import torch
     except ImportError:
@@ -235,11 +235,11 @@ def _child(
     for t in threads:
         t.join()
     err = f"{type(errors[0]).__name__}: {errors[0]}" if errors else None
-    out_q.put((model_idx, [r for s in sinks for r in s], err, engine.info, _gpu_peak_mb()))
+    out_q.put((model_idx, [r for s in sinks for r in s], err, engine.info, gpu_peak_mb()))
     engine.close()
 
 
-class _Sampler:
+class Sampler:
     """CPU% and peak RSS of this process and its children while the timed window runs."""
 
     def __init__(self, period_s: float = 0.1):
@@ -331,7 +331,7 @@ class _Copies:
         self.info = dict(self.engines[0].info)
         first = self.engines[0]
         self.stats0 = first.server_stats() if isinstance(first, ReportsServerStats) else None
-        if _gpu_peak_mb() is not None:
+        if gpu_peak_mb() is not None:
             import torch
 
             torch.cuda.reset_peak_memory_stats()
@@ -394,7 +394,7 @@ class _Copies:
             t.join()
         if self.errors:
             raise EngineError(f"inference failed: {self.errors[0]}") from self.errors[0]
-        return [r for s in self.sinks for r in s], _gpu_peak_mb()
+        return [r for s in self.sinks for r in s], gpu_peak_mb()
 
     def server_delta(self) -> dict[str, Any]:
         e = self.engines[0]
@@ -422,7 +422,7 @@ def run_inprocess(
         copies.start_processes()
     else:
         copies.start_threads(engines if engines is not None else [])
-    sampler = _Sampler()
+    sampler = Sampler()
     sampler.start()
     meter = start_meter(meter)
     energy: Reading | None = None

@@ -31,6 +31,7 @@ class PerfAnalyzerConfig:
         (1, 2, 4, 8), parse=int_list, help="perf_analyzer concurrencies"
     )
     duration: float = arg(5.0, help="perf_analyzer's measurement interval, in seconds")
+    repeats: int = arg(1, help="runs of each configuration, one row each (the in-process flag)")
 
 
 def to_row(pa: dict[str, float], batch: int) -> dict:
@@ -162,7 +163,8 @@ class PerfAnalyzerScenario(Scenario):
         ]
 
     def estimate(self) -> int:
-        return len(self.config.inputs_per_request) * len(self.config.concurrency)
+        c = self.config
+        return len(c.inputs_per_request) * len(c.concurrency) * max(1, c.repeats)
 
     def plan(self) -> Plan:
         a = self.config
@@ -176,7 +178,11 @@ class PerfAnalyzerScenario(Scenario):
                     "measurement_ms": int(a.duration * 1000),
                     "stability_percentage": STABILITY_PCT,
                 }
-                yield Point(config, f"perf_analyzer: batch {batch} · concurrency {c}", (batch, c))
+                label = f"perf_analyzer: batch {batch} · concurrency {c}"
+                for rep in range(max(1, a.repeats)):
+                    # the first run keeps its old key, so earlier rows still resume
+                    key = {**config, "repeat": rep} if rep else config
+                    yield Point(key, label + (f" · run {rep + 1}" if rep else ""), (batch, c))
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
         batch, c = point.params
@@ -193,6 +199,7 @@ class PerfAnalyzerScenario(Scenario):
             measurement_ms=int(self.config.duration * 1000),
         )[-1:]
         row = to_row(pa, batch)
+        row["repeat"] = point.config.get("repeat", 0)
         info = self.engine.info
         row.update(
             self.setup.context(info, row["throughput_req_per_sec"], self.parity_metric),
