@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from core.errors import BillionbenchError
-from core.stats import Interval, ratio_interval, t_interval
+from core.stats import Interval, finite, ratio_interval, t_interval
 from harness.results import quality_failed
 
 #: what makes two rows the same point, by default (a key empty on both sides is dropped)
@@ -162,7 +162,7 @@ class Comparison:
 
 
 def _num(v: float) -> float | None:
-    return float(v) if v is not None and math.isfinite(v) else None
+    return finite(v)
 
 
 def _interval_json(i: Interval) -> dict[str, Any]:
@@ -219,15 +219,7 @@ def _groups(df: pd.DataFrame, keys: tuple[str, ...]) -> dict[tuple, pd.DataFrame
 
 
 def _finite(values) -> list[float]:
-    out = []
-    for v in values:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out.append(f)
-    return out
+    return [f for f in map(finite, values) if f is not None]
 
 
 def side_interval(rows: pd.DataFrame, metric: Metric) -> Interval:

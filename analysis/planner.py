@@ -157,17 +157,9 @@ POINT = [
 ]  # fmt: skip
 
 
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def bound_of(row: pd.Series, metric: str) -> float | None:
     """The row's 95 % upper bound on its `metric` percentile; None when not resolved."""
-    return _finite(row.get(BOUND[metric]))
+    return stats.finite(row.get(BOUND[metric]))
 
 
 def limit_latency(row: pd.Series, metric: str) -> tuple[float | None, str | None]:
@@ -183,20 +175,20 @@ def throughput_bound(row: pd.Series) -> tuple[float, str]:
     """(throughput to size on, how it was had): the 95 % interval's lower end where there is
     one (t over repeats, or batch means over one run's windows), else the point estimate."""
     thr = float(row["throughput_req_per_sec"])
-    low = _finite(row.get("throughput_ci_low"))
+    low = stats.finite(row.get("throughput_ci_low"))
     method = str(row.get("throughput_ci_method") or "")
     n = row.get("repeats_n") if method == "t(repeats)" else row.get("throughput_windows")
     what = "repeats" if method == "t(repeats)" else "1-s windows"
     if low is not None and 0 < low <= thr:
         return low, f"95 % lower bound ({method}, {_count(n)} {what})"
-    slowest = _finite(row.get("throughput_min"))
+    slowest = stats.finite(row.get("throughput_min"))
     if low is not None and slowest is not None and slowest > 0:  # the interval reaches 0
         return slowest, f"slowest of {_count(n)} {what} (the 95 % interval reaches 0)"
     return thr, "point estimate (no interval: measure with --repeats 2 or longer)"
 
 
 def _count(n: Any) -> str:
-    v = _finite(n)
+    v = stats.finite(n)
     return "?" if v is None else f"{int(v):,}"
 
 
@@ -204,14 +196,14 @@ def sizing_flags(row: pd.Series, metric: str) -> list[str]:
     """What makes a row's plan less sure: an unresolved percentile, a busy host."""
     flags = []
     if not is_published(row) and bound_of(row, metric) is None:
-        n = _finite(row.get("n_samples"))
-        need = _finite(row.get("p99_samples_needed")) or 299
+        n = stats.finite(row.get("n_samples"))
+        need = stats.finite(row.get("p99_samples_needed")) or 299
         got = f"{int(n):,} samples" if n is not None else "samples not recorded"
         flags.append(f"{metric} not resolved ({got}; a 95 % bound needs {int(need):,}+)")
-    low = _finite(row.get("throughput_ci_low"))
+    low = stats.finite(row.get("throughput_ci_low"))
     if low is not None and low <= 0:
         flags.append(
-            f"throughput interval reaches 0 ({low:,.1f}–{_finite(row.get('throughput_ci_high')) or 0:,.1f}"
+            f"throughput interval reaches 0 ({low:,.1f}–{stats.finite(row.get('throughput_ci_high')) or 0:,.1f}"
             "): too noisy to size on its bound; measure more repeats or longer"
         )
     disturbed = row.get("disturbed")
@@ -662,7 +654,7 @@ def searched(row: pd.Series, demand: Demand) -> bool:
     limit: a measured sustainable load, so such rows are planned on first."""
     if demand.metric != "p99" or _config(row).get("rate_search") not in ("pass", "answer"):
         return False
-    slo = _finite(row.get("slo_ms"))
+    slo = stats.finite(row.get("slo_ms"))
     return slo is not None and slo <= demand.limit_ms
 
 

@@ -31,6 +31,15 @@ _T975 = (
 )  # fmt: skip
 
 
+def finite(v) -> float | None:
+    """`v` as a float when it is a finite number (a cell, a numpy scalar), else None."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def t_quantile_975(df: int) -> float:
     """t(0.975, df): the table to 30, then the Cornish-Fisher series in 1/df (error < 1e-5)."""
     if df < 1:

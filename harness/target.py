@@ -286,6 +286,21 @@ def data_parity(setup: Resolved, engine_cfg: EngineConfig, texts: list[str]) -> 
         return compare_on_texts(ref, cand, engine_cfg.precision, sample)
 
 
+def with_artifact(setup: Setup, console, batch_sizes: tuple[int, ...]):
+    """(setup, parity metric, parity margin) for a run at `batch_sizes`: the setup as it is when
+    its engine needs no artifact, else pointed at one exported (or reused) for those batch sizes
+    and checked on the run's own texts."""
+    if not setup.engine_cls.needs_artifact(setup.engine_cfg):
+        return setup, None, None
+    prepared = prepare_artifact(
+        setup,
+        console=console,
+        texts=setup.workload.texts,
+        **artifact_shapes(setup, batch_sizes),
+    )
+    return replace(setup, engine_cfg=prepared.engine_cfg), prepared.parity_metric, prepared.margin
+
+
 def prepare_artifact(
     setup: Resolved,
     *,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from engines.base import HintsPadding, fields_from
 from harness.results import TRITON_CONFIG_COLUMNS
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.scenarios.inprocess_loop import InprocessPoint, InprocessResult, run_inprocess
-from harness.target import Setup, artifact_shapes, prepare_artifact
+from harness.target import Setup, with_artifact
 
 
 @dataclass(frozen=True)
@@ -89,18 +89,10 @@ class InprocessScenario(Scenario):
     adaptive = False  # a fixed grid: its points may run at once, on several nodes
 
     def __init__(self, config: InprocessConfig, setup: Setup, console):
-        self.config, self.setup = config, setup
-        self.parity_metric: str | None = None
-        self.parity_margin: float | None = None
-        if setup.engine_cls.needs_artifact(setup.engine_cfg):
-            prepared = prepare_artifact(
-                setup,
-                console=console,
-                texts=setup.workload.texts,
-                **artifact_shapes(setup, config.inputs_per_request),
-            )
-            self.setup = replace(setup, engine_cfg=prepared.engine_cfg)
-            self.parity_metric, self.parity_margin = prepared.parity_metric, prepared.margin
+        self.config = config
+        self.setup, self.parity_metric, self.parity_margin = with_artifact(
+            setup, console, config.inputs_per_request
+        )
         self.engines: list = []  # loaded copies, reused across points (thread mode)
         self.meter = energy.DeviceMeter(self.setup.profile.device)
 

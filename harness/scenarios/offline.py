@@ -16,7 +16,7 @@ import itertools
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from exporters.parity import eager_reference
 from harness.quality import Gate, Quality, Reference, compare, sample_indices, texts_sha
 from harness.runner import Measurement, Plan, Point, Progress, Scenario
 from harness.scenarios.inprocess_loop import Sampler, gpu_peak_mb
-from harness.target import Setup, artifact_shapes, prepare_artifact
+from harness.target import Setup, with_artifact
 from serving.bulk import BulkRunner, JobLimits, JobStats, Window, WindowResult
 
 #: inputs of the workload whose job outputs are compared with eager fp32 (0: none)
@@ -154,18 +154,10 @@ class OfflineScenario(Scenario):
                 f"{setup.spec.name} is a {setup.spec.task} model"
             )
         check_grid(grid)
-        self.config, self.grid, self.setup = config, grid, setup
-        self.parity_metric: str | None = None
-        self.parity_margin: float | None = None
-        if setup.engine_cls.needs_artifact(setup.engine_cfg):
-            prepared = prepare_artifact(
-                setup,
-                console=console,
-                texts=setup.workload.texts,
-                **artifact_shapes(setup, grid.inputs_per_request),
-            )
-            self.setup = replace(setup, engine_cfg=prepared.engine_cfg)
-            self.parity_metric, self.parity_margin = prepared.parity_metric, prepared.margin
+        self.config, self.grid = config, grid
+        self.setup, self.parity_metric, self.parity_margin = with_artifact(
+            setup, console, grid.inputs_per_request
+        )
         self.engine: Any = None
         self.reference: Reference | None = None
         self.meter = energy.DeviceMeter(self.setup.profile.device)
