@@ -53,6 +53,15 @@ class Measurement:
     messages: list[str] = field(default_factory=list)  # printed by the runner, in order
 
 
+def repeated(config: dict[str, Any], label: str, params: Any, repeats: int):
+    """A point `repeats` times, one row each: the first run keeps the key it always had (so old
+    rows still resume), the others carry their `repeat` in the key and the label."""
+    for rep in range(max(1, repeats)):
+        key = {**config, "repeat": rep} if rep else config
+        run = f" · run {rep + 1}/{repeats}" if repeats > 1 else ""
+        yield Point(key, label + run, params)
+
+
 #: a plan yields points and is sent back each point's row (stored or just measured)
 Plan = Generator[Point, dict[str, Any] | None, None]
 

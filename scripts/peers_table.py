@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.comparison import THROUGHPUT, judge
-from core.stats import t_interval
+from core.stats import finite, t_interval
 
 
 def metric(path: Path, name: str) -> float | None:
@@ -51,11 +51,7 @@ class Check:
 
 
 def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
+    return finite(v)
 
 
 def row_quality(row: dict, qfile: Path) -> Check | None:

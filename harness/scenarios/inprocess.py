@@ -14,7 +14,7 @@ from core.errors import ConfigError
 from core.measure import NEURONPERF_STATS
 from engines.base import HintsPadding, fields_from
 from harness.results import TRITON_CONFIG_COLUMNS
-from harness.runner import Measurement, Plan, Point, Progress, Scenario
+from harness.runner import Measurement, Plan, Point, Progress, Scenario, repeated
 from harness.scenarios.inprocess_loop import InprocessPoint, InprocessResult, run_inprocess
 from harness.target import Setup, with_artifact
 
@@ -115,11 +115,7 @@ class InprocessScenario(Scenario):
                         "threads": self.setup.engine_cfg.threads,
                     }
                     label = f"batch {b} · n_models {n} · workers {w}"
-                    for rep in range(c.repeats):
-                        # the first run keeps the key it always had, so old rows still resume
-                        key = {**config, "repeat": rep} if rep else config
-                        run = f" · run {rep + 1}/{c.repeats}" if c.repeats > 1 else ""
-                        yield Point(key, label + run, point)
+                    yield from repeated(config, label, point, c.repeats)
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
         p: InprocessPoint = point.params

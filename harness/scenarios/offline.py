@@ -31,7 +31,7 @@ from core.measure import NEURONPERF_STATS, Latency, Throughput
 from engines.registry import create_engine
 from exporters.parity import eager_reference
 from harness.quality import Gate, Quality, Reference, compare, sample_indices, texts_sha
-from harness.runner import Measurement, Plan, Point, Progress, Scenario
+from harness.runner import Measurement, Plan, Point, Progress, Scenario, repeated
 from harness.scenarios.inprocess_loop import Sampler, gpu_peak_mb
 from harness.target import Setup, with_artifact
 from serving.bulk import BulkRunner, JobLimits, JobStats, Window, WindowResult
@@ -180,10 +180,7 @@ class OfflineScenario(Scenario):
                 "threads": self.setup.engine_cfg.threads,
             }
             label = f"offline · max batch {b} · {c.max_batch_tokens} tokens"
-            for rep in range(g.repeats):
-                key = {**config, "repeat": rep} if rep else config
-                run = f" · run {rep + 1}/{g.repeats}" if g.repeats > 1 else ""
-                yield Point(key, label + run, point)
+            yield from repeated(config, label, point, g.repeats)
 
     def _loaded(self):
         if self.engine is None:

@@ -16,7 +16,7 @@ from core.errors import BillionbenchError, ConfigError, EngineError
 from core.processes.perf_analyzer import STABILITY_PCT, find_binary, run, version
 from engines.registry import create_engine
 from harness.results import TRITON_CONFIG_COLUMNS
-from harness.runner import Measurement, Plan, Point, Progress, Scenario
+from harness.runner import Measurement, Plan, Point, Progress, Scenario, repeated
 from harness.target import Setup, prepare_artifact
 
 
@@ -179,10 +179,7 @@ class PerfAnalyzerScenario(Scenario):
                     "stability_percentage": STABILITY_PCT,
                 }
                 label = f"perf_analyzer: batch {batch} · concurrency {c}"
-                for rep in range(max(1, a.repeats)):
-                    # the first run keeps its old key, so earlier rows still resume
-                    key = {**config, "repeat": rep} if rep else config
-                    yield Point(key, label + (f" · run {rep + 1}" if rep else ""), (batch, c))
+                yield from repeated(config, label, (batch, c), a.repeats)
 
     def measure(self, point: Point, progress: Progress) -> Measurement:
         batch, c = point.params
