@@ -77,9 +77,9 @@ def progress_bar(console):
 def confidence_lines(rows: list[dict]) -> list[str]:
     """What the interval columns mean, which p99s are not resolved, which points were disturbed."""
     lines = [
-        "how sure: low (95%) = the throughput interval's lower end (batch means over the run's "
-        "1-s windows; - : too few windows, measure longer or with --repeats 2); p99 ≤ (95%) = a "
-        "distribution-free upper bound on the p99 (- : not resolved)"
+        "how sure: inputs/s low = the lower end of the throughput's 95 % interval (batch means "
+        "over the run's 1-s windows; - : too few windows, measure longer or use --repeats 3); "
+        "p99 bound ms = a distribution-free 95 % upper bound on the p99 (- : not resolved)"
     ]
     unresolved = [r for r in rows if r.get("p99_resolved") is False]
     if unresolved:

@@ -143,7 +143,7 @@ def test_throughput_interval_from_one_runs_windows():
 def test_host_reading_marks_a_disturbed_point():
     quiet = HostReading(10.0, 11.0, 0.1)
     assert quiet.columns()["disturbed"] is False and quiet.reason is None
-    slower = HostReading(10.0, 14.0, 0.0)
+    slower = HostReading(10.0, 16.0, 0.0)
     assert slower.columns()["disturbed"] is True and "probe" in slower.reason
     busy = HostReading(10.0, 10.0, 1.3)
     assert "1.30 cores" in busy.reason

@@ -194,11 +194,11 @@ TABLE = columns(
     inputs_per_request     | inputs/req | 0
     vus                    | VUs        | 0
     throughput_req_per_sec | inputs/s   | 1
-    throughput_ci_low      | low (95%)  | 1
+    throughput_ci_low      | inputs/s low | 1
     p50_latency_ms         | p50 ms     | 1
     p95_latency_ms         | p95 ms     | 1
     p99_latency_ms         | p99 ms     | 1
-    p99_upper_ms           | p99 ≤ (95%)| 1
+    p99_upper_ms           | p99 bound ms | 1
     failed_requests        | failed     | 0
     invalid_embeddings     | invalid    | 0
     padding_ratio          | pad frac   | 2
@@ -216,7 +216,7 @@ RATE_TABLE = columns(
     goodput                | goodput/s  | 1
     n_samples              | requests   | 0
     p99_latency_ms         | p99 ms     | 1
-    p99_upper_ms           | p99 ≤ (95%)| 1
+    p99_upper_ms           | p99 bound ms | 1
     slo_ms                 | target ms  | 0
     verdict                | verdict    | 0
 """

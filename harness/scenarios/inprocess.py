@@ -68,13 +68,13 @@ TABLE = columns(
     """
     batch_size        | batch         | 0
     n_models          | n_models      | 0
-    workers_per_model | workers/model | 0
+    workers_per_model | workers       | 0
     latency_ms_p50    | fwd p50 ms    | 2
     latency_ms_p99    | fwd p99 ms    | 2
     p99_latency_ms    | e2e p99 ms    | 2
-    p99_upper_ms      | p99 ≤ (95%)   | 2
+    p99_upper_ms      | p99 bound ms  | 2
     throughput_avg    | inputs/s      | 1
-    throughput_ci_low | low (95%)     | 1
+    throughput_ci_low | inputs/s low  | 1
     padding_ratio     | pad frac      | 2
     cost_per_1m_inf   | $/1M          | 3
     1B_cost           | $/1B          | 2

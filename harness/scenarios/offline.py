@@ -95,7 +95,7 @@ TABLE = columns(
     """
     batch_size        | max batch     | 0
     throughput_avg    | inputs/s      | 1
-    throughput_ci_low | low (95%)     | 1
+    throughput_ci_low | inputs/s low  | 1
     padding_ratio     | pad frac      | 3
     latency_ms_p50    | fwd p50 ms    | 2
     p50_latency_ms    | batch p50 ms  | 2
