@@ -224,7 +224,8 @@ class InprocessScenario(Scenario):
         )
         if hint:
             console.print(
-                f"padding took up to {padded:.0%} of the token slots computed: {hint}",
+                f"padding took up to {padded:.0%} of the token slots computed: {hint}; a batch "
+                "job: --scenario offline (length-sorted batches, padding under 5 %)",
                 highlight=False,
             )
         if weights == "random":
