@@ -67,7 +67,7 @@ class Metric:
 
 
 METRICS = (
-    Metric("throughput_req_per_sec", "throughput (req/s)", True, FASTER, SLOWER),
+    Metric("throughput_req_per_sec", "throughput (inputs/s)", True, FASTER, SLOWER),
     Metric("p99_latency_ms", "p99 latency (ms)", False, FASTER, SLOWER),
     Metric("1B_cost", "$ per 1B inputs", False, BETTER, WORSE),
 )

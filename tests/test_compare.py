@@ -208,7 +208,7 @@ def test_markdown_to_a_file(tmp_path, capsys):
     text = out.read_text()
     assert text.startswith("## B vs A")
     assert "| metric | A | B | B/A [95 % CI] | verdict |" in text
-    assert "| throughput (req/s) |" in text
+    assert "| throughput (inputs/s) |" in text
     assert "1.000× [" in text
     assert f"compare: {out}" in capsys.readouterr().out
 
