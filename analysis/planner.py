@@ -14,13 +14,14 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from analysis import buy as buying
 from core import stats
 from core.errors import BillionbenchError
 from harness.hardware import PRICE_BASES, PROFILES, Price
@@ -392,6 +393,32 @@ def price_for(hw: str, demand: Demand, rows: pd.DataFrame) -> Price:
     )
 
 
+def price_bases(options: list[Option], demand: Demand, rows: pd.DataFrame) -> list[dict]:
+    """Each option's instances priced on every basis side by side (`--price-basis all`); a
+    basis without a figure carries the one-line reason instead of a price."""
+    out = []
+    for o in options:
+        bases = {}
+        for basis in PRICE_BASES:
+            try:
+                price = price_for(o.hw_type, replace(demand, basis=basis), rows)
+            except PlanError:
+                have = "no published figure" if o.hw_type in PROFILES else "no hardware profile"
+                why = f"no {basis} price for {o.hw_type}: {have}; pass --price {o.hw_type}=<$/hr>"
+                bases[basis] = {"refused": why}
+                continue
+            monthly = monthly_cost(o.instances, price.per_hour)
+            bases[basis] = {
+                "price_per_hour": price.per_hour,
+                "price_source": price.describe(),
+                "monthly_cost": monthly,
+                "effective_cost_per_1b": effective_cost_per_1b(monthly, demand.rate),
+            }
+        keys = ("task", "model_name", "rank", "hw_type", "image", "label", "instances")
+        out.append({**{k: getattr(o, k) for k in keys}, "bases": bases})
+    return out
+
+
 # -- the plan ---------------------------------------------------------------------------------
 
 
@@ -457,6 +484,8 @@ class Plan:
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> rows
     floors: list[dict[str, Any]] = field(default_factory=list)  # hardware without rows
     scan: pd.DataFrame = field(default_factory=pd.DataFrame)  # every candidate, as if chosen
+    buy: list[buying.BuyOption] = field(default_factory=list)  # API list prices, never ranked
+    bases: list[dict[str, Any]] = field(default_factory=list)  # each option on every basis
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
 
@@ -489,12 +518,16 @@ class Plan:
             "excluded_rows": self.excluded,
             "floors_without_rows": self.floors,
             "notes": self.notes,
+            **({"price_bases": _plain(self.bases)} if self.bases else {}),
+            **({"buy": [_plain(b.as_dict()) for b in self.buy]} if self.buy else {}),
         }
 
 
 def _plain(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if hasattr(v, "item"):  # numpy scalars
@@ -717,8 +750,12 @@ def make_plan(
     *,
     references: pd.DataFrame | None = None,
     filters: dict[str, list[str]] | None = None,
+    api_prices: pd.DataFrame | None = None,
+    all_bases: bool = False,
 ) -> Plan:
-    """The plan for `demand` from measured rows (and, if given, published reference rows)."""
+    """The plan for `demand` from measured rows (and, if given, published reference rows and
+    embedding API prices, the "buy" rows). `all_bases`: also price every option on every
+    price basis side by side."""
     filters = filters or {}
     plan = Plan(demand, files=sorted(set(measured["source_file"].astype(str))))
     if measured.empty:
@@ -755,10 +792,36 @@ def make_plan(
                 f"published: {u['task']} · {u['model_name']} on {u['hw_type']}: no published "
                 f"point meets {demand.metric} ≤ {demand.limit_ms:g} ms"
             )
+    if api_prices is not None and not api_prices.empty:
+        plan.buy = _buy(cand, plan, api_prices)
+    if all_bases:
+        plan.bases = price_bases(plan.options, demand, cand)
     plan.scan = _scan(cand, references, demand, plan, filters)
     plan.floors = _floors(cand, demand)
     plan.notes += _caveats(cand, plan)
     return plan
+
+
+def _buy(cand: pd.DataFrame, plan: Plan, prices: pd.DataFrame) -> list[buying.BuyOption]:
+    """Per embedding workload, each API price beside its best measured option (never ranked)."""
+    out = []
+    inputs_per_month = plan.demand.rate * SECONDS_PER_MONTH
+    for task, model in plan.workloads():
+        best = plan.best(task, model)
+        rows = cand[(cand["task"] == task) & (cand["model_name"].astype(str) == model)]
+        opts, why = buying.buy_options(
+            task,
+            model,
+            rows,
+            prices,
+            inputs_per_month=inputs_per_month,
+            build_cost_per_1b=best.effective_cost_per_1b,
+            build=f"#1 {best.instances:,} × {best.hw_type} {best.image}",
+        )
+        out += opts
+        if why:
+            plan.notes.append(why)
+    return out
 
 
 def _scan(cand, references, demand: Demand, plan: Plan, filters) -> pd.DataFrame:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from analysis.planner import Option, Plan
-from analysis.references import MARKER
+from analysis.planner import PRICE_BASES, Option, Plan
+from analysis.references import BUY_MARKER, MARKER
 from analysis.report_tables import Table, integer, missing, money, ms, num, pct, text
 
 
@@ -112,6 +112,10 @@ def plan_tables(plan: Plan, *, compact: bool = False) -> list[Table]:
             f"same {plan.demand.basis} basis, best published point per model × hardware"
         )
         out.append(_table(PUBLISHED_COLUMNS, plan.published, metric, caption, compact, "published"))
+    if plan.bases:
+        out.append(bases_table(plan, compact))
+    if plan.buy:
+        out.append(buy_table(plan, compact))
     if plan.floors:
         t = Table(
             ["task", "model", "hardware", "floor $/1B", "floor $/month", "$/hr", "label"]
@@ -157,6 +161,13 @@ def deploy_lines(plan: Plan) -> list[str]:
             f"({o.free_at_peak:.0%} free); artifact: {_artifact(o)}; parity: {o.parity}"
         )
         lines += [f"  ⚠ {flag}" for flag in o.flags]
+        lines += [
+            f"  {BUY_MARKER} {b.provider} {b.api_model} ({b.tier}, ${b.usd_per_1m_tokens:g}/1M "
+            f"tokens × {b.tokens_per_input:,.1f} tokens/input, {b.tokens_from}): "
+            f"{money(b.cost_per_1b)} per 1B, {money(b.monthly_cost)}/month; {b.verdict}"
+            for b in plan.buy
+            if (b.task, b.model_name) == (task, model)
+        ]
     return lines
 
 
@@ -173,3 +184,62 @@ def _bound(o: Option) -> str:
     if o.latency_column.endswith("_upper_ms"):
         return "95 % upper bound"
     return "point estimate, not bounded"
+
+
+def _basis_cells(cell: dict) -> list[str]:
+    if "refused" in cell:
+        return ["—", f"— ({cell['refused']})"]
+    return [money(cell["effective_cost_per_1b"]), money(cell["monthly_cost"])]
+
+
+def bases_table(plan: Plan, compact: bool) -> Table:
+    """`--price-basis all`: each measured option's instances on every price basis."""
+    heads = ["task", "#", "hardware", "engine / image", "instances"]
+    for basis in PRICE_BASES:
+        heads += [f"{basis} $/1B", f"{basis} $/month"]
+    t = Table(
+        heads + ([] if compact else [f"{b} source" for b in PRICE_BASES]),
+        caption="price bases side by side: the same instances on each basis (effective $/1B at "
+        "the mean rate; — where a basis has no published figure, with the reason)",
+    )
+    for b in plan.bases:
+        cells = [b["task"], str(b["rank"]), b["hw_type"], b["image"] + b["label"]]
+        cells.append(f"{b['instances']:,}")
+        for basis in PRICE_BASES:
+            cells += _basis_cells(b["bases"][basis])
+        if not compact:
+            cells += [b["bases"][x].get("price_source", "-") for x in PRICE_BASES]
+        t.add(cells)
+    return t
+
+
+def buy_table(plan: Plan, compact: bool) -> Table:
+    """The API list prices beside the best measured option: marked, never ranked."""
+    d = plan.demand
+    t = Table(
+        ["", "task", "model", "API", "tier", "$/1M tokens", "tokens/input", "$/1B", "$/month",
+         "build (#1) $/1B", "build vs buy"]
+        + ([] if compact else ["tokens from", "source", "date"]),
+        caption=f"{BUY_MARKER}: embedding API list prices (not measured, never ranked with ours), "
+        f"converted with the tokens per input measured in the rows; $/month at the mean rate "
+        f"({d.rate:,.1f} inputs/s), against the #1 measured option at {d.basis} prices",
+    )  # fmt: skip
+    for b in plan.buy:
+        t.add(
+            [
+                BUY_MARKER,
+                b.task,
+                b.model_name,
+                f"{b.provider} {b.api_model}",
+                b.tier,
+                f"${b.usd_per_1m_tokens:g}",
+                num(b.tokens_per_input),
+                money(b.cost_per_1b),
+                money(b.monthly_cost),
+                money(b.build_cost_per_1b),
+                b.verdict,
+            ]
+            + ([] if compact else [b.tokens_from, b.source, b.date]),
+            "buy",
+        )
+    return t

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import HardwareMismatch
+from core.errors import ConfigError, HardwareMismatch
 from engines.artifact import verify
 from engines.base import COMPILE_MODES, Engine, VisionOptions, option
 from engines.torch_eager import EagerEngine
@@ -21,6 +21,39 @@ class CompileOptions(VisionOptions):
     compile_mode: str = option(
         "default", flag="--compile-mode", help="compile engine: mode", choices=COMPILE_MODES
     )
+    compile_backend: str | None = option(
+        None,
+        flag="--compile-backend",
+        help="compile engine: torch.compile's backend (default inductor; aot_eager traces "
+        "without generating code, tensorrt needs torch-tensorrt)",
+    )
+    recorded_when_set = (*VisionOptions.recorded_when_set, "compile_backend")
+
+    def backend(self) -> str:
+        """The backend's name, once torch knows it (torch-tensorrt registers its own on import);
+        ConfigError for one this torch does not have."""
+        import torch
+
+        name = self.compile_backend or "inductor"
+        if name in ("tensorrt", "torch_tensorrt"):
+            try:
+                import torch_tensorrt  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    f"--compile-backend {name} needs torch-tensorrt (pip install torch-tensorrt, "
+                    "on a CUDA machine)"
+                ) from None
+        have = torch._dynamo.list_backends(exclude_tags=())
+        if name not in have:
+            raise ConfigError(
+                f"--compile-backend {name!r} is not a torch.compile backend here; this torch has "
+                f"{', '.join(torch._dynamo.list_backends())} (and aot_eager, eager for tests)"
+            )
+        return name
+
+    def check(self, config) -> None:
+        super().check(config)
+        self.backend()
 
 
 class CompileEngine(EagerEngine):
@@ -33,14 +66,20 @@ class CompileEngine(EagerEngine):
         super().load()
         import torch
 
-        mode = self.options.compile_mode
-        self.model = torch.compile(self.model, mode=mode, dynamic=True)
+        mode, backend = self.options.compile_mode, self.options.backend()
+        # torch refuses a mode with a backend other than inductor
+        kw = {"mode": mode} if backend == "inductor" else {}
+        self.model = torch.compile(self.model, backend=backend, dynamic=True, **kw)
         t0 = time.perf_counter()
         # two shapes so the dynamic-shape graph, not a specialised one, is compiled up front
         for texts in self._ready().warmup_inputs():
             b = self.preprocess(texts)
             self.infer(b.inputs)
-        self.info.update(compile_mode=mode, compile_seconds=round(time.perf_counter() - t0, 2))
+        self.info.update(
+            compile_mode=mode,
+            compile_backend=backend,
+            compile_seconds=round(time.perf_counter() - t0, 2),
+        )
 
 
 class AotiEngine(Engine):

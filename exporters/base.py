@@ -149,6 +149,8 @@ class Exporter(ABC):
     export_attn: ClassVar[str] = "eager"
     #: model tasks this format exports; the engine's `task_note` says why others are refused
     tasks: ClassVar[tuple[str, ...]] = ("classification", "embedding")
+    #: precisions that need a CUDA target, each with what to do instead
+    gpu_precisions: ClassVar[dict[str, str]] = {}
 
     def check(self, cfg: ExportConfig) -> None:
         """Validate task/precision/variant; subclasses add library and hardware checks."""
@@ -168,6 +170,8 @@ class Exporter(ABC):
             raise ConfigError(
                 f"--format {self.format} supports --variant {allowed}; got {cfg.variant!r}"
             )
+        if cfg.precision in self.gpu_precisions and cfg.device != "cuda":
+            raise ConfigError(self.gpu_precisions[cfg.precision])
 
     def expected_hardware(self, cfg: ExportConfig) -> dict[str, Any] | None:
         """Hardware keys a cached artifact must match to be reused (None: portable)."""

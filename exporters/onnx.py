@@ -35,35 +35,43 @@ def _require(module: str, package: str):
         raise MissingDependency(package, "onnx") from e
 
 
-def export_onnx_file(model: Any, spec: ModelSpec, path: Path, opset: int = 17):
-    """Write a plain ONNX graph with dynamic batch and sequence axes.
-
-    Returns (input_names, output_names, dynamic_axes). The TorchScript-based exporter is used
-    because its graphs are the ones ONNX Runtime's transformer fusions match.
-    """
+def _trace(module, args, path: Path, inputs, outputs, opset: int, what: str, axes=None) -> None:
+    """torch.onnx.export's TorchScript exporter (its graphs are the ones ONNX Runtime's
+    transformer fusions match), with its tracer chatter silenced (HF's Python-side mask logic,
+    a vision bucket's baked-in grid): parity checks the result. EngineError when it fails."""
     import torch
 
-    _require("onnx", "onnx")
-    out = output_name(spec.task)
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
-    axes[out] = {0: "batch"} if spec.task == "classification" else {0: "batch", 1: "sequence"}
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            # tracer chatter about HF's Python-side mask logic; parity checks the result
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrap(model, spec.task),
-                example_inputs(),
+                module,
+                args,
                 str(path),
                 dynamo=False,
-                input_names=INPUT_NAMES,
-                output_names=[out],
+                input_names=list(inputs),
+                output_names=list(outputs),
                 dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,
             )
     except Exception as e:
-        raise EngineError(f"ONNX export of {spec.name} failed: {str(e).splitlines()[0]}") from e
+        raise EngineError(f"ONNX export of {what} failed: {str(e).splitlines()[0]}") from e
+
+
+def export_onnx_file(model: Any, spec: ModelSpec, path: Path, opset: int = 17):
+    """Write a plain ONNX graph with dynamic batch and sequence axes.
+
+    Returns (input_names, output_names, dynamic_axes).
+    """
+
+    _require("onnx", "onnx")
+    out = output_name(spec.task)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    axes[out] = {0: "batch"} if spec.task == "classification" else {0: "batch", 1: "sequence"}
+    _trace(
+        wrap(model, spec.task), example_inputs(), path, INPUT_NAMES, [out], opset, spec.name, axes
+    )
     return list(INPUT_NAMES), [out], axes
 
 
@@ -116,24 +124,8 @@ def export_vision_bucket(model: Any, processor: Any, spec: ModelSpec, bucket, pa
 
     args = tuple(torch.from_numpy(batch.inputs[k]) for k in VISION_INPUTS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer warnings: the grid is baked in, as intended
-            torch.onnx.export(
-                Embedder(model).eval(),
-                args,
-                str(path),
-                dynamo=False,
-                input_names=VISION_INPUTS,
-                output_names=[VISION_OUTPUT],
-                opset_version=opset,
-                do_constant_folding=True,
-            )
-    except Exception as e:
-        raise EngineError(
-            f"ONNX export of {spec.name} bucket batch {b} x grid {gh}x{gw} failed: "
-            f"{str(e).splitlines()[0]}"
-        ) from e
+    what = f"{spec.name} bucket batch {b} x grid {gh}x{gw}"
+    _trace(Embedder(model).eval(), args, path, VISION_INPUTS, [VISION_OUTPUT], opset, what)
     return {k: list(v.shape) for k, v in batch.inputs.items()}
 
 
@@ -317,14 +309,13 @@ class OnnxExporter(Exporter):
     variants = ("", "optimized", "static")
     export_attn = "eager"  # eager attention exports as MatMul/Softmax that ORT can fuse
     tasks = ("classification", "embedding", "vision-embedding")  # vision: fixed-size buckets
+    gpu_precisions = {
+        "fp16": "fp16 ONNX targets GPUs (CPU kernels are fp32/int8): pass --device cuda, or use "
+        "--precision int8 for CPU"
+    }
 
     def check(self, cfg: ExportConfig) -> None:
         super().check(cfg)
-        if cfg.precision == "fp16" and cfg.device != "cuda":
-            raise ConfigError(
-                "fp16 ONNX targets GPUs (CPU kernels are fp32/int8): pass --device "
-                "cuda, or use --precision int8 for CPU"
-            )
         if cfg.precision == "int8" and cfg.device != "cpu":
             raise ConfigError("int8 dynamic quantization is a CPU recipe; use fp16 on GPUs")
         if cfg.variant == "static" and cfg.precision != "int8":

@@ -376,6 +376,7 @@ class TritonExporter(Exporter):
     format = "triton"
     engine = "triton"
     precisions = ("fp32", "fp16")
+    gpu_precisions = {"fp16": "fp16 Triton repositories need a GPU target; use fp32 on CPU"}
     variants = ("", *BACKENDS)
     export_attn = "eager"
 
@@ -411,8 +412,6 @@ class TritonExporter(Exporter):
                 "--backend tensorrt needs a plan built on the target GPU; use --device cuda on "
                 "a machine with one (here: --backend python or onnxruntime)"
             )
-        if cfg.precision == "fp16" and cfg.device != "cuda":
-            raise ConfigError("fp16 Triton repositories need a GPU target; use fp32 on CPU")
 
     def expected_hardware(self, cfg: ExportConfig) -> dict[str, Any] | None:
         return {"device": cfg.device}

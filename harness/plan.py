@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from analysis.planner import FILTERS, HOURS_PER_MONTH, Demand, PlanError, make_plan, parse_rate
-from analysis.references import MARKER
+from analysis.references import BUY_MARKER, MARKER
 from core.config import positive_float, share
 from harness.cli import Parser, flag_type, run_command
 from harness.hardware import PRICE_BASES
@@ -47,8 +47,13 @@ def _price(text: str) -> tuple[str, float]:
     return hw.strip(), price
 
 
-def add_load_args(p: argparse.ArgumentParser, *, required: bool):
-    """The load and price flags harness.plan and harness.report share; returns the group."""
+#: `--price-basis all` (harness.plan only): every basis side by side
+ALL_BASES = "all"
+
+
+def add_load_args(p: argparse.ArgumentParser, *, required: bool, all_bases: bool = False):
+    """The load and price flags harness.plan and harness.report share; returns the group.
+    `all_bases`: `--price-basis` also takes `all` (the bases side by side)."""
     g = p.add_argument_group("the load and its prices (the deployment plan)")
     g.add_argument(
         "--rate",
@@ -64,7 +69,17 @@ def add_load_args(p: argparse.ArgumentParser, *, required: bool):
         default=0.2,
         help="share of each instance's measured throughput kept free at peak",
     )
-    g.add_argument("--price-basis", choices=PRICE_BASES, default="on-demand")
+    g.add_argument(
+        "--price-basis",
+        choices=(*PRICE_BASES, ALL_BASES) if all_bases else PRICE_BASES,
+        default="on-demand",
+        help="how the hardware is paid for"
+        + (
+            f"; {ALL_BASES}: every basis side by side (the plan itself on on-demand)"
+            if all_bases
+            else ""
+        ),
+    )
     g.add_argument(
         "--price",
         type=_price,
@@ -90,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RESULTS",
         help="results .csv / .parquet files, or folders searched recursively for them",
     )
-    g = add_load_args(p, required=True)
+    g = add_load_args(p, required=True, all_bases=True)
     lim = g.add_mutually_exclusive_group(required=True)
     lim.add_argument(
         "--p99-ms", type=flag_type(positive_float), help="latency limit on each point's p99"
@@ -104,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--references",
         action="store_true",
-        help=f"also price the published figures (marked {MARKER}; never ranked with ours)",
+        help=f"also price the published figures (marked {MARKER}; never ranked with ours) "
+        f"and, for embeddings, the API list prices (marked {BUY_MARKER}: buy against build)",
     )
     g = p.add_argument_group("output")
     g.add_argument("--format", choices=("table", "json"), default="table", help="stdout format")
@@ -129,7 +145,7 @@ def demand_from(args: argparse.Namespace, metric: str | None = None, limit=None)
         metric=metric,
         peak=args.peak,
         headroom=args.headroom,
-        basis=args.price_basis,
+        basis="on-demand" if args.price_basis == ALL_BASES else args.price_basis,
         prices=tuple(args.price),
         rate_text=args.rate,
     )
@@ -169,7 +185,7 @@ def print_plan(console, plan) -> None:
             keep = min(widest, 18) if h in ("engine / image", "concurrency", "model") else None
             rt.add_column(h, min_width=keep, overflow="fold")
         for cells, cls in zip(t.rows, t.classes, strict=True):
-            style = "italic cyan" if cls == "published" else None
+            style = "italic cyan" if cls in ("published", "buy") else None
             rt.add_row(*(escape(c) for c in cells), style=style)
         console.print(rt)
     sources: dict[str, list[str]] = {}
@@ -178,19 +194,30 @@ def print_plan(console, plan) -> None:
     for src, what in sources.items():
         line = f"{MARKER} {', '.join(dict.fromkeys(what))}: {src}"
         console.print(escape(line), soft_wrap=True, highlight=False)
+    apis = {f"{b.provider} {b.api_model}": f"{b.source} ({b.date})" for b in plan.buy}
+    for api, src in apis.items():
+        console.print(escape(f"{BUY_MARKER} {api}: {src}"), soft_wrap=True, highlight=False)
     for note in plan.notes:
         console.print(f"[dim]note:[/] {escape(note)}", soft_wrap=True, highlight=False)
 
 
 def run(args: argparse.Namespace, console) -> int:
     from analysis import render
+    from analysis.buy import read_api_prices
     from analysis.frames import load
     from analysis.reporting import charts_or_none, read_references
 
     demand = demand_from(args)
     df = load(args.results)
     refs = read_references() if args.references else None
-    plan = make_plan(df, demand, references=refs, filters=filters_from(args))
+    plan = make_plan(
+        df,
+        demand,
+        references=refs,
+        filters=filters_from(args),
+        api_prices=read_api_prices() if args.references else None,
+        all_bases=args.price_basis == ALL_BASES,
+    )
     if args.format == "json":
         sys.stdout.write(json.dumps(plan.to_json(), indent=2, default=str) + "\n")
     else:

@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # pytest exits 5 when it collects no tests; that is a failure here, as any non-zero code is.
-.venv/bin/python -m pytest -q -rs --durations=25 "$@"
+# Two workers (pytest-xdist), a test file each at a time, so a module's fixtures are built once:
+# much of the suite waits on servers, sweeps and kill -9s. BB_TEST_WORKERS=0 runs in one process.
+.venv/bin/python -m pytest -q -rs --durations=25 -n "${BB_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -46,6 +46,28 @@ def _megabytes(text: str) -> int:
     return int(mb * 2**20)
 
 
+# the routes: KServe v2 and Triton's extensions, OpenAI / Infinity, Prometheus; a {model}
+# route answers under /v2/models/{name} and, as Triton's do, /v2/models/{name}/versions/{v}
+_ROUTES = (
+    ("GET", "/v2/health/ready", "ready"),
+    ("GET", "/v2/health/live", "live"),
+    ("GET", "/v2", "server_metadata"),
+    ("GET", "/v2/models/stats", "triton_stats"),
+    ("POST", "/v2/repository/index", "triton_index"),
+    ("GET", "{model}", "model_metadata"),
+    ("GET", "{model}/ready", "model_ready"),
+    ("POST", "{model}/infer", "kserve_infer"),
+    ("GET", "{model}/config", "triton_config"),
+    ("GET", "{model}/stats", "triton_stats"),
+    ("POST", "/v1/embeddings", "openai_embeddings"),
+    ("POST", "/embeddings", "openai_embeddings"),
+    ("POST", "/embeddings_image", "infinity_embeddings_image"),
+    ("POST", "/classify", "classify"),
+    ("GET", "/metrics", "prometheus"),
+)
+_MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{v}")
+
+
 @dataclass(frozen=True)
 class ServerLimits:
     """What one request may be, and how long and how many connections the server allows."""
@@ -95,21 +117,12 @@ class Server:
         app = web.Application(
             client_max_size=self.limits.max_body_bytes, middlewares=[self._errors]
         )
-        r = app.router
-        r.add_get("/v2/health/ready", self.ready)
-        r.add_get("/v2/health/live", self.live)
-        r.add_get("/v2", self.server_metadata)
-        r.add_get("/v2/models/{name}", self.model_metadata)
-        r.add_get("/v2/models/{name}/ready", self.model_ready)
-        r.add_post("/v2/models/{name}/infer", self.kserve_infer)
-        r.add_get("/v2/models/{name}/versions/{v}", self.model_metadata)
-        r.add_post("/v2/models/{name}/versions/{v}/infer", self.kserve_infer)
-        r.add_post("/v1/embeddings", self.openai_embeddings)
-        r.add_post("/embeddings", self.openai_embeddings)
-        r.add_post("/embeddings_image", self.infinity_embeddings_image)
-        r.add_post("/classify", self.classify)
-        r.add_get("/metrics", self.prometheus)
-        self.add_triton_routes(app)
+        for method, path, handler in _ROUTES:
+            for full in (
+                [path.replace("{model}", m) for m in _MODEL_PATHS] if "{model}" in path else [path]
+            ):
+                app.router.add_route(method, full, getattr(self, handler))
+        app.middlewares.append(self._infer_times)
         return app
 
     @property
@@ -347,16 +360,6 @@ class Server:
         if not hasattr(self, "_times"):
             self._times = RequestTimes()
         return self._times
-
-    def add_triton_routes(self, app) -> None:
-        r = app.router
-        r.add_get("/v2/models/{name}/config", self.triton_config)
-        r.add_get("/v2/models/{name}/versions/{v}/config", self.triton_config)
-        r.add_get("/v2/models/{name}/stats", self.triton_stats)
-        r.add_get("/v2/models/{name}/versions/{v}/stats", self.triton_stats)
-        r.add_get("/v2/models/stats", self.triton_stats)
-        r.add_post("/v2/repository/index", self.triton_index)
-        app.middlewares.append(self._infer_times)
 
     def config_json(self) -> dict[str, Any]:
         """This model's Triton configuration (HTTP and gRPC serve the same one)."""

@@ -72,6 +72,32 @@ class AppThread:
         self.thread.join(10)
 
 
+class FakeApp:
+    """A fake HTTP server for the tests: `routes` is (path, handler) for POSTs."""
+
+    def __init__(self, *routes) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        for path, handler in routes:
+            app.router.add_post(path, handler)
+        self.app = AppThread(app)
+        self.url = self.app.url
+
+    def close(self) -> None:
+        self.app.close()
+
+
+def help_text(main, capsys) -> str:
+    """What `main(["--help"])` prints; it must exit 0."""
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
 def schema_row(**kw) -> dict:
     """A result row with every schema column: None, but for a CPU classifier's identity and
     what `kw` sets."""

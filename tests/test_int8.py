@@ -99,13 +99,30 @@ def test_int8_passes_parity_on_trained_minilm(tmp_path, minilm_dir, variant):
 
 def test_int8_peak_keeps_the_best_round(monkeypatch):
     rates = iter([3e9, 9e9, 5e9, 1e9, 2e9, 4e9])
-    monkeypatch.setattr(hardware, "_best_rate", lambda step, ops, seconds: next(rates))
+    monkeypatch.setattr(hardware, "_best_rate", lambda step, ops, seconds, warm: next(rates))
     monkeypatch.setattr(hardware, "_int8_matmuls", lambda n: [None, None])
     hardware.measured_cpu_peak.cache_clear()
     try:
         assert hardware.measured_cpu_peak("int8", 0.01, rounds=3) == 9e9
     finally:
         hardware.measured_cpu_peak.cache_clear()
+
+
+def test_a_kernel_far_below_the_best_is_timed_once_and_each_is_warmed_once(monkeypatch):
+    calls = []
+
+    def rate(step, ops, seconds, warm):
+        calls.append((step, warm))
+        return {"slow": 1e9, "fast": 8e9}[step]
+
+    monkeypatch.setattr(hardware, "_best_rate", rate)
+    monkeypatch.setattr(hardware, "_int8_matmuls", lambda n: ["slow", "fast"])
+    hardware.measured_cpu_peak.cache_clear()
+    try:
+        assert hardware.measured_cpu_peak("int8", 0.01, rounds=3) == 8e9
+    finally:
+        hardware.measured_cpu_peak.cache_clear()
+    assert calls == [("slow", True), ("fast", True), ("fast", False), ("fast", False)]
 
 
 def test_int8_peak_runs_a_real_int8_kernel():

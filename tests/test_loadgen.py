@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 import pytest
 from aiohttp import web  # noqa: E402
-from helpers import AppThread
+from helpers import FakeApp
 
 from core.errors import BillionbenchError, ConfigError  # noqa: E402
 from core.net import free_port  # noqa: E402
@@ -77,23 +77,19 @@ def _probs(label: str) -> list:
     return [0.8 if j == i else 0.1 for j in range(len(LABELS))]
 
 
-class Server:
+class Server(FakeApp):
     """An aiohttp app on its own loop in a thread; counts requests and peak concurrency."""
 
     def __init__(self) -> None:
         self.hits = 0
         self.inflight = 0
         self.max_inflight = 0
-        app = web.Application()
-        app.router.add_post("/v2/models/{model}/infer", self.kserve)
-        app.router.add_post("/v1/embeddings", self.openai)
-        app.router.add_post("/classify", self.classify)
-        app.router.add_post("/hf/{task}", self.hf)
-        self.app = AppThread(app)
-        self.url = self.app.url
-
-    def close(self) -> None:
-        self.app.close()
+        super().__init__(
+            ("/v2/models/{model}/infer", self.kserve),
+            ("/v1/embeddings", self.openai),
+            ("/classify", self.classify),
+            ("/hf/{task}", self.hf),
+        )
 
     def reset(self) -> None:
         self.hits = self.max_inflight = 0

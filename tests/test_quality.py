@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiohttp import web
-from helpers import AppThread
+from helpers import FakeApp
 
 from core.errors import ConfigError
 from harness import quality
@@ -23,20 +23,15 @@ from loadgen import Target, TargetError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class FakeServer:
+class FakeServer(FakeApp):
     """OpenAI embeddings and Infinity-style /classify under /<mode>/...; `embed(mode, texts)`
     and `classify(mode, texts)` give the answers."""
 
     def __init__(self, embed=None, classify=None) -> None:
         self.embed, self.classify = embed, classify
-        app = web.Application()
-        app.router.add_post("/{mode}/v1/embeddings", self._embeddings)
-        app.router.add_post("/{mode}/classify", self._classify)
-        self.app = AppThread(app)
-        self.url = self.app.url
-
-    def close(self) -> None:
-        self.app.close()
+        super().__init__(
+            ("/{mode}/v1/embeddings", self._embeddings), ("/{mode}/classify", self._classify)
+        )
 
     async def _embeddings(self, request):
         body = await request.json()
