@@ -30,11 +30,17 @@ class CompileOptions(VisionOptions):
     recorded_when_set = (*VisionOptions.recorded_when_set, "compile_backend")
 
     def backend(self) -> str:
-        """The backend's name, once torch knows it (torch-tensorrt registers its own on import);
-        ConfigError for one this torch does not have."""
+        return self.compile_backend or "inductor"
+
+    def check(self, config) -> None:
+        """A backend named on the command line must be one torch has (torch-tensorrt registers
+        its own on import); inductor, the default, needs no look (no torch import here)."""
+        super().check(config)
+        name = self.compile_backend
+        if name is None:
+            return
         import torch
 
-        name = self.compile_backend or "inductor"
         if name in ("tensorrt", "torch_tensorrt"):
             try:
                 import torch_tensorrt  # noqa: F401
@@ -43,17 +49,11 @@ class CompileOptions(VisionOptions):
                     f"--compile-backend {name} needs torch-tensorrt (pip install torch-tensorrt, "
                     "on a CUDA machine)"
                 ) from None
-        have = torch._dynamo.list_backends(exclude_tags=())
-        if name not in have:
+        if name not in torch._dynamo.list_backends(exclude_tags=()):
             raise ConfigError(
                 f"--compile-backend {name!r} is not a torch.compile backend here; this torch has "
                 f"{', '.join(torch._dynamo.list_backends())} (and aot_eager, eager for tests)"
             )
-        return name
-
-    def check(self, config) -> None:
-        super().check(config)
-        self.backend()
 
 
 class CompileEngine(EagerEngine):
@@ -67,6 +67,8 @@ class CompileEngine(EagerEngine):
         import torch
 
         mode, backend = self.options.compile_mode, self.options.backend()
+        if backend in ("tensorrt", "torch_tensorrt"):
+            import torch_tensorrt  # noqa: F401  (registers the backend in this process)
         # torch refuses a mode with a backend other than inductor
         kw = {"mode": mode} if backend == "inductor" else {}
         self.model = torch.compile(self.model, backend=backend, dynamic=True, **kw)

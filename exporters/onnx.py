@@ -64,7 +64,6 @@ def export_onnx_file(model: Any, spec: ModelSpec, path: Path, opset: int = 17):
 
     Returns (input_names, output_names, dynamic_axes).
     """
-
     _require("onnx", "onnx")
     out = output_name(spec.task)
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}

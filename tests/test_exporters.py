@@ -1,5 +1,6 @@
-"""Tiny DistilBERT and ModernBERT through every CPU export: onnx (fp32, optimized, int8),
-compile and aoti. Each passes parity at 3 shapes and runs through `python -m harness.run`."""
+"""Tiny DistilBERT and ModernBERT through the CPU exports: onnx (fp32, optimized, int8) for
+both, aoti for DistilBERT and compile for ModernBERT (inductor once a model). Each passes parity
+at 3 shapes and runs through `python -m harness.run`."""
 
 import json
 import os
@@ -117,7 +118,7 @@ def test_artifact_runs_through_harness(artifacts, tmp_path, capsys, model, fmt, 
 
 def test_compile_engine_through_harness(tmp_path, capsys):
     # the aot_eager backend: the harness's wiring, without inductor's code generation (the
-    # slow part, whose outputs test_compile_engine_matches_eager checks for both models)
+    # slow part: its outputs are checked by test_compile_engine_matches_eager and the AOTI rows)
     model, task = "distilbert-sentiment-tiny", "classification"
     argv = [
         "--model",
