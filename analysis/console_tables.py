@@ -90,8 +90,10 @@ def confidence_lines(rows: list[dict]) -> list[str]:
         )
     for r in rows:
         if r.get("disturbed"):
+            where = f"batch {r['batch_size']}: " if r.get("batch_size") is not None else ""
             lines.append(
-                f"[yellow]disturbed[/]: a point measured on a busy host: {r.get('disturbed_reason')}"
+                f"[yellow]disturbed[/]: {where}a point measured on a busy host: "
+                f"{r.get('disturbed_reason')}; --remeasure-disturbed 2 measures such points again"
             )
     return lines
 

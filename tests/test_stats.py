@@ -228,3 +228,16 @@ def test_an_amx_host_is_told_that_bf16_is_there():
     assert isa_hints([{"cpu_isa": "avx2", "precision": "fp32"}]) == []
     plan = _plan(_row(100.0, 0, cpu_isa="avx512f,amx_bf16"))
     assert any("AMX-BF16" in n for n in plan.notes)
+
+
+def test_a_disturbed_point_is_named_with_what_to_do():
+    from analysis.console_tables import confidence_lines
+
+    rows = [
+        {"batch_size": 8, "disturbed": True, "disturbed_reason": "CPU probe 26.5 ms before"},
+        {"batch_size": 32, "disturbed": False},
+    ]
+    flagged = [ln for ln in confidence_lines(rows) if "disturbed" in ln]
+    assert len(flagged) == 1
+    assert "batch 8:" in flagged[0] and "CPU probe 26.5 ms before" in flagged[0]
+    assert "--remeasure-disturbed" in flagged[0]
