@@ -332,7 +332,7 @@ def _contour(df: pd.DataFrame, ch) -> Section:
     if not s.tables:
         s.notes.append(
             "No series spans two VU counts and two batch sizes yet: sweep more of both "
-            "(harness.sweep --batch-sizes 8,32 --vus-max 32) to get a surface."
+            "(harness.sweep --max-batch-sizes 8,32 --vus-max 32) to get a surface."
         )
     return s
 
