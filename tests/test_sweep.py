@@ -130,7 +130,7 @@ def test_sweep_end_to_end_and_resume(tmp_path):
 
 def test_interrupted_sweep_resumes_without_losing_or_repeating(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = _cmd(tmp_path, ["--vus-max", "32", "--fake-latency-ms", "20"])
+    cmd = _cmd(tmp_path, ["--vus-max", "16", "--fake-latency-ms", "20"])
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
